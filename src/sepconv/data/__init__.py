@@ -1,0 +1,6 @@
+"""Data sets without torchvision: IDX (MNIST family), CIFAR pickles, image folders, colour charts."""
+
+from .dataset import BatchLoader, ImageDataset, channel_stats
+from .registry import get_dataset, list_datasets, register_dataset
+
+__all__ = ["BatchLoader", "ImageDataset", "channel_stats", "get_dataset", "list_datasets", "register_dataset"]

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tests are small; two intra-op threads match the project's machines and keep timings stable.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture
+def run_cli():
+    """Run ``sepconv ARGS`` in a subprocess, as a user would; returns CompletedProcess."""
+
+    def _run(*args: str, timeout: float = 300, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sepconv.cli", *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd,
+        )
+
+    return _run
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """A user error: non-zero exit, one line on stderr starting with 'sepconv', no traceback."""
+    assert proc.returncode != 0, proc.stdout
+    err = proc.stderr.strip()
+    assert "Traceback" not in err, err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("sepconv"), err
+    for n in needles:
+        assert n in err, err
