@@ -47,6 +47,22 @@ def atomic_write_bytes(path: str | os.PathLike[str], write: Any) -> None:
         raise
 
 
+def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
+    """Create the folder ``path`` if needed and prove that a file can be written in it.
+
+    Called before long jobs so that an unwritable output folder fails in one line at once, not
+    after an hour of training.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(prefix=".write-test.", dir=path):
+            pass
+    except OSError as exc:
+        raise SepconvError(f"cannot write to {path}: {exc.strerror or exc}") from None
+    return path
+
+
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
     payload = {"format": FORMAT, "version": VERSION, **payload}
     atomic_write_bytes(path, lambda f: torch.save(payload, f))

@@ -1,0 +1,55 @@
+"""``sepconv evaluate``: accuracy and loss of a checkpoint on a data set's test split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..errors import SepconvError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="test accuracy and loss of a checkpoint")
+    p.add_argument("checkpoint", help="checkpoint file (or a folder holding model.pt / best.pt / last.pt)")
+    p.add_argument("--data", required=True, help="data set spec; its test split is used")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--limit", type=int, help="evaluate on a fixed random subset of N images")
+    p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..checkpoint import load_checkpoint, model_from_checkpoint
+    from ..data.registry import get_dataset
+    from ..measure.profile import profile
+    from ..train.evaluation import check_model_fits_data, evaluate, limit_dataset
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SepconvError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.batch_size < 1:
+        raise SepconvError(f"--batch-size must be at least 1, got {args.batch_size}")
+    model = model_from_checkpoint(load_checkpoint(args.checkpoint), args.checkpoint)
+    dataset = limit_dataset(get_dataset(args.data, train=False), args.limit)
+    check_model_fits_data(model, dataset, args.checkpoint)
+    metrics = evaluate(model, dataset, batch_size=args.batch_size)
+    prof = profile(model, tuple(dataset.images.shape[1:]))
+    result = {
+        "checkpoint": str(args.checkpoint),
+        "data": args.data,
+        **metrics,
+        "params": prof.params,
+        "macs": prof.macs,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"accuracy {100 * result['accuracy']:.2f}%  loss {result['loss']:.4f}  on {result['num_images']:,} "
+            f"images of {args.data}; {prof.params:,} params, {prof.macs / 1e6:.2f} M MACs per image"
+        )
+    return 0

@@ -1,0 +1,188 @@
+"""Architectural replacement of regular convolutions by depthwise-separable ones (spec 02 §1).
+
+Every selected regular k×k convolution (k > 1, ``groups == 1``) becomes a
+:class:`~sepconv.nn.separable.SeparableConv2d`: DW k×k with the original stride, padding and
+dilation, then PW 1×1 to the original width (with a bias iff the original had one). Weights are
+fresh: this is the "DSC" model trained from scratch; decomposition-based initialisation is
+spec 05's business.
+
+The replacement is recorded in the model's architecture description, and ``NAME_dsc`` zoo
+variants are built with it, so separable models save and load like any other.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch.nn as nn
+
+from ..errors import SepconvError
+from ..models.registry import model_entry, record_transform, register_model, register_transform
+from ..nn.separable import MID_ACTIVATIONS, SeparableConv2d
+
+Include = str | Sequence[str]
+
+
+@dataclass
+class SeparableReport:
+    """What :func:`to_separable` replaced and what it saved."""
+
+    replaced: list[str]
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    input_size: tuple[int, ...]
+    skipped: list[str] = field(default_factory=list)  # regular convs the include filter left out
+
+    def __str__(self) -> str:
+        return (
+            f"replaced {len(self.replaced)} conv(s); params {self.params_before:,} -> {self.params_after:,}, "
+            f"MACs {self.macs_before:,} -> {self.macs_after:,} at {tuple(self.input_size)}"
+        )
+
+
+def is_regular_spatial_conv(module: nn.Module) -> bool:
+    """A plain ``nn.Conv2d`` with a kernel larger than 1×1 and ``groups == 1``.
+
+    Subclasses are left alone on purpose: they may compute something else in ``forward``.
+    """
+    return (
+        type(module) is nn.Conv2d and module.groups == 1 and max(module.kernel_size) > 1  # type: ignore[arg-type]
+    )
+
+
+def to_separable(
+    model: nn.Module,
+    multiplier: int = 1,
+    include: Include = "all",
+    mid_bn: bool = False,
+    mid_act: str | None = None,
+    inplace: bool = False,
+    input_size: Sequence[int] | None = None,
+) -> tuple[nn.Module, SeparableReport]:
+    """Replace regular k×k convs by DW k×k + PW 1×1; returns the new model and a report.
+
+    ``include``: ``"all"``, ``"all_but_stem"`` (the stem is the first ``Conv2d`` in module order),
+    an fnmatch pattern on qualified module names, or a list of such patterns.
+    ``input_size`` (C, H, W) is only used for the MACs in the report (default: the model's).
+    """
+    from ..measure.profile import profile
+
+    before = profile(model, input_size)
+    result, replaced, skipped = convert_to_separable(model, multiplier, include, mid_bn, mid_act, inplace)
+    record_transform(
+        model,
+        result,
+        "to_separable",
+        multiplier=int(multiplier),
+        include=include if isinstance(include, str) else list(include),
+        mid_bn=bool(mid_bn),
+        mid_act=mid_act,
+    )
+    after = profile(result, before.input_size)
+    report = SeparableReport(
+        replaced, before.params, after.params, before.macs, after.macs, before.input_size, skipped
+    )
+    return result, report
+
+
+def convert_to_separable(
+    model: nn.Module,
+    multiplier: int = 1,
+    include: Include = "all",
+    mid_bn: bool = False,
+    mid_act: str | None = None,
+    inplace: bool = False,
+) -> tuple[nn.Module, list[str], list[str]]:
+    """The structural part of :func:`to_separable` (no profiling, no architecture record).
+
+    Returns the model, the names of the replaced convs and of the regular convs left out.
+    """
+    if int(multiplier) != multiplier or multiplier < 1:
+        raise SepconvError(f"depth multiplier must be a positive integer, got {multiplier!r}")
+    if mid_act is not None and str(mid_act).lower() not in MID_ACTIVATIONS:
+        known = ", ".join(sorted(MID_ACTIVATIONS))
+        raise SepconvError(f"unknown activation {mid_act!r}; choose one of {known}")
+    result = model if inplace else copy.deepcopy(model)
+    candidates = [name for name, m in result.named_modules() if is_regular_spatial_conv(m)]
+    chosen = _select(result, candidates, include)
+    for name in chosen:
+        conv = result.get_submodule(name)
+        _set_submodule(result, name, SeparableConv2d.from_conv(conv, int(multiplier), mid_bn, mid_act))
+    skipped = [n for n in candidates if n not in set(chosen)]
+    return result, chosen, skipped
+
+
+def _select(model: nn.Module, candidates: list[str], include: Include) -> list[str]:
+    if isinstance(include, str) and include == "all":
+        return list(candidates)
+    if isinstance(include, str) and include == "all_but_stem":
+        stem = next((name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+        return [n for n in candidates if n != stem]
+    patterns = [include] if isinstance(include, str) else list(include)
+    if not patterns or not all(isinstance(p, str) and p for p in patterns):
+        raise SepconvError("include must be 'all', 'all_but_stem', a name pattern or a list of patterns")
+    chosen = [n for n in candidates if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+    if not chosen:
+        raise SepconvError(
+            f"include {include!r} matches no regular k×k convolution "
+            f"(candidates: {', '.join(candidates[:5]) or 'none'}{', ...' if len(candidates) > 5 else ''})"
+        )
+    return chosen
+
+
+def _set_submodule(root: nn.Module, dotted: str, new: nn.Module) -> None:
+    parent_name, _, child = dotted.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)
+
+
+def _replay(
+    model: nn.Module,
+    multiplier: int = 1,
+    include: Include = "all",
+    mid_bn: bool = False,
+    mid_act: str | None = None,
+) -> nn.Module:
+    return convert_to_separable(model, multiplier, include, mid_bn, mid_act, inplace=True)[0]
+
+
+register_transform("to_separable", _replay)
+
+
+class _SeparableVariantBuilder:
+    """Builder of ``BASE_dsc``: the base model's builder followed by :func:`convert_to_separable`.
+
+    It exposes the base builder's signature so that ``create_model`` checks options against it.
+    """
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return inspect.signature(model_entry(self.base).builder)
+
+    def __call__(self, **config: Any) -> nn.Module:
+        model = model_entry(self.base).builder(**config)
+        return convert_to_separable(model, inplace=True)[0]
+
+
+def register_separable_variant(base: str) -> str:
+    """Register ``BASE_dsc`` (stem included, multiplier 1, no middle BN, stride on the DW)."""
+    entry = model_entry(base)
+    name = f"{base}_dsc"
+    register_model(
+        name,
+        _SeparableVariantBuilder(base),
+        description=f"{entry.description or base}; every regular k×k conv made depthwise-separable",
+        family=entry.family,
+        **entry.defaults,
+    )
+    return name

@@ -1,0 +1,266 @@
+"""Constant channels and their folding into the next layer ("shifting-factor fusion").
+
+A removed channel whose filter is gone still has a value downstream: its producer's bias (usually
+0), then BN(0) = β − γμ/√(σ²+ε), then the activation, a depthwise conv of that constant, ... —
+a per-channel constant. Folding adds that constant's contribution to the consumer's bias, so the
+compacted model computes what the model with the zeroed filters computed:
+
+    Δb[o] = Σ_i c_i · Σ_{u,v} K[o, i, u, v]
+
+rather than writing that formula per layer type, :func:`channel_constants` propagates per-channel
+constants through the graph by *running each op on constant feature maps* (large enough that
+their centre pixel is an interior pixel) and :func:`consumer_offsets` runs each consumer on its
+constant inputs. This is exact for any op the analysis accepts, grouped consumers included.
+
+Exactness: a 1×1 consumer or a linear layer gets the constant everywhere, so the fold is exact.
+A k×k consumer with zero padding (or a padded depthwise conv / average pool on the removed chain)
+sees zeros instead of the constant near the border, so the fold is exact on interior pixels only;
+:func:`border_sensitive_layers` names those layers.
+
+``overrides`` let a caller impose its own constants (node or layer name → {channel: value}), for
+example BN-probability pruning's *expected* activations E[act(N(β, γ²))] of channels that are not
+exactly constant.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from ..errors import SepconvError
+from .analysis import ChannelGraph
+
+Overrides = Mapping[str, Mapping[int, float]]
+
+
+def _as_tuple(value: object) -> tuple[int, ...]:
+    return tuple(int(v) for v in value) if isinstance(value, (tuple, list)) else (int(value),)  # type: ignore[call-overload]
+
+
+def _spatial_size(gm: fx.GraphModule) -> int:
+    """Side of the constant maps: wide enough that the centre is interior for every kernel."""
+    extent = 1
+    for m in gm.modules():
+        if not hasattr(m, "kernel_size"):
+            continue
+        k = _as_tuple(m.kernel_size)
+        d = _as_tuple(getattr(m, "dilation", 1))
+        if len(d) == 1:
+            d = d * len(k)
+        extent = max(extent, *((kk - 1) * dd + 1 for kk, dd in zip(k, d)))
+    return max(9, 4 * extent + 1)
+
+
+class _ConstantMaps:
+    """Evaluates ops on constant feature maps of size S×S (float64)."""
+
+    def __init__(self, cg: ChannelGraph) -> None:
+        self.cg = cg
+        self.size = _spatial_size(cg.gm)
+        self._modules: dict[str, nn.Module] = {}
+
+    def module(self, name: str) -> nn.Module:
+        if name not in self._modules:
+            self._modules[name] = copy.deepcopy(self.cg.gm.get_submodule(name)).double().eval()
+        return self._modules[name]
+
+    def make(self, values: torch.Tensor, ndim: int) -> torch.Tensor:
+        shape = (1, values.numel(), *([self.size] * (ndim - 2)))
+        return values.reshape(1, -1, *([1] * (ndim - 2))).expand(shape).clone()
+
+    @staticmethod
+    def centre(result: torch.Tensor) -> torch.Tensor:
+        index = (0, slice(None), *(s // 2 for s in result.shape[2:]))
+        return result[index].reshape(-1)
+
+
+def channel_constants(
+    cg: ChannelGraph, removed: np.ndarray, overrides: Overrides | None = None
+) -> dict[str, torch.Tensor]:
+    """The interior value of every channel of every channel tensor (NaN = not constant).
+
+    The filters of removed chains are taken as zero (their producers output their bias); filters
+    that are exactly zero in the model count as zero too.
+    """
+    overrides = dict(overrides or {})
+    maps = _ConstantMaps(cg)
+    record = cg.record
+    values: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for node in cg.gm.graph.nodes:
+            owner = cg.tensor_owner.get(node.name)
+            if owner is None:
+                continue
+            vec = _node_constants(cg, node, values, maps, removed)
+            for key in (node.name, str(node.target) if node.op == "call_module" else None):
+                if key is not None and key in overrides:
+                    for channel, value in overrides[key].items():
+                        if not 0 <= int(channel) < owner.size:
+                            raise SepconvError(f"constant override for {key}: no channel {channel}")
+                        vec[int(channel)] = float(value)
+            values[node.name] = vec
+    del record
+    return values
+
+
+def _node_constants(
+    cg: ChannelGraph,
+    node: fx.Node,
+    values: dict[str, torch.Tensor],
+    maps: _ConstantMaps,
+    removed: np.ndarray,
+) -> torch.Tensor:
+    owner = cg.tensor_owner[node.name]
+    nan = torch.full((owner.size,), math.nan, dtype=torch.float64)
+    if node.op != "call_module" and node.op != "call_function" and node.op != "call_method":
+        return nan
+    if node.name in cg.maps:  # data movement: constants move with their channels
+        cmap = cg.maps[node.name]
+        source = values.get(cmap.anchor)
+        if source is None:
+            return nan
+        out = nan.clone()
+        for o in range(cmap.out_channels):
+            feeding = source[cmap.pairs[cmap.pairs[:, 0] == o, 1]]
+            if len(feeding) and bool((feeding == feeding[0]).all()):
+                out[o] = feeding[0]
+        return out
+    if node.op == "call_module":
+        mod = cg.gm.get_submodule(str(node.target))
+        out_site = cg.site_owner.get((str(node.target), "out"))
+        if out_site is not None and out_site in cg.producers:
+            # A producer's output is constant exactly where its filter is (taken as) zero.
+            return _producer_constants(cg, mod, out_site, removed)
+    try:
+        result = _evaluate(cg, node, values, maps)
+    except (RuntimeError, TypeError, ValueError, IndexError):
+        return nan
+    if not isinstance(result, torch.Tensor) or result.dim() < 2 or result.shape[1] != owner.size:
+        return nan
+    vec = maps.centre(result).to(torch.float64)
+    if node.op == "call_module":  # a depthwise conv with zero filters outputs its bias there
+        mod = cg.gm.get_submodule(str(node.target))
+        if isinstance(mod, nn.modules.conv._ConvNd):
+            zero = mod.weight.detach().flatten(1).eq(0).all(dim=1)
+            bias = mod.bias.detach().double() if mod.bias is not None else torch.zeros(owner.size, dtype=torch.float64)
+            vec = torch.where(zero, bias, vec)
+    return vec
+
+
+def _producer_constants(cg: ChannelGraph, mod: nn.Module, out_site, removed: np.ndarray) -> torch.Tensor:
+    weight = mod.weight.detach()
+    zero = weight.flatten(1).eq(0).all(dim=1).numpy() | removed[cg.chains(out_site)]
+    bias = mod.bias.detach().double() if getattr(mod, "bias", None) is not None else torch.zeros(out_site.size, dtype=torch.float64)
+    return torch.where(torch.from_numpy(zero), bias, torch.full_like(bias, math.nan))
+
+
+def _evaluate(cg: ChannelGraph, node: fx.Node, values: dict[str, torch.Tensor], maps: _ConstantMaps) -> object:
+    record = cg.record
+
+    def substitute(a: object) -> object:
+        if not isinstance(a, fx.Node):
+            return a
+        if a.name in values:
+            return maps.make(values[a.name], len(record.tensors[a.name].shape))
+        if a.op == "get_attr":
+            return _fetch(cg.gm, str(a.target)).double()
+        if a.name in record.values:
+            return record.values[a.name]
+        raise ValueError(f"no constant map for {a.name}")
+
+    args = fx.node.map_aggregate(node.args, substitute)
+    kwargs = fx.node.map_aggregate(node.kwargs, substitute)
+    if node.op == "call_module":
+        return maps.module(str(node.target))(*args, **kwargs)
+    if node.op == "call_method":
+        self_obj, *rest = args
+        return getattr(self_obj, str(node.target))(*rest, **kwargs)
+    return node.target(*args, **kwargs)  # type: ignore[operator]
+
+
+def _fetch(gm: fx.GraphModule, target: str) -> torch.Tensor:
+    value: object = gm
+    for part in target.split("."):
+        value = getattr(value, part)
+    assert isinstance(value, torch.Tensor)
+    return value.detach()
+
+
+def consumer_offsets(
+    cg: ChannelGraph, constants: Mapping[str, torch.Tensor], removed: np.ndarray
+) -> dict[str, torch.Tensor]:
+    """Δb per consumer layer (conv/linear reading removed channels), on its original outputs.
+
+    Raises :class:`SepconvError` when a removed channel is not constant at a consumer (then only
+    ``fold="none"`` can remove it).
+    """
+    maps = _ConstantMaps(cg)
+    offsets: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        for owner in cg.producers:
+            name = owner.name
+            for node_name in cg.module_calls.get(name, []):
+                node = cg.node(node_name)
+                arg = node.args[0]
+                src = cg.tensor_owner[arg.name]
+                gone = removed[cg.chains(src)]
+                if not gone.any():
+                    continue
+                value = constants[arg.name][torch.from_numpy(gone)]
+                if torch.isnan(value).any():
+                    channels = np.flatnonzero(gone)[torch.isnan(value).numpy()]
+                    raise SepconvError(
+                        f"removed channel(s) {channels[:5].tolist()} of '{arg.name}' are not constant where "
+                        f"{name} reads them, so they cannot be folded; use fold='none'"
+                    )
+                if not bool(value.ne(0).any()):
+                    continue
+                inputs = torch.zeros(src.size, dtype=torch.float64)
+                inputs[torch.from_numpy(gone)] = value
+                ndim = len(cg.record.tensors[arg.name].shape)
+                mod = maps.module(name)
+                delta = maps.centre(mod(maps.make(inputs, ndim)) - mod(maps.make(torch.zeros_like(inputs), ndim)))
+                if name in offsets and not torch.allclose(offsets[name], delta):
+                    raise SepconvError(f"{name} is called on different constants; cannot fold into it")
+                offsets[name] = delta
+    return offsets
+
+
+def border_sensitive_layers(
+    cg: ChannelGraph, constants: Mapping[str, torch.Tensor], removed: np.ndarray
+) -> list[str]:
+    """Layers with zero padding that read a removed, non-zero constant channel: the fold (or the
+    chain itself) is exact on interior pixels only."""
+    names: list[str] = []
+    for node in cg.gm.graph.nodes:
+        if node.op != "call_module" or not node.args or not isinstance(node.args[0], fx.Node):
+            continue
+        if not _pads_with_zeros(cg.gm.get_submodule(str(node.target))):
+            continue
+        arg = node.args[0]
+        src = cg.tensor_owner.get(arg.name)
+        if src is None or arg.name not in constants:
+            continue
+        gone = torch.from_numpy(removed[cg.chains(src)])
+        value = constants[arg.name][gone]
+        if bool((value.nan_to_num(1.0) != 0).any()) and str(node.target) not in names:
+            names.append(str(node.target))
+    return names
+
+
+def _pads_with_zeros(mod: nn.Module) -> bool:
+    """Does the layer see zeros (not the constant) beyond the border of its input?"""
+    if isinstance(mod, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
+        return False  # pads with -inf: a constant stays a constant
+    if not getattr(mod, "count_include_pad", True) or getattr(mod, "padding_mode", "zeros") != "zeros":
+        return False
+    padding = getattr(mod, "padding", 0)
+    if isinstance(padding, str):
+        return padding == "same" and max(_as_tuple(getattr(mod, "kernel_size", 1))) > 1
+    return any(p > 0 for p in _as_tuple(padding))

@@ -1,0 +1,426 @@
+"""The training loop: SGD, LR schedule, callbacks, evaluation, atomic checkpoints, DDP.
+
+One :class:`Trainer` trains one model on one :class:`~sepconv.data.ImageDataset` for
+``config.epochs`` epochs. Each epoch it trains, lets callbacks act (:mod:`.callbacks` documents the
+hook order), evaluates on the test set, appends a record to :attr:`Trainer.history` and, when it
+has an output folder, writes ``last.pt`` (every epoch), ``best.pt`` (best test accuracy so far)
+and ``history.json``, each atomically. A checkpoint holds everything needed to continue exactly
+(weights, optimizer, epoch, history, RNG states, callback states), so stopping after E1 epochs and
+resuming to E gives bitwise the weights of one E-epoch run.
+
+Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in DDP, each process trains on its
+shard of every batch (``config.batch_size`` is the global batch) and only rank 0 writes or prints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..checkpoint import atomic_write_bytes, ensure_writable_dir, load_weights, model_payload, save_checkpoint
+from ..data.dataset import BatchLoader, ImageDataset
+from ..errors import CheckpointError, SepconvError, TrainingDivergedError
+from ..models.registry import get_arch
+from . import distributed
+from .callbacks import Callback, CallbackList
+from .evaluation import evaluation_sums, metrics_from_sums
+from .rng import capture_rng_state, restore_rng_state, seed_everything
+from .schedules import Schedule, make_schedule
+
+CHECKPOINT_KIND = "training"
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one run (stored in checkpoints and history.json).
+
+    ``schedule`` is ``cosine``, ``step`` (×``gamma`` every ``step_size`` epochs), ``multistep``
+    (×``gamma`` at each of ``milestones``) or ``constant``; ``per_iteration`` says whether it moves
+    every batch or every epoch (see :mod:`.schedules`). ``crop_padding`` is the random-crop padding
+    of the training augmentation (flips follow the data set's ``flip`` flag).
+    """
+
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    milestones: tuple[int, ...] = ()
+    step_size: int = 30
+    gamma: float = 0.2
+    warmup_epochs: float = 0.0
+    per_iteration: bool = True
+    seed: int = 0
+    crop_padding: int = 4
+    eval_batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        self.milestones = tuple(int(m) for m in self.milestones)
+        if self.epochs < 1:
+            raise SepconvError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise SepconvError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise SepconvError(f"--lr must be a positive number, got {self.lr}")
+        if self.momentum < 0 or self.weight_decay < 0:
+            raise SepconvError("--momentum and --weight-decay must not be negative")
+        if self.nesterov and self.momentum <= 0:
+            raise SepconvError("Nesterov momentum needs --momentum > 0")
+        if self.crop_padding < 0:
+            raise SepconvError(f"crop padding must not be negative, got {self.crop_padding}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["milestones"] = list(self.milestones)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def make_schedule(self) -> Schedule:
+        return make_schedule(
+            self.schedule,
+            self.epochs,
+            warmup_epochs=self.warmup_epochs,
+            per_iteration=self.per_iteration,
+            milestones=self.milestones,
+            step_size=self.step_size,
+            gamma=self.gamma,
+        )
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay,
+    )
+
+
+class Trainer:
+    """Trains ``model`` on ``train_data``; evaluates on ``test_data`` after every epoch.
+
+    ``out_dir`` (optional) receives ``last.pt``, ``best.pt`` and ``history.json``. ``quiet``
+    silences the progress bar and the per-epoch lines (the bar also hides when stderr is not a
+    terminal). Call :meth:`load_state_dict` with a checkpoint to resume, then :meth:`fit`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_data: ImageDataset,
+        test_data: ImageDataset | None = None,
+        config: TrainConfig | None = None,
+        callbacks: Iterable[Callback] = (),
+        out_dir: str | Path | None = None,
+        quiet: bool = False,
+        schedule: Schedule | None = None,
+    ) -> None:
+        self.config = config or TrainConfig()
+        self.callbacks = CallbackList(callbacks)
+        self.dist = distributed.current()
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.quiet = quiet
+        if self.out_dir is not None and self.is_main:
+            ensure_writable_dir(self.out_dir)
+
+        if self.config.batch_size % self.dist.world_size:
+            raise SepconvError(
+                f"--batch-size {self.config.batch_size} does not split evenly over {self.dist.world_size} processes"
+            )
+        self.train_loader = BatchLoader(
+            train_data,
+            batch_size=self.config.batch_size // self.dist.world_size,
+            train=True,
+            seed=self.config.seed,
+            padding=self.config.crop_padding,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
+        if len(self.train_loader) == 0:
+            raise SepconvError("the training set is empty")
+        self.test_loader = None
+        if test_data is not None:
+            # Every process evaluates a disjoint slice (no padding, unlike training shards), and
+            # the sums are added up, so the metrics are exact for any number of processes.
+            shard = test_data.subset(range(self.dist.rank, len(test_data), self.dist.world_size))
+            self.test_loader = BatchLoader(shard, batch_size=self.config.eval_batch_size, train=False)
+
+        self.model = model
+        self.network = distributed.wrap(model, self.dist)
+        self.optimizer = make_optimizer(model, self.config)
+        self._remember_base_lr()
+        self.schedule = schedule or self.config.make_schedule()
+
+        self.start_epoch = 0  # epochs completed before this fit() (non-zero after a resume)
+        self.epoch = 0  # the epoch in progress, 0-based
+        self.global_step = 0
+        self.history: list[dict[str, Any]] = []
+        self.best_accuracy = -1.0
+        self.best_epoch = 0
+        self.should_stop = False
+        self._resumed = False
+
+    # -- what callbacks use ------------------------------------------------------------------
+
+    @property
+    def rank(self) -> int:
+        return self.dist.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.dist.world_size
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.train_loader)
+
+    def replace_model(self, model: nn.Module) -> None:
+        """Swap in a structurally changed model (compaction, conversion, growth).
+
+        The optimizer is rebuilt with the same hyper-parameters; parameters that are the same
+        objects as before keep their momentum, new ones start with none. A callback that resizes
+        a parameter and wants to keep part of its momentum edits ``optimizer.state`` afterwards.
+        """
+        old = self.optimizer
+        hyper = {k: v for k, v in old.param_groups[0].items() if k not in ("params", "initial_lr", "lr")}
+        self.optimizer = type(old)(
+            [p for p in model.parameters() if p.requires_grad], lr=self.config.lr, **hyper
+        )
+        self.optimizer.param_groups[0]["initial_lr"] = old.param_groups[0]["initial_lr"]
+        self.optimizer.param_groups[0]["lr"] = old.param_groups[0]["lr"]
+        for p in self.optimizer.param_groups[0]["params"]:
+            if p in old.state:
+                self.optimizer.state[p] = old.state[p]
+        self.model = model
+        self.network = distributed.wrap(model, self.dist)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def fit(self) -> list[dict[str, Any]]:
+        """Train from ``start_epoch`` to ``config.epochs`` (or until a callback sets ``should_stop``)."""
+        if not self._resumed:
+            seed_everything(self.config.seed)
+        self.should_stop = False
+        self.callbacks.on_train_begin(self)
+        for epoch in range(self.start_epoch, self.config.epochs):
+            self.epoch = epoch
+            record = self._train_one_epoch(epoch)
+            self.callbacks.on_epoch_end(self, epoch)
+            record.update(self._evaluate_test())
+            if record["test_loss"] is not None and not math.isfinite(record["test_loss"]):
+                # The weights are already ruined; stop before they overwrite the last good last.pt.
+                raise TrainingDivergedError(
+                    f"test loss became {record['test_loss']} after epoch {epoch + 1}; lower the learning rate"
+                )
+            self.history.append(record)
+            improved = (
+                record.get("test_accuracy") is not None and record["test_accuracy"] > self.best_accuracy
+            )
+            if improved:
+                self.best_accuracy, self.best_epoch = record["test_accuracy"], epoch + 1
+            self.start_epoch = epoch + 1
+            self._write_outputs(improved)
+            self._print_epoch(record)
+            if self.should_stop:
+                break
+        self.callbacks.on_train_end(self)
+        return self.history
+
+    def _train_one_epoch(self, epoch: int) -> dict[str, Any]:
+        cfg = self.config
+        self.model.train()
+        self.train_loader.set_epoch(epoch)
+        self.callbacks.on_epoch_start(self, epoch)
+        n_batches = len(self.train_loader)
+        bar = tqdm(
+            total=n_batches,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            unit="batch",
+            leave=False,
+            disable=self.quiet or not self.is_main or not sys.stderr.isatty(),
+        )
+        loss_sum, correct, seen = 0.0, 0, 0
+        lr = self.optimizer.param_groups[0]["lr"]
+        start = time.perf_counter()
+        for batch_index, (images, labels) in enumerate(self.train_loader):
+            multiplier = self.schedule.multiplier(epoch, batch_index, n_batches)
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * multiplier
+            lr = self.optimizer.param_groups[0]["lr"]
+
+            outputs = self.network(images)
+            loss = F.cross_entropy(outputs, labels)
+            loss = self.callbacks.on_loss(self, loss, outputs, labels)
+            loss_value = float(loss.detach())
+            if not self._all_finite(loss_value):
+                bar.close()
+                raise TrainingDivergedError(
+                    f"loss became {'nan' if math.isnan(loss_value) else loss_value} at epoch {epoch + 1}, "
+                    f"step {batch_index + 1}; lower the learning rate"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.callbacks.on_step(self, batch_index, loss_value)
+            self.optimizer.step()
+            self.global_step += 1
+            self.callbacks.after_step(self, batch_index, loss_value)
+
+            n = int(labels.numel())
+            loss_sum += loss_value * n
+            correct += int((outputs.detach().argmax(1) == labels).sum())
+            seen += n
+            if not bar.disable:
+                elapsed = time.perf_counter() - start
+                bar.set_postfix(
+                    loss=f"{loss_sum / seen:.4f}",
+                    acc=f"{100 * correct / seen:.2f}%",
+                    img_s=f"{seen * self.world_size / max(elapsed, 1e-9):.0f}",
+                    refresh=False,
+                )
+                bar.update()
+        seconds = time.perf_counter() - start
+        bar.close()
+        loss_sum, correct, seen = distributed.sum_across([loss_sum, correct, seen], self.dist)
+        return {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": loss_sum / seen,
+            "train_accuracy": correct / seen,
+            "images_per_s": seen / seconds,
+            "seconds": seconds,
+        }
+
+    def _all_finite(self, loss_value: float) -> bool:
+        finite = math.isfinite(loss_value)
+        if self.dist.enabled:
+            # Every process must take the same branch, or the others would wait forever in
+            # DDP's gradient all-reduce for the one that stopped.
+            (bad,) = distributed.sum_across([0.0 if finite else 1.0], self.dist)
+            finite = bad == 0
+        return finite
+
+    def _evaluate_test(self) -> dict[str, Any]:
+        if self.test_loader is None:
+            return {"test_loss": None, "test_accuracy": None}
+        sums = evaluation_sums(self.model, self.test_loader)
+        metrics = metrics_from_sums(*distributed.sum_across(list(sums), self.dist))
+        return {"test_loss": metrics["loss"], "test_accuracy": metrics["accuracy"]}
+
+    # -- outputs -----------------------------------------------------------------------------
+
+    def _write_outputs(self, improved: bool) -> None:
+        if self.out_dir is None or not self.is_main:
+            return
+        payload = self.state_dict()
+        if improved:
+            save_checkpoint(self.out_dir / "best.pt", payload)
+        save_checkpoint(self.out_dir / "last.pt", payload)
+        text = json.dumps(self.history_document(), indent=2)
+        atomic_write_bytes(self.out_dir / "history.json", lambda f: f.write(text.encode()))
+
+    def history_document(self) -> dict[str, Any]:
+        """What ``history.json`` holds: the run's settings, its best epoch and one record per epoch."""
+        arch = get_arch(self.model)
+        return {
+            "model": arch["name"] if arch else type(self.model).__name__,
+            "config": self.config.to_dict(),
+            "schedule": self.schedule.config(),
+            "best_test_accuracy": self.best_accuracy if self.best_accuracy >= 0 else None,
+            "best_epoch": self.best_epoch or None,
+            "epochs": self.history,
+        }
+
+    def _print_epoch(self, r: dict[str, Any]) -> None:
+        if self.quiet or not self.is_main:
+            return
+        test = (
+            f"  test loss {r['test_loss']:.4f} acc {100 * r['test_accuracy']:.2f}%"
+            if r["test_accuracy"] is not None
+            else ""
+        )
+        print(
+            f"epoch {r['epoch']}/{self.config.epochs}  lr {r['lr']:.4g}  train loss {r['train_loss']:.4f} "
+            f"acc {100 * r['train_accuracy']:.2f}%{test}  {r['images_per_s']:.0f} img/s  {r['seconds']:.1f} s",
+            flush=True,
+        )
+
+    # -- checkpoint state --------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything :meth:`load_state_dict` needs to continue exactly where this epoch ended."""
+        return {
+            **model_payload(self.model),
+            "kind": CHECKPOINT_KIND,
+            "epoch": self.start_epoch,
+            "global_step": self.global_step,
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.config(),
+            "config": self.config.to_dict(),
+            "history": [dict(r) for r in self.history],
+            "best_accuracy": self.best_accuracy,
+            "best_epoch": self.best_epoch,
+            "rng": capture_rng_state(),
+            "callbacks": self.callbacks.state_dict(),
+        }
+
+    def load_state_dict(self, payload: dict[str, Any], source: str = "checkpoint") -> None:
+        """Continue from a checkpoint written by :meth:`state_dict` (see :func:`load_checkpoint`)."""
+        if payload.get("kind") != CHECKPOINT_KIND or "optimizer" not in payload:
+            raise CheckpointError(f"{source} holds a model only, not a training state to resume")
+        check_same_arch(get_arch(self.model), payload.get("arch"), source)
+        load_weights(self.model, payload["model"], source)
+        try:
+            self.optimizer.load_state_dict(payload["optimizer"])
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(f"{source} has an optimizer state for other parameters ({exc})") from None
+        self.start_epoch = int(payload["epoch"])
+        self.global_step = int(payload["global_step"])
+        self.history = [dict(r) for r in payload["history"]]
+        self.best_accuracy = float(payload["best_accuracy"])
+        self.best_epoch = int(payload["best_epoch"])
+        restore_rng_state(payload["rng"])
+        self.callbacks.load_state_dict(payload.get("callbacks", {}))
+        self._resumed = True
+
+    def _remember_base_lr(self) -> None:
+        for group in self.optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+
+
+def check_same_arch(mine: dict[str, Any] | None, theirs: dict[str, Any] | None, source: str) -> None:
+    """A one-line error when a checkpoint describes another architecture than the model's."""
+    if mine is None or theirs is None or mine == theirs:
+        return
+    if mine.get("name") != theirs.get("name"):
+        raise CheckpointError(f"{source} holds a {theirs.get('name')}, not a {mine.get('name')}")
+    mine_cfg, their_cfg = mine.get("config", {}), theirs.get("config", {})
+    diff = [
+        f"{k}={their_cfg.get(k)!r} (not {mine_cfg.get(k)!r})"
+        for k in sorted(set(mine_cfg) | set(their_cfg))
+        if mine_cfg.get(k) != their_cfg.get(k)
+    ]
+    if diff:
+        raise CheckpointError(f"{source} holds a {theirs.get('name')} with {', '.join(diff)}")
+    raise CheckpointError(f"{source} holds a {theirs.get('name')} with other transformations applied")

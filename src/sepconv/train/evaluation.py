@@ -1,0 +1,114 @@
+"""Evaluation: mean cross-entropy and top-1 accuracy of a model on a data set."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..data.dataset import BatchLoader, ImageDataset
+from ..errors import SepconvError
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+@torch.no_grad()
+def evaluation_sums(model: nn.Module, batches: Batches) -> tuple[float, int, int]:
+    """(sum of per-image losses, number correct, number of images), in eval mode.
+
+    Sums rather than means so that shards evaluated by several processes add up exactly.
+    """
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, count = 0.0, 0, 0
+    try:
+        for images, labels in batches:
+            outputs = model(images)
+            loss_sum += float(F.cross_entropy(outputs, labels, reduction="sum"))
+            correct += int((outputs.argmax(1) == labels).sum())
+            count += int(labels.numel())
+    finally:
+        model.train(was_training)
+    return loss_sum, correct, count
+
+
+def metrics_from_sums(loss_sum: float, correct: float, count: float) -> dict[str, float]:
+    if count <= 0:
+        raise SepconvError("no images to evaluate")
+    return {"accuracy": correct / count, "loss": loss_sum / count, "num_images": int(count)}
+
+
+def check_model_fits_data(model: nn.Module, dataset: ImageDataset, source: str = "the model") -> None:
+    """A one-line error when the model was built for other input channels or another class count."""
+    from ..models.registry import get_arch
+
+    arch = get_arch(model)
+    config = arch["config"] if arch else {}
+    expected = {"in_channels": dataset.in_channels, "num_classes": dataset.num_classes}
+    for key, wanted in expected.items():
+        have = config.get(key)
+        if have is not None and int(have) != wanted:
+            raise SepconvError(
+                f"{source} was built for {key.replace('_', ' ')}={have} but {dataset.name or 'the data set'} has {wanted}"
+            )
+    if not arch:  # a user model: find out by running it on one image
+        try:
+            with torch.no_grad():
+                was_training = model.training
+                out = model.eval()(dataset.normalize(dataset.images[:1]))
+                model.train(was_training)
+        except RuntimeError as exc:
+            raise SepconvError(
+                f"{source} cannot run on {dataset.name or 'the data set'}: {str(exc)[:160]}"
+            ) from None
+        if out.dim() != 2 or out.shape[1] != dataset.num_classes:
+            raise SepconvError(
+                f"{source} outputs {tuple(out.shape[1:])} scores, the data set has {dataset.num_classes} classes"
+            )
+
+
+def evaluate(
+    model: nn.Module | str | os.PathLike[str],
+    data: str | ImageDataset | BatchLoader | Batches,
+    *,
+    batch_size: int = 512,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """``{"accuracy", "loss", "num_images"}`` of ``model`` on ``data``.
+
+    ``model`` is a module, a checkpoint path or a zoo name; ``data`` a data set spec (its test
+    split is used), an :class:`ImageDataset`, a :class:`BatchLoader` or any iterable of
+    (images, labels) batches. ``limit`` keeps a fixed random subset of that many images.
+    """
+    from ..checkpoint import load_model
+    from ..data.registry import get_dataset
+
+    if isinstance(data, str):
+        data = get_dataset(data, train=False)
+    source = "the model" if isinstance(model, nn.Module) else str(model)
+    if isinstance(data, ImageDataset):
+        data = limit_dataset(data, limit)
+        if not isinstance(model, nn.Module):
+            model = load_model(model, num_classes=data.num_classes, in_channels=data.in_channels)
+        check_model_fits_data(model, data, source)
+        data = BatchLoader(data, batch_size=batch_size, train=False)
+    elif not isinstance(model, nn.Module):
+        model = load_model(model)
+    return metrics_from_sums(*evaluation_sums(model, data))
+
+
+def limit_dataset(dataset: ImageDataset, limit: int | None) -> ImageDataset:
+    """A fixed random subset of ``limit`` images (same for every seed and run), or the set itself.
+
+    Random rather than the first ``limit`` because folder data sets come sorted by class.
+    """
+    if limit is None or limit >= len(dataset):
+        return dataset
+    if limit < 1:
+        raise SepconvError(f"a limit must be at least 1 image, got {limit}")
+    keep = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:limit].sort().values
+    return dataset.subset(keep)

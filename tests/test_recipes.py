@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from sepconv.data.dataset import ImageDataset
+from sepconv.errors import SepconvError
+from sepconv.recipes import load_recipe, recipe_from_dict, run_recipe, with_overrides
+
+from .conftest import assert_one_line_error
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+
+
+def test_the_eight_seed000_combinations_are_recipes() -> None:
+    recipes = [load_recipe(p) for p in RECIPES]
+    combos = {(r.model, r.separable, (r.prune or {}).get("criterion")) for r in recipes}
+    for crit in (None, "l2", "fpgm", "pca-fpgm"):
+        for dsc in (False, True):
+            assert ("resnet20", dsc, crit) in combos
+    for r in recipes:
+        if r.prune:
+            assert r.prune["rate"] == 0.4
+            # SFP lets filters regrow; FPGM and PCA-FPGM mask gradients (spec 02 §2).
+            assert r.prune["grad_mask"] == (r.prune["criterion"] != "l2")
+        assert r.train == recipes[0].train  # same budget for every method
+
+
+def test_overrides_and_labels() -> None:
+    r = load_recipe(next(p for p in RECIPES if p.name == "resnet20-pca-fpgm-dsc-40.yaml"))
+    assert r.method == "Ours (PCA-FPGM)-DSC 40%"
+    r2 = with_overrides(r, model="resnet32", separable=False, rate=0.3, epochs=3)
+    assert (r2.model, r2.separable, r2.prune["rate"], r2.train["epochs"]) == ("resnet32", False, 0.3, 3)
+    assert r.model == "resnet20"  # the original is untouched
+
+
+@pytest.mark.parametrize(
+    "raw, needle",
+    [
+        ({"model": "resnet20", "prune": {"criterion": "l2"}}, "needs 'criterion' and 'rate'"),
+        ({"model": "resnet20", "colour": 1}, "unknown key"),
+        ({"data": "colorchart"}, "needs a 'model'"),
+        ({"model": "resnet20", "train": {"epochs": 0}}, "epochs"),
+        ({"model": "resnet20", "train": {"learning_rate": 0.1}}, "unknown key"),
+    ],
+)
+def test_bad_recipes_are_one_line_errors(raw: dict, needle: str) -> None:
+    with pytest.raises(SepconvError, match=needle):
+        recipe_from_dict(raw)
+
+
+def _tiny_data(n: int, seed: int) -> ImageDataset:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 4
+    images = torch.randint(0, 256, (n, 3, 16, 16), generator=g, dtype=torch.uint8)
+    images[:, 0] = (labels * 60).view(n, 1, 1).to(torch.uint8)  # a learnable cue in the red channel
+    return ImageDataset(images, labels, ["a", "b", "c", "d"], (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+@pytest.mark.parametrize("separable", [False, True])
+def test_run_recipe_compacts_to_the_masked_model(tmp_path: Path, separable: bool) -> None:
+    recipe = recipe_from_dict(
+        {
+            "name": "tiny",
+            "model": "resnet20",
+            "convert": {"separable": separable},
+            # bn_mode zero: masked channels output exactly 0, so compaction must be exact.
+            "prune": {"criterion": "pca-fpgm", "rate": 0.4, "grad_mask": True, "bn_mode": "zero"},
+            "train": {"epochs": 2, "batch_size": 32, "lr": 0.05, "seed": 0},
+        }
+    )
+    summary = run_recipe(recipe, tmp_path, data=_tiny_data(96, 0), test_data=_tiny_data(64, 1), quiet=True)
+    assert summary["accuracy"] == pytest.approx(summary["masked_accuracy"], abs=1e-9)
+    assert summary["params"] < 0.75 * summary["unpruned_params"]
+    assert summary["macs"] < 0.75 * summary["unpruned_macs"]
+    assert (tmp_path / "model.pt").is_file() and (tmp_path / "summary.json").is_file()
+    import sepconv
+
+    reloaded = sepconv.load_model(tmp_path / "model.pt")
+    assert sepconv.profile(reloaded, (3, 16, 16)).params == summary["params"]
+
+
+def test_cli_compress_bad_recipe(run_cli, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: resnet20\nprune: {criterion: nope, rate: 0.4}\n")
+    assert_one_line_error(run_cli("compress", "--recipe", bad, "--out", tmp_path / "o"), "criterion")
+    assert_one_line_error(run_cli("compress", "--recipe", tmp_path / "missing.yaml", "--out", tmp_path / "o"))
+    bad.write_text("model: [unclosed\n")
+    assert_one_line_error(run_cli("compress", "--recipe", bad, "--out", tmp_path / "o"), "YAML")
