@@ -339,7 +339,11 @@ def test_same_seed_same_weights_other_seed_other_weights() -> None:
     def run(seed: int) -> dict[str, torch.Tensor]:
         # A zoo name: the seed decides the initial weights as well as the batches.
         trainer = sepconv.train(
-            "resnet20", toy_dataset(n=64), test_data=toy_dataset(n=16), quiet=True, config=quiet_config(seed=seed)
+            "resnet20",
+            toy_dataset(n=64),
+            test_data=toy_dataset(n=16),
+            quiet=True,
+            config=quiet_config(seed=seed),
         )
         return trainer.model.state_dict()
 
@@ -486,6 +490,11 @@ def test_nan_loss_stops_with_one_line_error_and_keeps_last_good_checkpoint(tmp_p
     assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
     with pytest.raises(TrainingDivergedError, match="lower the learning rate"):
         Trainer(tiny_net(), toy_dataset(), config=quiet_config(lr=1e12, momentum=0.0), quiet=True).fit()
+
+
+def test_misspelt_training_setting_is_an_error() -> None:
+    with pytest.raises(SepconvError, match="unknown training setting epoch;"):
+        sepconv.train(tiny_net(), toy_dataset(), quiet=True, epoch=3)
 
 
 def test_unwritable_output_folder_fails_before_training(tmp_path: Path) -> None:

@@ -7,11 +7,17 @@ import torch
 
 from sepconv.data.dataset import ImageDataset
 from sepconv.errors import SepconvError
-from sepconv.recipes import load_recipe, recipe_from_dict, run_recipe, with_overrides
+from sepconv.recipe import load_recipe, recipe_from_dict, run_recipe, with_overrides
 
 from .conftest import assert_one_line_error
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+
+
+def test_builtin_recipe_by_name() -> None:
+    assert load_recipe("resnet20-sfp-40").prune["criterion"] == "l2"
+    assert len(RECIPES) == 8
+
 
 
 def test_the_eight_seed000_combinations_are_recipes() -> None:

@@ -1,7 +1,11 @@
 """sepconv — make CNNs small and fast with depthwise-separable convolutions."""
 
 from .checkpoint import load_model, save_model
+from .convert.decompose import decompose
+from .convert.fold import fold
+from .convert.separable import to_separable
 from .errors import SepconvError
+from .graph import compact, dependency_groups
 from .measure.profile import Profile, profile
 from .models.registry import create_model, list_models
 from .train.api import train
@@ -12,11 +16,16 @@ __version__ = "0.1.0"
 __all__ = [
     "Profile",
     "SepconvError",
+    "compact",
     "create_model",
+    "decompose",
+    "dependency_groups",
     "evaluate",
+    "fold",
     "list_models",
     "load_model",
     "profile",
     "save_model",
+    "to_separable",
     "train",
 ]

@@ -7,6 +7,15 @@ ONNX Runtime on random inputs (batch 1 and 4 for a dynamic batch axis, else the 
 compares with the original PyTorch model in eval mode. The file is written, atomically, only once
 that comparison has passed: a written ``.onnx`` is a verified one.
 
+Before export, :func:`prepare_for_deployment` also rewrites every non-trivial option-A shortcut
+(:class:`~sepconv.nn.ZeroPadShortcut`: subsample, then place channels among zeros) as a 1×1 conv
+with stride ``s`` and a 0/1 selection matrix. Both compute exactly the same values, but the
+shortcut's ``index_copy`` exports as ~20 shape/ScatterElements nodes that ONNX Runtime runs outside
+its blocked (NCHWc) layout, with layout reorders around them, whereas the conv joins the blocked
+graph and fuses with the residual add and ReLU. Measured on the project's 2-core machine (ONNX
+Runtime, interleaved runs): 1.2× faster at batch 64 and 1.6× at batch 1 for a pruned separable
+ResNet-20, at the cost of 262 K extra MACs per image in ResNet-20's two transition shortcuts.
+
 Graph inputs/outputs are named ``input`` and ``output`` (``output_0``, ``output_1``... for several).
 """
 
@@ -47,24 +56,36 @@ class ExportReport:
     batch: int | None  # None = dynamic batch axis
     max_abs_diff: float
     tolerance: float
+    output_scale: float  # max |PyTorch output| over the checked inputs
     checked_batches: list[int]
     folded_batchnorms: int
     file_bytes: int
+    shortcuts_as_conv: int = 0
     op_counts: dict[str, int] = field(default_factory=dict)
 
     @property
+    def allowed_diff(self) -> float:
+        """``tolerance`` absolute for outputs up to 1 in magnitude, relative beyond: float32 cannot
+        hold larger outputs (an untrained ResNet-110's logits reach 1e9) to 1e-4 absolute."""
+        return self.tolerance * max(1.0, self.output_scale)
+
+    @property
     def verified(self) -> bool:
-        return self.max_abs_diff <= self.tolerance
+        return self.max_abs_diff <= self.allowed_diff
 
     def verification_line(self) -> str:
-        return f"ONNX Runtime matches PyTorch: max abs diff {self.max_abs_diff:.1e}"
+        line = f"ONNX Runtime matches PyTorch: max abs diff {self.max_abs_diff:.1e}"
+        if self.output_scale > 1.0:
+            line += f" (outputs up to {self.output_scale:.1e}, relative {self.max_abs_diff / self.output_scale:.1e})"
+        return line
 
     def summary(self) -> str:
         batch = "dynamic" if self.batch is None else str(self.batch)
         ops = sum(self.op_counts.values())
         return (
             f"wrote {self.path} ({self.file_bytes:,} bytes, opset {self.opset}, batch {batch}, "
-            f"{ops} nodes, {self.folded_batchnorms} BatchNorm folded)"
+            f"{ops} nodes, {self.folded_batchnorms} BatchNorm folded, "
+            f"{self.shortcuts_as_conv} shortcut(s) as 1x1 conv)"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,9 +96,11 @@ class ExportReport:
             "batch": self.batch if self.batch is not None else "dynamic",
             "max_abs_diff": self.max_abs_diff,
             "tolerance": self.tolerance,
+            "output_scale": self.output_scale,
             "verified": self.verified,
             "checked_batches": self.checked_batches,
             "folded_batchnorms": self.folded_batchnorms,
+            "shortcuts_as_conv": self.shortcuts_as_conv,
             "file_bytes": self.file_bytes,
             "op_counts": self.op_counts,
         }
@@ -92,6 +115,7 @@ def export_onnx(
     batch_size: int = 1,
     tolerance: float = DEFAULT_TOLERANCE,
     fold_bn: bool = True,
+    shortcuts_as_conv: bool = True,
     seed: int = 0,
 ) -> ExportReport:
     """Export ``model`` (a module, zoo name or checkpoint path) to ``path`` and verify it.
@@ -103,7 +127,7 @@ def export_onnx(
     from .checkpoint import atomic_write_bytes
 
     data, report = export_onnx_bytes(
-        model, input_size, opset, dynamic_batch, batch_size, tolerance, fold_bn, seed
+        model, input_size, opset, dynamic_batch, batch_size, tolerance, fold_bn, shortcuts_as_conv, seed
     )
     atomic_write_bytes(path, lambda f: f.write(data))
     report.path = str(path)
@@ -118,28 +142,41 @@ def export_onnx_bytes(
     batch_size: int = 1,
     tolerance: float = DEFAULT_TOLERANCE,
     fold_bn: bool = True,
+    shortcuts_as_conv: bool = True,
     seed: int = 0,
 ) -> tuple[bytes, ExportReport]:
     """:func:`export_onnx` without the file: the verified ONNX bytes and the report."""
     from .checkpoint import load_model
-    from .convert.fold_bn import fold_batchnorm
 
     source = load_model(model)
     size = _check_input_size(input_size)
     if not dynamic_batch and batch_size < 1:
         raise SepconvError(f"batch size must be positive, got {batch_size}")
+    with _one_torch_thread():
+        return _export_and_verify(
+            source, size, opset, dynamic_batch, batch_size, tolerance, fold_bn, shortcuts_as_conv, seed
+        )
+
+
+def _export_and_verify(
+    source: nn.Module,
+    size: tuple[int, ...],
+    opset: int,
+    dynamic_batch: bool,
+    batch_size: int,
+    tolerance: float,
+    fold_bn: bool,
+    shortcuts_as_conv: bool,
+    seed: int,
+) -> tuple[bytes, ExportReport]:
     reference = _eval_copy(source)
-    folded_count = 0
-    deployed = reference
-    if fold_bn:
-        deployed, fold_report = fold_batchnorm(reference)
-        folded_count = len(fold_report.folded)
+    deployed, changes = prepare_for_deployment(reference, fold_bn, shortcuts_as_conv)
     example_batch = 1 if dynamic_batch else batch_size
     data = _torch_export(deployed.eval(), (example_batch, *size), opset, dynamic_batch)
     proto = load_onnx_bytes(data, "the exported model")
 
     batches = list(VERIFY_BATCHES_DYNAMIC) if dynamic_batch else [batch_size]
-    diff = verify_against_torch(data, reference, size, batches, seed)
+    diff, scale = verify_against_torch(data, reference, size, batches, seed)
     report = ExportReport(
         path="",
         opset=opset,
@@ -147,16 +184,70 @@ def export_onnx_bytes(
         batch=None if dynamic_batch else batch_size,
         max_abs_diff=diff,
         tolerance=tolerance,
+        output_scale=scale,
         checked_batches=batches,
-        folded_batchnorms=folded_count,
+        folded_batchnorms=changes.folded_batchnorms,
         file_bytes=len(data),
+        shortcuts_as_conv=changes.shortcuts_as_conv,
         op_counts=dict(Counter(n.op_type for n in proto.graph.node).most_common()),
     )
     if not report.verified:
         raise ExportError(
-            f"ONNX Runtime differs from PyTorch by {diff:.2e} (tolerance {tolerance:.0e}); nothing written"
+            f"ONNX Runtime differs from PyTorch by {diff:.2e} (allowed {report.allowed_diff:.1e}); nothing written"
         )
     return data, report
+
+
+@dataclass
+class DeploymentChanges:
+    folded_batchnorms: int = 0
+    shortcuts_as_conv: int = 0
+
+
+def prepare_for_deployment(
+    model: nn.Module, fold_bn: bool = True, shortcuts_as_conv: bool = True
+) -> tuple[nn.Module, DeploymentChanges]:
+    """An eval-mode copy of ``model`` that computes the same values and runs faster: BatchNorm
+    folded into convs, option-A shortcuts as 1×1 selection convs (see the module docstring)."""
+    from .convert.fold_bn import fold_batchnorm
+
+    deployed = _eval_copy(model)
+    changes = DeploymentChanges()
+    if fold_bn:
+        deployed, fold_report = fold_batchnorm(deployed, inplace=True)
+        changes.folded_batchnorms = len(fold_report.folded)
+    if shortcuts_as_conv:
+        changes.shortcuts_as_conv = _shortcuts_as_conv(deployed)
+    return deployed.eval(), changes
+
+
+def shortcut_as_conv(shortcut: nn.Module) -> nn.Conv2d:
+    """The 1×1 conv (stride = the shortcut's) with a 0/1 weight that equals a ZeroPadShortcut:
+    output channel ``index[j]`` copies input channel ``j``, every other output channel is 0."""
+    conv = nn.Conv2d(shortcut.in_channels, shortcut.out_channels, 1, shortcut.stride, bias=False)
+    weight = torch.zeros(shortcut.out_channels, shortcut.in_channels, 1, 1)
+    weight[shortcut.index.cpu(), torch.arange(shortcut.in_channels), 0, 0] = 1.0
+    conv.weight = nn.Parameter(weight, requires_grad=False)
+    return conv
+
+
+def _shortcuts_as_conv(model: nn.Module) -> int:
+    from .nn import ZeroPadShortcut
+
+    count = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, ZeroPadShortcut) or type(child).forward is not ZeroPadShortcut.forward:
+                continue
+            identity = (
+                child.stride == 1
+                and child.in_channels == child.out_channels
+                and bool((child.index.cpu() == torch.arange(child.out_channels)).all())
+            )
+            if not identity:  # the identity case already exports as nothing at all
+                setattr(parent, name, shortcut_as_conv(child))
+                count += 1
+    return count
 
 
 def load_onnx(path: str | os.PathLike[str]) -> Any:
@@ -204,11 +295,11 @@ def ort_session(data_or_path: bytes | str | os.PathLike[str], threads: int = 2) 
 
 def verify_against_torch(
     data: bytes, reference: nn.Module, input_size: Sequence[int], batches: Sequence[int], seed: int = 0
-) -> float:
-    """Max |ORT - PyTorch| over all outputs for random inputs at each batch size."""
+) -> tuple[float, float]:
+    """(max |ORT - PyTorch|, max |PyTorch|) over all outputs for random inputs at each batch size."""
     session = ort_session(data)
     generator = torch.Generator().manual_seed(seed)
-    worst = 0.0
+    worst = scale = 0.0
     for batch in batches:
         x = torch.randn(batch, *input_size, generator=generator)
         with torch.inference_mode():
@@ -226,7 +317,8 @@ def verify_against_torch(
             if not np.isfinite(diff):
                 raise ExportError("ONNX Runtime or PyTorch produced NaN/inf on random inputs")
             worst = max(worst, diff)
-    return worst
+            scale = max(scale, float(e.abs().max()) if e.numel() else 0.0)
+    return worst, scale
 
 
 def _torch_export(model: nn.Module, shape: tuple[int, ...], opset: int, dynamic_batch: bool) -> bytes:
@@ -269,6 +361,18 @@ def _unsupported_op_message(exc: Exception, opset: int) -> str:
 def _operator_in(text: str) -> str | None:
     match = re.search(r"'?((?:aten|prim|onnx|quantized)::\w+)'?", text)
     return match.group(1) if match else None
+
+
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Export and verification are not timed; on a loaded 2-core machine PyTorch's second OpenMP
+    thread made them ~10x slower (threads spinning at barriers while the other core was busy)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from ..errors import SepconvError
 
 # Order = order in `sepconv --help`.
-COMMANDS = ["models", "profile", "train", "evaluate", "data", "compress"]
+COMMANDS = ["models", "profile", "data", "train", "evaluate", "compress", "decompose", "demo", "export", "bench"]
 
 
 class _Parser(argparse.ArgumentParser):

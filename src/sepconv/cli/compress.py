@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..recipes import load_recipe, recipe_from_dict, run_recipe, with_overrides
+    from ..recipe import load_recipe, recipe_from_dict, run_recipe, with_overrides
 
     if args.recipe:
         recipe = load_recipe(args.recipe)

@@ -7,9 +7,10 @@ replay function (``registry._ensure_transforms_loaded`` relies on it to rebuild 
 import importlib as _importlib
 import pkgutil as _pkgutil
 
+from .fold_bn import FoldReport, fold_batchnorm
 from .separable import SeparableReport, to_separable
 
 for _module in _pkgutil.iter_modules(__path__):
     _importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["SeparableReport", "to_separable"]
+__all__ = ["FoldReport", "SeparableReport", "fold_batchnorm", "to_separable"]

@@ -215,7 +215,8 @@ def _folded_conv(dw: nn.Conv2d, pw: nn.Conv2d, bias: bool) -> nn.Conv2d:
 
 def merge_separable(dw: nn.Conv2d, pw: nn.Conv2d, bn: nn.BatchNorm2d | None = None) -> nn.Conv2d:
     """The regular conv equal to ``pw(bn(dw(x)))`` (``bn`` in eval mode), computed in float64."""
-    if not is_depthwise(dw) or not is_pointwise(pw) or pw.in_channels != dw.out_channels:
+    depthwise = isinstance(dw, nn.Conv2d) and dw.groups == dw.in_channels  # c = 1 included
+    if not depthwise or not is_pointwise(pw) or pw.in_channels != dw.out_channels:
         raise ValueError("merge_separable needs a depthwise conv followed by a matching 1×1 conv")
     c, n, groups = dw.in_channels, pw.out_channels, pw.groups
     if c % groups:

@@ -79,18 +79,25 @@ def extract_patches(x: torch.Tensor, conv: nn.Conv2d, positions: torch.Tensor) -
     ``F.unfold(x_padded, kernel, dilation, stride)`` at those columns (tested), but without
     materialising every patch of the feature map.
     """
-    pad = conv._reversed_padding_repeated_twice
-    mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
-    xp = F.pad(x, pad, mode=mode) if any(pad) else x
-    b, c = xp.shape[:2]
+    left, _, top, _ = pad = conv._reversed_padding_repeated_twice
     _, out_w = conv_geometry(conv, (x.shape[2], x.shape[3]))
     kh, kw = conv.kernel_size
     oy, ox = positions // out_w, positions % out_w
-    rows = oy[..., None] * conv.stride[0] + torch.arange(kh) * conv.dilation[0]  # (B, p, kh)
+    rows = oy[..., None] * conv.stride[0] + torch.arange(kh) * conv.dilation[0]  # (B, p, kh), padded coords
     cols = ox[..., None] * conv.stride[1] + torch.arange(kw) * conv.dilation[1]  # (B, p, kw)
+    b, c, h, w = x.shape
     bidx = torch.arange(b).view(b, 1, 1, 1)
-    # Advanced indices around a slice: the broadcast dims (B, p, kh, kw) come first, then C.
-    patch = xp[bidx, :, rows[:, :, :, None], cols[:, :, None, :]]
+    if conv.padding_mode == "zeros":
+        # Index the unpadded input and zero what falls in the padding: padding the whole feature
+        # map for a few positions would cost more than the rest of the sampling.
+        rows, cols = rows - top, cols - left
+        inside = ((rows >= 0) & (rows < h))[:, :, :, None] & ((cols >= 0) & (cols < w))[:, :, None, :]
+        patch = x[bidx, :, rows.clamp(0, h - 1)[:, :, :, None], cols.clamp(0, w - 1)[:, :, None, :]]
+        patch = patch * inside[..., None].to(patch.dtype)
+    else:
+        xp = F.pad(x, pad, mode=conv.padding_mode)
+        # Advanced indices around a slice: the broadcast dims (B, p, kh, kw) come first, then C.
+        patch = xp[bidx, :, rows[:, :, :, None], cols[:, :, None, :]]
     return patch.permute(0, 1, 4, 2, 3).reshape(-1, c * kh * kw)
 
 

@@ -592,7 +592,12 @@ class _Analysis:
     # ----------------------------------------------------------------- chains and groups
     def _build(self) -> ChannelGraph:
         n = len(self.uf.parent)
-        roots = np.fromiter((self.uf.find(e) for e in range(n)), dtype=np.int64, count=n)
+        roots = np.asarray(self.uf.parent, dtype=np.int64)
+        while True:  # pointer jumping: every element ends up pointing at its root
+            jumped = roots[roots]
+            if np.array_equal(jumped, roots):
+                break
+            roots = jumped
         # Dense chain numbers in order of the chains' smallest element (= graph order).
         _, chain_of = np.unique(roots, return_inverse=True)
         num_chains = int(chain_of.max()) + 1 if n else 0
@@ -670,8 +675,6 @@ class _Analysis:
             for o in owners
             if o.kind == "tensor"
         ]
-        if not reason and len(chains) < 2:
-            reason = "a single channel"
         group = ChannelGroup("", chains, members, tensors, prunable=not reason, reason=reason)
         group.balances = self._group_balances(owners, chains, channels_at)
         first = channels_at(chains[0], anchor.index)[0] if chains else 0

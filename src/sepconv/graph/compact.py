@@ -283,8 +283,6 @@ def _validate(cg: ChannelGraph, removed: np.ndarray) -> None:
         gone = removed[g.chains]
         if gone.any() and not g.prunable:
             raise SepconvError(f"channel group {g.id} is not prunable ({g.reason})")
-        if gone.all() and g.size:
-            raise SepconvError(f"pruning would remove every channel of group {g.id}")
     for owner in cg.tensor_owner.values():
         if owner.size and removed[cg.chains(owner)].all():
             raise SepconvError(f"pruning would remove every channel of tensor '{owner.name}'")

@@ -54,7 +54,9 @@ def _spatial_size(gm: fx.GraphModule) -> int:
         if len(d) == 1:
             d = d * len(k)
         extent = max(extent, *((kk - 1) * dd + 1 for kk, dd in zip(k, d)))
-    return max(9, 4 * extent + 1)
+    # A stride-s op maps the centre of an odd map to the centre of its output; 2·extent + 3
+    # leaves at least one pixel of margin around the centre window.
+    return max(7, 2 * extent + 3)
 
 
 class _ConstantMaps:
@@ -80,6 +82,14 @@ class _ConstantMaps:
         return result[index].reshape(-1)
 
 
+def _maps_for(cg: ChannelGraph) -> _ConstantMaps:
+    # One float64 copy of each layer per analysis, shared by the propagation and the folding.
+    maps = cg.__dict__.get("_constant_maps")
+    if maps is None:
+        maps = cg.__dict__["_constant_maps"] = _ConstantMaps(cg)
+    return maps
+
+
 def channel_constants(
     cg: ChannelGraph, removed: np.ndarray, overrides: Overrides | None = None
 ) -> dict[str, torch.Tensor]:
@@ -89,7 +99,7 @@ def channel_constants(
     that are exactly zero in the model count as zero too.
     """
     overrides = dict(overrides or {})
-    maps = _ConstantMaps(cg)
+    maps = _maps_for(cg)
     record = cg.record
     values: dict[str, torch.Tensor] = {}
     with torch.no_grad():
@@ -200,7 +210,7 @@ def consumer_offsets(
     Raises :class:`SepconvError` when a removed channel is not constant at a consumer (then only
     ``fold="none"`` can remove it).
     """
-    maps = _ConstantMaps(cg)
+    maps = _maps_for(cg)
     offsets: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for owner in cg.producers:

@@ -123,7 +123,9 @@ def channel_map(
     view[1] = shape[1]
     out_channel = torch.arange(shape[1]).reshape(view).expand(shape)
     # One integer per (output channel, anchor channel) pair: 1-D unique is much faster than rows.
-    codes = torch.unique(out_channel.reshape(-1) * c_anchor + src_channel.reshape(-1)).numpy()
+    raw = (out_channel.reshape(-1) * c_anchor + src_channel.reshape(-1)).numpy()
+    span = int(shape[1]) * c_anchor
+    codes = np.flatnonzero(np.bincount(raw, minlength=span)) if span <= 1 << 22 else np.unique(raw)
     pairs_np = np.stack([codes // c_anchor, codes % c_anchor], axis=1)
     return ChannelMap(anchor, int(shape[1]), c_anchor, pairs_np, batch_ok)
 

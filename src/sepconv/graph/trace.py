@@ -113,7 +113,8 @@ def callable_name(fn: Callable[..., Any] | str) -> str:
     if isinstance(fn, str):
         return fn
     module = getattr(fn, "__module__", None) or ""
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", repr(fn))
+    # __name__, not __qualname__: torch.roll's qualname is "_VariableFunctionsClass.roll".
+    name = getattr(fn, "__name__", None) or repr(fn)
     if module in ("_operator", "operator"):
         module = "operator"
     return f"{module}.{name}" if module else name

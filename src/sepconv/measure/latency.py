@@ -10,9 +10,10 @@ The CPUs this runs on are shared and noisy: one timing can swing 2× between run
 * the thread count is fixed (``torch.set_num_threads``; ONNX Runtime ``intra_op_num_threads``,
   sequential execution, ``ORT_ENABLE_ALL``) and stated in the report.
 
-PyTorch runs the BN-folded model under ``torch.inference_mode()`` (optionally in
-``channels_last``); ONNX Runtime runs the verified export of :func:`sepconv.export.export_onnx_bytes`
-with a dynamic batch axis (or an ``.onnx`` file given directly).
+Both runtimes run the same deployment form of the model (:func:`sepconv.export.prepare_for_deployment`:
+BatchNorm folded, option-A shortcuts as 1×1 selection convs). PyTorch runs it under
+``torch.inference_mode()`` (optionally in ``channels_last``); ONNX Runtime runs its verified export
+(:func:`sepconv.export.export_onnx_bytes`, dynamic batch axis), or an ``.onnx`` file given directly.
 """
 
 from __future__ import annotations
@@ -97,14 +98,17 @@ class BenchmarkReport:
         return (
             f"threads: {n} (torch.set_num_threads({n}); ONNX Runtime intra_op_num_threads={n}, "
             f"sequential, ORT_ENABLE_ALL); {self.repeats} timed runs after {self.warmup} warm-up; "
-            f"input {'x'.join(map(str, self.input_size))}; BN folded; "
+            f"input {'x'.join(map(str, self.input_size))}; BN folded, shortcuts as 1x1 convs; "
             f"channels_last {'on' if self.channels_last else 'off'} (torch)"
         )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "results": [
-                {k: asdict(r)[k] for k in ("model", "runtime", "batch", "median_ms", "iqr_ms", "images_per_s")}
+                {
+                    k: asdict(r)[k]
+                    for k in ("model", "runtime", "batch", "median_ms", "iqr_ms", "images_per_s")
+                }
                 for r in self.results
             ],
             "threads": self.threads,
@@ -127,7 +131,14 @@ class BenchmarkReport:
     def table(self) -> str:
         header = ("model", "runtime", "batch", "median ms", "IQR ms", "images/s")
         rows = [
-            (r.model, r.runtime, str(r.batch), f"{r.median_ms:.3f}", f"{r.iqr_ms:.3f}", f"{r.images_per_s:,.0f}")
+            (
+                r.model,
+                r.runtime,
+                str(r.batch),
+                f"{r.median_ms:.3f}",
+                f"{r.iqr_ms:.3f}",
+                f"{r.images_per_s:,.0f}",
+            )
             for r in self.results
         ]
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -152,9 +163,7 @@ class BenchmarkReport:
         return "\n".join(lines)
 
 
-def time_interleaved(
-    calls: Sequence[Callable[[], Any]], repeats: int, warmup: int
-) -> list[np.ndarray]:
+def time_interleaved(calls: Sequence[Callable[[], Any]], repeats: int, warmup: int) -> list[np.ndarray]:
     """Seconds per call of each callable, called in turn (A, B, ..., A, B, ...) ``repeats`` times
     after ``warmup`` untimed rounds. Round ``i`` of every callable ran back to back, which is what
     makes per-round ratios meaningful on a noisy machine."""
@@ -218,7 +227,9 @@ def benchmark(
     runtimes = [r.strip() for r in runtimes]
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown or not runtimes:
-        raise SepconvError(f"unknown runtime {', '.join(unknown) or '(none)'}; choose from {', '.join(RUNTIMES)}")
+        raise SepconvError(
+            f"unknown runtime {', '.join(unknown) or '(none)'}; choose from {', '.join(RUNTIMES)}"
+        )
     batches = [int(b) for b in batches]
     if not batches or min(batches) < 1:
         raise SepconvError(f"batch sizes must be positive, got {batches}")
@@ -287,7 +298,9 @@ def _measure(
         report.speedups.append(Speedup(runtime, batch, median, q1, q3))
 
 
-def _runner(p: _Prepared, runtime: str, x: torch.Tensor, threads: int, channels_last: bool) -> Callable[[], Any]:
+def _runner(
+    p: _Prepared, runtime: str, x: torch.Tensor, threads: int, channels_last: bool
+) -> Callable[[], Any]:
     if runtime == "torch":
         assert p.module is not None
         module = p.module
@@ -332,17 +345,15 @@ def _prepare(
         return _prepare_onnx_file(Path(source), label, input_size)
 
     from ..checkpoint import load_model
-    from ..convert.fold_bn import fold_batchnorm
-    from ..export import export_onnx_bytes
+    from ..export import export_onnx_bytes, prepare_for_deployment
     from .profile import default_input_size, profile
 
     module = load_model(source, **create_kwargs)
     size = tuple(int(s) for s in (input_size or default_input_size(module)))
     macs = profile(module, size).macs  # also checks that the model runs on this input size
-    folded, _ = fold_batchnorm(copy.deepcopy(module).eval())
-    folded.eval()
+    deployed, _ = prepare_for_deployment(module)
     onnx_bytes = export_onnx_bytes(module, size, dynamic_batch=True)[0] if need_onnx else None
-    return _Prepared(label, folded if need_torch else None, onnx_bytes, macs, size)
+    return _Prepared(label, deployed if need_torch else None, onnx_bytes, macs, size)
 
 
 def _prepare_onnx_file(path: Path, label: str, input_size: Sequence[int] | None) -> _Prepared:

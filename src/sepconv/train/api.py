@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from ..checkpoint import ensure_writable_dir, load_checkpoint, load_model, save_model
 from ..data.dataset import ImageDataset
-from ..errors import CheckpointError
+from ..errors import CheckpointError, SepconvError
 from ..models.registry import build_from_arch, get_arch
 from . import distributed
 from .callbacks import Callback
@@ -50,6 +50,12 @@ def train(
     """
     from ..data.registry import get_dataset
 
+    known = set(TrainConfig().to_dict())
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise SepconvError(
+            f"unknown training setting {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
     config = TrainConfig.from_dict({**(config.to_dict() if config else {}), **settings})
     ctx, created_group = distributed.setup()
     try:

@@ -70,15 +70,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.milestones = tuple(int(m) for m in self.milestones)
         if self.epochs < 1:
-            raise SepconvError(f"--epochs must be at least 1, got {self.epochs}")
+            raise SepconvError(f"epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise SepconvError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise SepconvError(f"batch size must be at least 1, got {self.batch_size}")
         if not self.lr > 0 or not math.isfinite(self.lr):
-            raise SepconvError(f"--lr must be a positive number, got {self.lr}")
+            raise SepconvError(f"the learning rate must be a positive number, got {self.lr}")
         if self.momentum < 0 or self.weight_decay < 0:
-            raise SepconvError("--momentum and --weight-decay must not be negative")
+            raise SepconvError("momentum and weight decay must not be negative")
         if self.nesterov and self.momentum <= 0:
-            raise SepconvError("Nesterov momentum needs --momentum > 0")
+            raise SepconvError("Nesterov momentum needs a momentum > 0")
         if self.crop_padding < 0:
             raise SepconvError(f"crop padding must not be negative, got {self.crop_padding}")
 
@@ -120,6 +120,12 @@ class Trainer:
     ``out_dir`` (optional) receives ``last.pt``, ``best.pt`` and ``history.json``. ``quiet``
     silences the progress bar and the per-epoch lines (the bar also hides when stderr is not a
     terminal). Call :meth:`load_state_dict` with a checkpoint to resume, then :meth:`fit`.
+
+    Each epoch appends to :attr:`history` a record with ``epoch`` (1-based), ``lr`` (of the
+    epoch's last step), ``train_loss``/``train_accuracy`` (running means over the epoch's batches,
+    in training mode, augmented), ``test_loss``/``test_accuracy`` (after ``on_epoch_end``; None
+    without a test set), ``images_per_s`` and ``seconds`` (training only, evaluation excluded).
+    Accuracies are fractions in [0, 1].
     """
 
     def __init__(
@@ -176,7 +182,7 @@ class Trainer:
         self.best_accuracy = -1.0
         self.best_epoch = 0
         self.should_stop = False
-        self._resumed = False
+        self._rng_ready = False
 
     # -- what callbacks use ------------------------------------------------------------------
 
@@ -220,8 +226,9 @@ class Trainer:
 
     def fit(self) -> list[dict[str, Any]]:
         """Train from ``start_epoch`` to ``config.epochs`` (or until a callback sets ``should_stop``)."""
-        if not self._resumed:
+        if not self._rng_ready:  # a fresh run; a resumed one restored the checkpoint's RNG state
             seed_everything(self.config.seed)
+            self._rng_ready = True
         self.should_stop = False
         self.callbacks.on_train_begin(self)
         for epoch in range(self.start_epoch, self.config.epochs):
@@ -402,7 +409,7 @@ class Trainer:
         self.best_epoch = int(payload["best_epoch"])
         restore_rng_state(payload["rng"])
         self.callbacks.load_state_dict(payload.get("callbacks", {}))
-        self._resumed = True
+        self._rng_ready = True
 
     def _remember_base_lr(self) -> None:
         for group in self.optimizer.param_groups:

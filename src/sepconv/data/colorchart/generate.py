@@ -330,6 +330,9 @@ def generate_colorchart(
             root, [root / n for n in names], 0.0, tuple(meta["mean"]), tuple(meta["std"]), skipped=True
         )
 
+    # An old meta would vouch for a folder whose batches are about to be replaced one by one; without
+    # it, an interrupted run leaves a folder that no loader mistakes for a complete data set.
+    (root / META_FILE).unlink(missing_ok=True)
     plates = [p for _, batch in plan for p in batch]
     images, axes = render_all(spec, plates, workers, progress)
     class_names = spec.class_names

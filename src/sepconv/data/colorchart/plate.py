@@ -9,7 +9,9 @@ Spec ``../shared/specs/01-color-chart-dataset.md`` §3–§6, with the differenc
   issue requires figure and ground mean relative luminance within 0.03 on *every* plate, which
   independent draws would break for small figures (σ of the mean ≈ 0.02);
 * classes come from any glyph list (:data:`.glyphs.CLASS_PRESETS` or user-given);
-* the output size is any ``image_size`` ≥ 8; the render size is ``image_size · render_scale``.
+* the output size is any ``image_size`` ≥ 8; the render size is ``image_size · render_scale``;
+* :func:`render_plate` takes a :class:`PlateStyle` (classes, difficulty, axis, sizes) and the
+  layout pool instead of the spec's ``(seed, class_id, sample_idx, difficulty)`` alone.
 
 Random streams (spec §6): plate (``seed``, ``class_id``, ``sample_idx``) uses
 ``SeedSequence([seed, class_id, sample_idx]).spawn(5)`` for (axis, pair, shape, layout, jitter).

@@ -1,6 +1,7 @@
 """Compression recipes: one YAML file names the model, data, conversion, pruning and schedule.
 
-A recipe is plain data (``recipes/*.yaml``)::
+A recipe is plain data: a YAML file, or the name of a built-in one (``src/sepconv/recipes/*.yaml``,
+also reachable as ``recipes/`` at the repository root)::
 
     name: resnet20-pca-fpgm-dsc-40
     model: resnet20            # zoo name (``sepconv models``)
@@ -26,6 +27,7 @@ the training folder.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import time
@@ -125,10 +127,20 @@ def recipe_from_dict(raw: dict[str, Any], default_name: str = "recipe") -> Recip
     )
 
 
+BUILTIN_DIR = Path(__file__).resolve().parent / "recipes"
+
+
+def builtin_recipes() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
+
+
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:
+    """A recipe from a YAML file, or a built-in recipe by name (``resnet20-pca-fpgm-dsc-40``)."""
     path = Path(path)
+    if not path.is_file() and path.suffix == "" and (BUILTIN_DIR / f"{path.name}.yaml").is_file():
+        path = BUILTIN_DIR / f"{path.name}.yaml"
     if not path.is_file():
-        raise SepconvError(f"no recipe at {path}")
+        raise SepconvError(f"no recipe at {path}; built-in recipes: {', '.join(builtin_recipes())}")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -210,7 +222,7 @@ def run_recipe(
     """
     from .checkpoint import ensure_writable_dir, save_model
     from .data.registry import get_dataset
-    from .graph.compaction import compact_zeros
+    from .graph.compact import compact_zeros
     from .measure.profile import profile
     from .train.api import train
     from .train.evaluation import evaluate
@@ -250,7 +262,7 @@ def run_recipe(
         example = test_data.normalize(test_data.images[:2])
         started = time.perf_counter()
         final, report = compact_zeros(trained, example)
-        compaction = {"seconds": time.perf_counter() - started, **report.to_dict()}
+        compaction = {**dataclasses.asdict(report), "seconds": time.perf_counter() - started}
     final_eval = evaluate(final, test_data)
     final_profile = profile(final, (data.in_channels, *data.image_size))
 

@@ -1,0 +1,58 @@
+"""``sepconv bench``: latency in PyTorch and ONNX Runtime; with ``--vs``, realized vs MAC speed-up."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..errors import SepconvError
+from .profile import parse_input_size
+
+
+def parse_int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SepconvError(f"{option} must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise SepconvError(f"{option} must be positive integers, got {text!r}")
+    return values
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench", help="latency (median, IQR, images/s); with --vs, speed-up from interleaved runs"
+    )
+    p.add_argument("model", help="zoo name, checkpoint path or .onnx file")
+    p.add_argument("--vs", help="a second model, timed alternately with the first (A, B, A, B, ...)")
+    p.add_argument("--batch", default="1,64", help="batch sizes, comma-separated (default 1,64)")
+    p.add_argument("--runtime", default="torch,onnxruntime", help="torch and/or onnxruntime (default both)")
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads for both runtimes (default 2)")
+    p.add_argument("--repeats", type=int, default=50, help="timed runs per model (default 50)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
+    p.add_argument("--channels-last", action="store_true", help="run PyTorch in channels_last layout")
+    p.add_argument("--input-size", help="C,H,W (default: in_channels,32,32)")
+    p.add_argument("--num-classes", type=int, default=10, help="for zoo names (default 10)")
+    p.add_argument("--in-channels", type=int, default=3, help="for zoo names (default 3)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..measure.latency import benchmark
+
+    report = benchmark(
+        args.model,
+        vs=args.vs,
+        batches=parse_int_list(args.batch, "--batch"),
+        runtimes=[r for r in args.runtime.split(",") if r.strip()],
+        threads=args.threads,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        channels_last=args.channels_last,
+        input_size=parse_input_size(args.input_size),
+        num_classes=args.num_classes,
+        in_channels=args.in_channels,
+    )
+    print(json.dumps(report.to_dict()) if args.json else report.table())
+    return 0

@@ -1,0 +1,164 @@
+"""ONNX export: every zoo family and a compacted model run in ONNX Runtime as they do in PyTorch."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn as nn
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import sepconv
+from sepconv.errors import SepconvError
+from sepconv.export import ExportError, export_onnx, load_onnx, ort_session, prepare_for_deployment
+from sepconv.nn import ZeroPadShortcut
+
+from .conftest import assert_one_line_error
+
+# The deeper CIFAR ResNets (32/44/56/110 and their _dsc/_folded variants) are made of exactly the
+# layers of resnet20 and its variants, only more of them; exporting them too would add ~20 s.
+DEEPER_RESNET = re.compile(r"^resnet(32|44|56|110)(_|$)")
+ZOO = [name for name in sepconv.list_models() if not DEEPER_RESNET.match(name)]
+
+
+def calibrated(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Running statistics from one batch of data, as training would leave them. Untrained BNs
+    (mean 0, var 1) let activations grow layer after layer, to logits of 1e4 and more, where float32
+    cannot match to 1e-4 absolute; calibrated ones keep the outputs of order 1."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
+                m.momentum = None  # cumulative average: one batch sets the statistics exactly
+        model.train()
+        with torch.no_grad():
+            model(torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(seed)))
+    finally:
+        torch.set_num_threads(previous)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_model_exports_and_matches_pytorch(name: str, tmp_path) -> None:
+    model = calibrated(sepconv.create_model(name))
+    report = export_onnx(model, tmp_path / f"{name}.onnx", input_size=(3, 32, 32))
+    assert report.max_abs_diff <= 1e-4, report.verification_line()
+    assert report.checked_batches == [1, 4]
+    proto = load_onnx(tmp_path / f"{name}.onnx")
+    assert "BatchNormalization" not in {n.op_type for n in proto.graph.node}
+    assert report.folded_batchnorms == sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def pruned_separable_resnet20() -> nn.Module:
+    """resnet20_dsc with inner block widths cut to 8/16/40 by physical compaction."""
+    from sepconv.graph import compact
+
+    full = {"layer1": 16, "layer2": 32, "layer3": 64}
+    keep = {"layer1": 8, "layer2": 16, "layer3": 40}
+    plan = {
+        f"{stage}.{block}.conv1.pointwise": list(range(keep[stage], full[stage]))
+        for stage in full
+        for block in range(3)
+    }
+    model = calibrated(sepconv.create_model("resnet20_dsc"))
+    return compact(model, plan)[0].eval()
+
+
+def test_compacted_model_exports_with_a_fixed_batch(tmp_path) -> None:
+    model = pruned_separable_resnet20()
+    assert model.layer3[0].conv1.pointwise.out_channels == 40
+    report = export_onnx(model, tmp_path / "pruned.onnx", dynamic_batch=False, batch_size=3)
+    assert report.max_abs_diff <= 1e-4 and report.checked_batches == [3]
+    assert report.shortcuts_as_conv == 2
+    proto = onnx.load(str(tmp_path / "pruned.onnx"))
+    dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [3, 3, 32, 32]
+    # Option-A shortcuts became convs: no scatter/shape subgraph left in the file.
+    ops = {n.op_type for n in proto.graph.node}
+    assert not ops & {"ScatterElements", "Shape", "ConstantOfShape"}, ops
+    # ONNX Runtime refuses another batch size for a fixed-batch export.
+    with pytest.raises(Exception, match="(?i)dimension|shape"):
+        ort_session(str(tmp_path / "pruned.onnx")).run(None, {"input": np.zeros((2, 3, 32, 32), np.float32)})
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cin=st.integers(1, 8),
+    extra=st.integers(0, 8),
+    stride=st.integers(1, 3),
+    size=st.integers(1, 9),
+    data=st.data(),
+)
+def test_shortcut_as_conv_is_bit_exact(cin: int, extra: int, stride: int, size: int, data) -> None:
+    cout = cin + extra
+    index = data.draw(st.permutations(range(cout)))[:cin]
+    shortcut = ZeroPadShortcut(cin, cout, stride, index)
+    model = nn.Sequential(shortcut)
+    deployed, changes = prepare_for_deployment(model)
+    identity = stride == 1 and cin == cout and list(index) == list(range(cout))
+    assert changes.shortcuts_as_conv == (0 if identity else 1)
+    x = torch.randn(2, cin, size, size + 1)
+    with torch.no_grad():
+        assert torch.equal(deployed(x), model(x))
+
+
+class FourierHead(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fft.fft2(x).real.mean((2, 3))
+
+
+def test_unexportable_operator_is_named(tmp_path) -> None:
+    with pytest.raises(ExportError, match="aten::fft_fft2") as info:
+        export_onnx(FourierHead(), tmp_path / "f.onnx")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "f.onnx").exists()
+
+
+class Drifting(nn.Module):
+    """Different outputs on every call: no export of it can verify, and nothing may be written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) + torch.rand(1)
+
+
+def test_mismatch_is_refused_and_nothing_written(tmp_path) -> None:
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        export_onnx(Drifting(), tmp_path / "d.onnx")
+    assert not (tmp_path / "d.onnx").exists()
+
+
+def test_bad_onnx_files_are_one_line_errors(tmp_path) -> None:
+    (tmp_path / "garbage.onnx").write_bytes(b"\x08\x07not a protobuf at all\xff\xff")
+    with pytest.raises(SepconvError, match="not a valid ONNX model"):
+        load_onnx(tmp_path / "garbage.onnx")
+    with pytest.raises(SepconvError, match="no ONNX file"):
+        load_onnx(tmp_path / "missing.onnx")
+
+
+def test_cli_export_prints_the_verification(run_cli, tmp_path) -> None:
+    out = tmp_path / "r20.onnx"
+    proc = run_cli("export", "resnet20_dsc", "--out", out, "--batch", "2")
+    assert proc.returncode == 0, proc.stderr
+    match = re.search(r"ONNX Runtime matches PyTorch: max abs diff (\S+)", proc.stdout)
+    assert match and float(match.group(1)) <= 1e-4, proc.stdout
+    proto = load_onnx(out)
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 2
+
+
+def test_cli_export_errors_are_one_line(run_cli, tmp_path) -> None:
+    corrupt = tmp_path / "broken.pt"
+    corrupt.write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    assert_one_line_error(run_cli("export", corrupt, "--out", tmp_path / "x.onnx"), "broken.pt")
+    assert_one_line_error(run_cli("export", tmp_path / "missing.pt", "--out", tmp_path / "x.onnx"))
+    assert_one_line_error(run_cli("export", "resnet20", "--out", tmp_path / "x.onnx", "--batch", "zero"))
+    assert not (tmp_path / "x.onnx").exists()
