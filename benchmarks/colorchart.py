@@ -11,6 +11,10 @@ pixels, re-encoded and copied to 3 channels), which should stay near chance (10 
 shows the figure. SGD lr 0.1 cosine per batch, batch 128, random crop (padding 4), no flips.
 Result: ``benchmarks/results/colorchart_resnet20.json`` (+ ``colorchart_resnet20_{colour,gray}.png``).
 
+``probe``: no training; a ridge classifier on hand-made per-pixel deviation maps (a*b* distance to
+the plate's median colour, or L* distance on the luminance image). Shows directly that hue carries
+the glyph and luminance does not. Result: ``benchmarks/results/colorchart_probe.json``.
+
     .venv/bin/python benchmarks/colorchart.py generate --workers 2
     nice -n 10 .venv/bin/python benchmarks/colorchart.py train > runs/colorchart_train.log 2>&1
 """
@@ -175,6 +179,57 @@ def train(args: argparse.Namespace) -> None:
         )
 
 
+def _deviation_maps(images: np.ndarray, gray: bool) -> np.ndarray:
+    """Per image, how far each pixel is from the plate's median colour: the a*b* distance (hue and
+    saturation only) or, for ``gray``, the L* distance of the luminance image. Zero outside the
+    plate, each map scaled to unit standard deviation; flattened to (N, H·W)."""
+    from sepconv.data.colorchart.colour import LUMINANCE, linear_to_lab, srgb_decode
+
+    n, h, w, _ = images.shape
+    yy, xx = np.mgrid[:h, :w]
+    disc = np.hypot(yy - (h - 1) / 2, xx - (w - 1) / 2) < 0.42 * h
+    linear = srgb_decode(images)
+    if gray:
+        lightness = linear_to_lab(np.repeat((linear @ LUMINANCE)[..., None], 3, axis=-1))[..., 0]
+        deviation = np.abs(lightness - np.median(lightness[:, disc], axis=1)[:, None, None])
+    else:
+        ab = linear_to_lab(linear)[..., 1:]
+        deviation = np.linalg.norm(ab - np.median(ab[:, disc], axis=1)[:, None, None, :], axis=-1)
+    deviation = deviation * disc
+    deviation /= deviation.reshape(n, -1).std(axis=1)[:, None, None] + 1e-9
+    return deviation.reshape(n, -1)
+
+
+def probe(args: argparse.Namespace) -> None:
+    """No training: ridge regression (one-vs-all) on hand-made deviation maps. If hue alone carries
+    the glyph, the chroma maps classify well and the luminance maps stay at chance."""
+    from sepconv.data import get_dataset
+    from sepconv.data.colorchart import ChartSpec, generate_colorchart
+
+    data_dir = Path(args.data_dir)
+    generate_colorchart(data_dir, ChartSpec(), workers=args.workers)  # skipped when already there
+    train_set = get_dataset(f"cifar10:{data_dir}", train=True)
+    test_set = get_dataset(f"cifar10:{data_dir}", train=False)
+    x_train = train_set.images.numpy().transpose(0, 2, 3, 1)
+    x_test = test_set.images.numpy().transpose(0, 2, 3, 1)
+    y_train, y_test = train_set.labels.numpy(), test_set.labels.numpy()
+    k = train_set.num_classes
+    record: dict = {"benchmark": "colorchart_linear_probe", "ridge": args.ridge, "chance": 1 / k}
+    for name, gray in (("chroma", False), ("luminance", True)):
+        f_train = np.c_[_deviation_maps(x_train, gray), np.ones(len(x_train))]
+        f_test = np.c_[_deviation_maps(x_test, gray), np.ones(len(x_test))]
+        weights = np.linalg.solve(
+            f_train.T @ f_train + args.ridge * np.eye(f_train.shape[1]), f_train.T @ np.eye(k)[y_train]
+        )
+        record[f"{name}_test_accuracy"] = float((np.argmax(f_test @ weights, axis=1) == y_test).mean())
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    _write_json(RESULTS / "colorchart_probe.json", record)
+    print(
+        f"linear probe: chroma maps {100 * record['chroma_test_accuracy']:.1f}%,"
+        f" luminance maps {100 * record['luminance_test_accuracy']:.1f}% (chance {100 / k:.0f}%)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="action", required=True)
@@ -182,6 +237,11 @@ def main() -> None:
     gen.add_argument("--workers", type=int, default=2)
     gen.add_argument("--data-dir", default=str(RUNS / "data"))
     gen.set_defaults(run=generate)
+    pr = sub.add_parser("probe", help="linear read-out of chroma vs luminance deviation maps (no training)")
+    pr.add_argument("--ridge", type=float, default=10.0)
+    pr.add_argument("--workers", type=int, default=2)
+    pr.add_argument("--data-dir", default=str(RUNS / "data"))
+    pr.set_defaults(run=probe)
     tr = sub.add_parser("train", help="ResNet-20 on the colour and the grayscale plates")
     tr.add_argument("--epochs", type=int, default=30)
     tr.add_argument("--variants", nargs="+", default=["colour", "gray"], choices=["colour", "gray"])

@@ -575,3 +575,28 @@ def test_evaluate_rejects_a_model_for_other_data() -> None:
         sepconv.evaluate(model, toy_dataset())
     with pytest.raises(SepconvError, match="outputs"):
         sepconv.evaluate(TinyNet(classes=3), toy_dataset())
+
+
+def test_plot_history_draws_a_png_from_records_or_a_history_document(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from sepconv.report.curves import plot_history
+
+    records = [
+        {
+            "epoch": e,
+            "train_loss": 1 / e,
+            "train_accuracy": 0.5 + e / 20,
+            "test_loss": 1.2 / e,
+            "test_accuracy": 0.4 + e / 20,
+        }
+        for e in (1, 2, 3)
+    ]
+    plot_history(records, tmp_path / "a.png")
+    plot_history({"epochs": records}, tmp_path / "b.png", title="resnet20")
+    with Image.open(tmp_path / "a.png") as image:
+        assert image.format == "PNG" and image.size == (1000, 400)
+    assert (tmp_path / "b.png").stat().st_size > 5000
+    with pytest.raises(SepconvError, match="no epochs"):
+        plot_history({"epochs": []}, tmp_path / "c.png")
+    assert not (tmp_path / "c.png").exists()

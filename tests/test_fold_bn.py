@@ -96,7 +96,8 @@ def test_conv_bn_fold_is_exact_for_random_shapes(
 def test_conv1d_batchnorm1d_fold(cin: int, cout: int, length: int, seed: int) -> None:
     torch.manual_seed(seed)
     model = randomize_batchnorms(
-        nn.Sequential(nn.Conv1d(cin, cout, 3, padding=1), nn.BatchNorm1d(cout)), torch.Generator().manual_seed(seed)
+        nn.Sequential(nn.Conv1d(cin, cout, 3, padding=1), nn.BatchNorm1d(cout)),
+        torch.Generator().manual_seed(seed),
     )
     folded, report = fold_batchnorm(model)
     assert len(report.folded) == 1
@@ -192,3 +193,29 @@ def test_inplace_and_checkpoint_round_trip(tmp_path) -> None:
         assert torch.equal(loaded(x), folded.eval()(x))
     same, _ = fold_batchnorm(model, inplace=True)
     assert same is model and batchnorm_count(model) == 0
+
+
+class ThroughIdentity(nn.Module):
+    """conv -> Identity -> BN, as conversions that replace layers by nn.Identity leave it."""
+
+    def __init__(self, tap: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.placeholder = nn.Identity()
+        self.bn = nn.BatchNorm2d(4)
+        self.tap = tap
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.placeholder(self.conv(x))
+        return self.bn(y) * y if self.tap else self.bn(y)  # tap: the identity's output is read twice
+
+
+def test_fold_looks_through_identity_placeholders_only_when_exclusive() -> None:
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 3, 6, 6, generator=g)
+    for tap in (False, True):
+        model = randomize_batchnorms(ThroughIdentity(tap), g)
+        folded, report = fold_batchnorm(model)
+        assert report.folded == ([] if tap else [("conv", "bn")])
+        with torch.no_grad():
+            torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-4)

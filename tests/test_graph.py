@@ -15,8 +15,13 @@ from sepconv.graph import analyse, dependency_groups
 from sepconv.nn import ChannelShuffle
 
 
-def conv_bn(c_in: int, c_out: int, k: int = 1, stride: int = 1, groups: int = 1, relu: bool = True) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(c_out)]
+def conv_bn(
+    c_in: int, c_out: int, k: int = 1, stride: int = 1, groups: int = 1, relu: bool = True
+) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(c_out),
+    ]
     if relu:
         layers.append(nn.ReLU())
     return nn.Sequential(*layers)
@@ -69,12 +74,17 @@ class DenseNet(nn.Module):
     def __init__(self, c: int = 4, growth: int = 3, t: int = 5) -> None:
         super().__init__()
         self.stem = nn.Conv2d(3, c, 3, padding=1, bias=False)
-        self.layer1 = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, growth, 3, padding=1, bias=False))
+        self.layer1 = nn.Sequential(
+            nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, growth, 3, padding=1, bias=False)
+        )
         self.layer2 = nn.Sequential(
             nn.BatchNorm2d(c + growth), nn.ReLU(), nn.Conv2d(c + growth, growth, 3, padding=1, bias=False)
         )
         self.transition = nn.Sequential(
-            nn.BatchNorm2d(c + 2 * growth), nn.ReLU(), nn.Conv2d(c + 2 * growth, t, 1), nn.AdaptiveAvgPool2d(2)
+            nn.BatchNorm2d(c + 2 * growth),
+            nn.ReLU(),
+            nn.Conv2d(c + 2 * growth, t, 1),
+            nn.AdaptiveAvgPool2d(2),
         )
         self.fc1 = nn.Linear(4 * t, 6)
         self.fc2 = nn.Linear(6, 3)
@@ -144,9 +154,15 @@ class SqueezeExciteNet(nn.Module):
 
 
 SYNTHETIC = {
-    "depthwise": lambda d: DepthwiseNet(d.draw(st.integers(2, 6)), d.draw(st.integers(1, 3)), d.draw(st.integers(2, 6))),
-    "shuffle": lambda d: ShuffleUnitNet(d.draw(st.integers(2, 3)), d.draw(st.integers(2, 4)), d.draw(st.booleans())),
-    "dense": lambda d: DenseNet(d.draw(st.integers(2, 6)), d.draw(st.integers(2, 4)), d.draw(st.integers(2, 5))),
+    "depthwise": lambda d: DepthwiseNet(
+        d.draw(st.integers(2, 6)), d.draw(st.integers(1, 3)), d.draw(st.integers(2, 6))
+    ),
+    "shuffle": lambda d: ShuffleUnitNet(
+        d.draw(st.integers(2, 3)), d.draw(st.integers(2, 4)), d.draw(st.booleans())
+    ),
+    "dense": lambda d: DenseNet(
+        d.draw(st.integers(2, 6)), d.draw(st.integers(2, 4)), d.draw(st.integers(2, 5))
+    ),
     "split": lambda d: SplitShuffleNet(d.draw(st.integers(2, 5))),
     "ghost": lambda d: GhostSliceNet(d.draw(st.integers(3, 6)), d.draw(st.integers(4, 6))),
     "se": lambda d: SqueezeExciteNet(d.draw(st.integers(2, 8)), d.draw(st.integers(2, 4))),
@@ -165,7 +181,16 @@ def test_resnet20_groups_follow_the_residual_streams_and_option_a_shortcuts() ->
     ids = [g.id for g in cg.groups]
     assert len(ids) == len(set(ids)) == 14
     inner = [f"layer{s}.{b}.conv1" for s in (1, 2, 3) for b in range(3)]
-    assert ids == ["conv1[in]", "conv1", *inner[:4], "layer2.0.conv2", *inner[4:7], "layer3.0.conv2", *inner[7:], "fc"]
+    assert ids == [
+        "conv1[in]",
+        "conv1",
+        *inner[:4],
+        "layer2.0.conv2",
+        *inner[4:7],
+        "layer3.0.conv2",
+        *inner[7:],
+        "fc",
+    ]
     by_id = {g.id: g for g in cg.groups}
     assert not by_id["conv1[in]"].prunable and by_id["conv1[in]"].reason == "input channels"
     assert not by_id["fc"].prunable and by_id["fc"].reason == "model output"
@@ -190,7 +215,9 @@ def test_resnet20_groups_follow_the_residual_streams_and_option_a_shortcuts() ->
         ("layer2.1.conv2", "in"),
     }
     text = str(stream)
-    assert text.startswith("group conv1: 16 channel(s), prunable") and "layer3.0.shortcut [shortcut_out" in text
+    assert (
+        text.startswith("group conv1: 16 channel(s), prunable") and "layer3.0.shortcut [shortcut_out" in text
+    )
 
 
 def test_ids_are_stable_and_the_input_model_is_untouched() -> None:
@@ -247,7 +274,9 @@ def test_concatenation_offsets_and_flatten_into_linear(c: int, growth: int, t: i
     first = cg.group("layer1.2")
     assert members(first, "in")["layer2.2"] == tuple((c + k,) for k in range(growth))
     # A 2×2 map flattened: every transition channel owns 4 consecutive inputs of fc1.
-    assert members(cg.group("transition.2"), "in")["fc1"] == tuple(tuple(range(4 * k, 4 * k + 4)) for k in range(t))
+    assert members(cg.group("transition.2"), "in")["fc1"] == tuple(
+        tuple(range(4 * k, 4 * k + 4)) for k in range(t)
+    )
     assert members(cg.group("fc1"), "in")["fc2"] == tuple((k,) for k in range(6))
 
 
@@ -284,7 +313,9 @@ class Rolled(nn.Module):
 
 
 def test_unsupported_ops_are_named_errors_not_wrong_models() -> None:
-    with pytest.raises(SepconvError, match=r"cannot analyse channel flow through call_function torch.roll at node 'roll'"):
+    with pytest.raises(
+        SepconvError, match=r"cannot analyse channel flow through call_function torch.roll at node 'roll'"
+    ):
         analyse(Rolled(), X)
     transposed = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ConvTranspose2d(4, 4, 2))
     with pytest.raises(SepconvError, match=r"module '1' \(ConvTranspose2d\)"):

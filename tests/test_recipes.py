@@ -19,7 +19,6 @@ def test_builtin_recipe_by_name() -> None:
     assert len(RECIPES) == 8
 
 
-
 def test_the_eight_seed000_combinations_are_recipes() -> None:
     recipes = [load_recipe(p) for p in RECIPES]
     combos = {(r.model, r.separable, (r.prune or {}).get("criterion")) for r in recipes}

@@ -63,13 +63,25 @@ def test_separable_layer_has_the_geometry_of_the_conv(
 ) -> None:
     conv = nn.Conv2d(c_in, c_out, k, stride, k // 2, bias=bias)
     model = nn.Sequential(conv)
-    converted, report = to_separable(model, multiplier, mid_bn=mid_bn, mid_act=mid_act, input_size=(c_in, 9, 9))
+    converted, report = to_separable(
+        model, multiplier, mid_bn=mid_bn, mid_act=mid_act, input_size=(c_in, 9, 9)
+    )
     sep = converted[0]
     assert isinstance(sep, SeparableConv2d) and report.replaced == ["0"]
     dw, pw = sep.depthwise, sep.pointwise
     assert (dw.in_channels, dw.out_channels, dw.groups) == (c_in, multiplier * c_in, c_in)
-    assert (dw.kernel_size, dw.stride, dw.padding, dw.bias) == ((k, k), (stride, stride), (k // 2, k // 2), None)
-    assert (pw.in_channels, pw.out_channels, pw.kernel_size, pw.stride) == (multiplier * c_in, c_out, (1, 1), (1, 1))
+    assert (dw.kernel_size, dw.stride, dw.padding, dw.bias) == (
+        (k, k),
+        (stride, stride),
+        (k // 2, k // 2),
+        None,
+    )
+    assert (pw.in_channels, pw.out_channels, pw.kernel_size, pw.stride) == (
+        multiplier * c_in,
+        c_out,
+        (1, 1),
+        (1, 1),
+    )
     assert (pw.bias is not None) == bias
     assert hasattr(sep, "bn") == mid_bn and hasattr(sep, "act") == (mid_act is not None)
     x = torch.randn(2, c_in, 9, 9)
@@ -164,7 +176,9 @@ def _dsc_variants() -> list[str]:
 def test_every_dsc_variant_runs_forward_and_backward(name: str) -> None:
     model = sepconv.create_model(name)
     base = sepconv.create_model(name[: -len("_dsc")])
-    regular = [m for m in model.modules() if type(m) is nn.Conv2d and m.groups == 1 and max(m.kernel_size) > 1]
+    regular = [
+        m for m in model.modules() if type(m) is nn.Conv2d and m.groups == 1 and max(m.kernel_size) > 1
+    ]
     assert regular == []  # every regular k×k conv was replaced
     n_base = sum(type(m) is nn.Conv2d and m.groups == 1 and max(m.kernel_size) > 1 for m in base.modules())
     assert sum(isinstance(m, SeparableConv2d) for m in model.modules()) == n_base

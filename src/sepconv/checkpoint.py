@@ -35,6 +35,10 @@ def atomic_write_bytes(path: str | os.PathLike[str], write: Any) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise SepconvError(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
+    # mkstemp creates the file 0600; give it the permissions a plain open() would have.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

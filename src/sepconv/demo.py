@@ -50,14 +50,19 @@ def run_demo(
     log(f"[1/5] data: {data}")
     train_set = get_dataset(data, train=True)
     test_set = get_dataset(data, train=False)
-    log(f"      {len(train_set)} training / {len(test_set)} test images of {train_set.image_size}, {train_set.num_classes} classes")
+    log(
+        f"      {len(train_set)} training / {len(test_set)} test images of {train_set.image_size}, {train_set.num_classes} classes"
+    )
     _copy_preview(data, out)
 
     runs: dict[str, dict[str, Any]] = {}
     steps = [("baseline", "resnet20-baseline"), ("pca-fpgm-dsc-40", "resnet20-pca-fpgm-dsc-40")]
     for i, (key, recipe_name) in enumerate(steps, start=2):
         recipe = with_overrides(load_recipe(recipe_name), data=data, epochs=epochs)
-        log(f"[{i}/5] {recipe.method}: training {epochs} epochs" + (", then compacting" if recipe.prune else ""))
+        log(
+            f"[{i}/5] {recipe.method}: training {epochs} epochs"
+            + (", then compacting" if recipe.prune else "")
+        )
         runs[key] = run_recipe(recipe, out / key, data=train_set, test_data=test_set, quiet=quiet)
         s = runs[key]
         log(f"      accuracy {100 * s['accuracy']:.2f}%, params {s['params']:,}, MACs {s['macs']:,}")
@@ -123,7 +128,9 @@ def _deploy(out: Path, runs: dict[str, dict[str, Any]], test_set: Any, repeats: 
     }
 
 
-def _summary(runs: dict[str, dict[str, Any]], deploy: dict[str, Any], epochs: int, data: str, wall: float) -> dict:
+def _summary(
+    runs: dict[str, dict[str, Any]], deploy: dict[str, Any], epochs: int, data: str, wall: float
+) -> dict:
     base = runs["baseline"]
     rows = []
     for key, s in runs.items():

@@ -276,13 +276,37 @@ def load_onnx_bytes(data: bytes, source: str) -> Any:
     return proto
 
 
-def ort_session(data_or_path: bytes | str | os.PathLike[str], threads: int = 2) -> Any:
-    """An ONNX Runtime CPU session with a fixed thread count and every graph optimisation on."""
+_shared_pool_threads: int | None = None  # size of ONNX Runtime's process-wide pool, once created
+
+
+def use_shared_ort_pool(threads: int) -> int:
+    """Create ONNX Runtime's process-wide intra-op pool with ``threads`` threads, on the first call,
+    and return its size. Latency measurement uses it: with a pool per session, the idle workers of
+    one model keep spinning while the next model runs and steal its CPU. Once it exists, ONNX
+    Runtime requires every session of the process to run on it, and it cannot be resized."""
+    global _shared_pool_threads
     import onnxruntime as ort
 
+    if _shared_pool_threads is None:
+        ort.set_global_thread_pool_sizes(int(threads), 1)
+        _shared_pool_threads = int(threads)
+    return _shared_pool_threads
+
+
+def ort_session(data_or_path: bytes | str | os.PathLike[str], threads: int = 2) -> Any:
+    """An ONNX Runtime CPU session with a fixed thread count and every graph optimisation on.
+
+    After :func:`use_shared_ort_pool` the session runs on the shared pool (whose size then wins
+    over ``threads``); before, it gets a pool of ``threads`` threads of its own.
+    """
+    import onnxruntime as ort
+
+    shared = _shared_pool_threads is not None
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
+    # A session on the shared pool must leave its own sizes at 0 (ONNX Runtime warns otherwise).
+    opts.intra_op_num_threads = 0 if shared else threads
+    opts.inter_op_num_threads = 0 if shared else 1
+    opts.use_per_session_threads = not shared
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3  # errors only: warnings about unused initialisers are noise here

@@ -85,7 +85,9 @@ class Recipe:
 def _check_keys(section: str, given: dict[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(given) - allowed)
     if unknown:
-        raise SepconvError(f"recipe {section} has unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        raise SepconvError(
+            f"recipe {section} has unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
 
 
 def recipe_from_dict(raw: dict[str, Any], default_name: str = "recipe") -> Recipe:
@@ -177,7 +179,9 @@ def build_model(recipe: Recipe, num_classes: int, in_channels: int):
     from .convert.separable import to_separable
     from .models.registry import create_model
 
-    model = create_model(recipe.model, num_classes=num_classes, in_channels=in_channels, **recipe.model_config)
+    model = create_model(
+        recipe.model, num_classes=num_classes, in_channels=in_channels, **recipe.model_config
+    )
     if recipe.separable:
         opts = {k: v for k, v in recipe.convert.items() if k != "separable"}
         model, _ = to_separable(model, **opts)
@@ -286,7 +290,9 @@ def run_recipe(
         "pruned_counts": pruner.pruned_counts() if pruner else None,
         "checkpoint": "model.pt",
     }
-    save_model(out / "model.pt", final, metrics={"accuracy": final_eval["accuracy"], "loss": final_eval["loss"]})
+    save_model(
+        out / "model.pt", final, metrics={"accuracy": final_eval["accuracy"], "loss": final_eval["loss"]}
+    )
     from .checkpoint import atomic_write_bytes
 
     atomic_write_bytes(out / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))

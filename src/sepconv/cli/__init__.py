@@ -16,7 +16,19 @@ from collections.abc import Sequence
 from ..errors import SepconvError
 
 # Order = order in `sepconv --help`.
-COMMANDS = ["models", "profile", "data", "train", "evaluate", "compress", "decompose", "demo", "export", "bench"]
+COMMANDS = [
+    "models",
+    "profile",
+    "data",
+    "train",
+    "evaluate",
+    "compress",
+    "decompose",
+    "demo",
+    "export",
+    "bench",
+    "report",
+]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="zoo model name")
     p.add_argument("--data", help="data-set spec (default colorchart)")
     sep = p.add_mutually_exclusive_group()
-    sep.add_argument("--separable", dest="separable", action="store_true", default=None, help="convert to DSC first")
+    sep.add_argument(
+        "--separable", dest="separable", action="store_true", default=None, help="convert to DSC first"
+    )
     sep.add_argument("--no-separable", dest="separable", action="store_false", help="keep regular convs")
     p.add_argument("--criterion", help="l1, l2 (SFP), fpgm, fpgm-l1, fpgm-cos, pca-fpgm ...")
     p.add_argument("--rate", type=float, help="pruning rate P in [0, 1)")

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--symmetric", action="store_true", help="fit each layer on the original's inputs only")
     p.add_argument("--identity-bn", action="store_true", help="put an identity BatchNorm between DW and PW")
     p.add_argument("--seed", type=int, default=0, help="image subset is fixed; this seeds the positions")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune afterwards (paper: 10)")
     p.add_argument(
         "--lr", type=float, default=1e-4, help="fine-tuning learning rate, constant (default 1e-4)"

@@ -6,7 +6,9 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the demo study: baseline -> separable -> PCA-FPGM 40% -> compact -> ONNX")
+    p = sub.add_parser(
+        "demo", help="run the demo study: baseline -> separable -> PCA-FPGM 40%% -> compact -> ONNX"
+    )
     p.add_argument("--out", default="demo-out", help="report folder (default demo-out)")
     p.add_argument("--epochs", type=int, default=25, help="training epochs per model (default 25)")
     p.add_argument("--data", default="colorchart", help="data-set spec (default: the built-in colour charts)")

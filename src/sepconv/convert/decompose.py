@@ -27,11 +27,12 @@ original network's responses and the inputs X' those of the partly decomposed ne
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fnmatch
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -477,7 +478,10 @@ def decompose_conv(
         raise SepconvError(f"patches have {stats.d} rows; {name} needs {conv.in_channels}·{k2}")
     width = _width(conv, name, method, None, multiplier, rank)
     _check_options(passes, order)
-    module, row, _ = _decompose_layer(conv, stats, name, method, width, center, passes, order, identity_bn)
+    with _one_thread():
+        module, row, _ = _decompose_layer(
+            conv, stats, name, method, width, center, passes, order, identity_bn
+        )
     return module, row
 
 
@@ -570,7 +574,7 @@ def decompose(
     seed: int = 0,
     *,
     n_images: int | None = None,
-    batch_size: int = 64,
+    batch_size: int = 256,
     center: bool = True,
     asymmetric: bool = True,
     passes: int = 1,
@@ -591,7 +595,8 @@ def decompose(
     layer from the original's inputs only. ``passes``/``order``: Algorithm 2's sweeps and channel
     order. ``identity_bn`` puts an identity BatchNorm between DW and PW (the layout of ShuffleNet's
     units). ``strategy``: how the networks are run (:mod:`.sampling`). ``log`` receives one line
-    per decomposed layer.
+    per decomposed layer. ``batch_size`` splits a tensor of images into forward passes: large
+    batches mean fewer, larger operations, which matters most on shared cores.
     """
     start = time.perf_counter()
     _check_method(method)
@@ -629,9 +634,10 @@ def decompose(
         solve_start = time.perf_counter()
         conv = original.get_submodule(name)
         assert isinstance(conv, nn.Conv2d)
-        module, row, bias = _decompose_layer(
-            conv, stats, name, method, widths[name], center, passes, order, identity_bn
-        )
+        with _one_thread():
+            module, row, bias = _decompose_layer(
+                conv, stats, name, method, widths[name], center, passes, order, identity_bn
+            )
         pw = module[-1]
         bn = _reader_after_identities(result, consumers, name)
         if (
@@ -674,6 +680,19 @@ def decompose(
     _model_totals(report, original, result, sampler)
     report.seconds = time.perf_counter() - start
     return result, report
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run the fits on one intra-op thread: they are thousands of tiny SVDs and products that
+    threads cannot speed up, and on shared cores a second thread's barriers made them ~25× slower
+    (benchmarks/decompose_speed.py). The user's setting is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _reader_after_identities(root: nn.Module, consumers: dict[str, str], name: str) -> nn.Module | None:

@@ -244,7 +244,7 @@ def merge_separable(dw: nn.Conv2d, pw: nn.Conv2d, bn: nn.BatchNorm2d | None = No
 
 
 @dataclass
-class FoldReport:
+class FoldSeparableReport:
     """``folded``: (dw, bn or None, pw) names merged into one conv each (the conv takes the DW's
     name; the BN and PW become ``nn.Identity``)."""
 
@@ -258,7 +258,7 @@ class FoldReport:
         return {"folded": [{"dw": a, "bn": b, "pw": c} for a, b, c in self.folded]}
 
 
-def fold(model: nn.Module, inplace: bool = False) -> tuple[nn.Module, FoldReport]:
+def fold(model: nn.Module, inplace: bool = False) -> tuple[nn.Module, FoldSeparableReport]:
     """Fold every DW → [BN] → PW pair of ``model`` into the equivalent regular conv, exactly.
 
     The result equals ``model.eval()`` (a BN between is folded with its running statistics). It
@@ -266,7 +266,7 @@ def fold(model: nn.Module, inplace: bool = False) -> tuple[nn.Module, FoldReport
     unless ``inplace``.
     """
     result = model if inplace else copy.deepcopy(model)
-    report = FoldReport()
+    report = FoldSeparableReport()
     steps = []
     for dw_name, bn_name, _, pw_name in _chains(result, architectural=False):
         dw, pw = result.get_submodule(dw_name), result.get_submodule(pw_name)

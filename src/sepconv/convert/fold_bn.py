@@ -13,8 +13,8 @@ Conv → BN pairs are found on a ``torch.fx`` graph, so the module structure doe
 (Sequential, attributes, custom blocks). A pair is folded only when folding cannot change what the
 model computes:
 
-* the BN reads exactly one conv output, and that output has no other consumer (if the conv also fed
-  a shortcut, the shortcut would see the folded values);
+* the BN reads one conv output (directly or through ``nn.Identity`` placeholders), and that output
+  has no other consumer (if the conv also fed a shortcut, the shortcut would see the folded values);
 * the conv and the BN are each called once in ``forward`` (a shared module would fold twice);
 * the BN uses running statistics (``track_running_stats=True``);
 * the conv is an ordinary (not transposed) ``nn.Conv1d/2d/3d`` and the BN's rank matches it.
@@ -160,44 +160,57 @@ def _pairs_in_graph(
         if not isinstance(bn, _BATCHNORMS):
             continue
         bn_name = prefix + str(node.target)
-        reason = _why_not_foldable(module, node, bn, calls, read_attrs)
-        if reason:
+        conv_target, reason = _conv_to_fold_into(module, node, bn, calls, read_attrs)
+        if conv_target is None:
             report.skipped.append((bn_name, reason))
         else:
-            pairs.append((prefix + str(node.args[0].target), bn_name))
+            pairs.append((prefix + conv_target, bn_name))
 
 
-def _why_not_foldable(
+def _conv_to_fold_into(
     module: nn.Module,
     bn_node: fx.Node,
     bn: nn.modules.batchnorm._BatchNorm,
     calls: Counter,
     read_attrs: set[str],
-) -> str | None:
+) -> tuple[str | None, str]:
+    """(qualified name of the conv that ``bn`` can be folded into, "") or (None, why not)."""
     if bn.running_mean is None or bn.running_var is None:
-        return "no running statistics (track_running_stats=False)"
+        return None, "no running statistics (track_running_stats=False)"
     if calls[bn_node.target] != 1:
-        return "the BN module is called more than once"
+        return None, "the BN module is called more than once"
     source = bn_node.args[0] if bn_node.args else None
+    # Look through nn.Identity placeholders (what folding and other conversions leave behind),
+    # as long as nothing else reads the value on the way.
+    while _is_identity_call(module, source) and len(source.users) == 1:
+        source = source.args[0] if source.args else None
     if not isinstance(source, fx.Node) or source.op != "call_module":
-        return "input is not a conv"
+        return None, "input is not a conv"
     conv = module.get_submodule(str(source.target))
     if not isinstance(conv, _CONVS):
-        return "input is not a conv"
+        return None, "input is not a conv"
     if _spatial_rank(conv) != _spatial_rank(bn):
-        return f"{type(bn).__name__} after {type(conv).__name__}"
+        return None, f"{type(bn).__name__} after {type(conv).__name__}"
     for m in (conv, bn):
         if problem := _why_not_plain(m):
-            return f"{type(m).__name__} {problem}"
+            return None, f"{type(m).__name__} {problem}"
     if len(source.users) != 1:
-        return "the conv output has another consumer"
+        return None, "the conv output has another consumer"
     if calls[source.target] != 1:
-        return "the conv module is called more than once"
+        return None, "the conv module is called more than once"
     if str(source.target) in read_attrs:
-        return "the conv's parameters are read elsewhere"
+        return None, "the conv's parameters are read elsewhere"
     if conv.out_channels != bn.num_features:
-        return "channel count mismatch"
-    return None
+        return None, "channel count mismatch"
+    return str(source.target), ""
+
+
+def _is_identity_call(module: nn.Module, node: object) -> bool:
+    return (
+        isinstance(node, fx.Node)
+        and node.op == "call_module"
+        and type(module.get_submodule(str(node.target))) is nn.Identity
+    )
 
 
 def _spatial_rank(m: nn.Module) -> int:

@@ -35,7 +35,8 @@ as leaves) and walks its graph node by node over all batches at once, so each ne
 forward *once* however many layers are decomposed; the live activations of all sampled images are
 held meanwhile (about 2×60 MB for 300 CIFAR images on a ResNet-56). ``replay`` (any model, also
 untraceable ones) runs the networks forward up to the current layer once per layer: memory is one
-batch, time grows with depth. ``auto`` picks lockstep whenever tracing succeeds.
+batch, time grows with depth. ``auto`` picks lockstep when tracing succeeds and the images take
+at most ``LOCKSTEP_BUDGET / LOCKSTEP_FACTOR`` bytes (64 MiB: 5,000+ CIFAR images, ~90 at 224²).
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ import torch.nn.functional as F
 from ..errors import SepconvError
 
 F64 = torch.float64
+# ``auto`` sampling holds every image's live activations only if the images themselves take at
+# most LOCKSTEP_BUDGET / LOCKSTEP_FACTOR bytes (live activations of two CNNs: ~tens × the input).
+LOCKSTEP_BUDGET = 4 * 2**30
+LOCKSTEP_FACTOR = 64
 # A new module for the approximated network once a layer's statistics are complete (or None).
 OnLayer = Callable[[str, "LayerStats"], nn.Module | None]
 
@@ -294,7 +299,7 @@ class ImageSource:
     """The first ``n_images`` images of a tensor, an ``ImageDataset``, a ``BatchLoader`` or any
     iterable of batches; re-iterable (a one-shot iterator is cached)."""
 
-    def __init__(self, images: Any, n_images: int | None = None, batch_size: int = 64) -> None:
+    def __init__(self, images: Any, n_images: int | None = None, batch_size: int = 256) -> None:
         from ..data.dataset import BatchLoader, ImageDataset
 
         if n_images is not None and n_images < 1:
@@ -363,7 +368,7 @@ class ResponseSampler:
         n_images: int | None = None,
         positions_per_image: int = 10,
         seed: int = 0,
-        batch_size: int = 64,
+        batch_size: int = 256,
         strategy: str = "auto",
     ) -> None:
         if positions_per_image < 1:
@@ -399,7 +404,7 @@ class ResponseSampler:
             m.eval()
         try:
             with torch.no_grad():
-                graph = self._trace(original, layers) if self.strategy != "replay" else None
+                graph = self._trace(original, layers) if self._try_lockstep() else None
                 if graph is not None:
                     self.used_strategy = "lockstep"
                     return self._lockstep(graph, original, layers, approx, on_layer)
@@ -443,6 +448,12 @@ class ResponseSampler:
         setattr(parent, child, module)
 
     # ---- lockstep: one forward per network over the traced graph ----
+
+    def _try_lockstep(self) -> bool:
+        if self.strategy != "auto":
+            return self.strategy == "lockstep"
+        size = sum(b.numel() * b.element_size() for b in self._batches())
+        return size * LOCKSTEP_FACTOR <= LOCKSTEP_BUDGET
 
     def _trace(self, original: nn.Module, layers: dict[str, str]) -> fx.Graph | None:
         targets = {original.get_submodule(name) for name in layers}

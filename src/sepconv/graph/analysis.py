@@ -667,7 +667,13 @@ class _Analysis:
 
         chains = sorted(chains, key=lambda ch: channels_at(ch, anchor.index))
         members = [
-            Member(o.name, o.role, o.layer, tuple(channels_at(ch, o.index) for ch in chains), o.index in producer_ids)
+            Member(
+                o.name,
+                o.role,
+                o.layer,
+                tuple(channels_at(ch, o.index) for ch in chains),
+                o.index in producer_ids,
+            )
             for o in sites
         ]
         tensors = [

@@ -7,10 +7,12 @@ compacted model computes what the model with the zeroed filters computed:
 
     Δb[o] = Σ_i c_i · Σ_{u,v} K[o, i, u, v]
 
-rather than writing that formula per layer type, :func:`channel_constants` propagates per-channel
-constants through the graph by *running each op on constant feature maps* (large enough that
-their centre pixel is an interior pixel) and :func:`consumer_offsets` runs each consumer on its
-constant inputs. This is exact for any op the analysis accepts, grouped consumers included.
+:func:`channel_constants` propagates per-channel constants through the graph: convolutions by
+that closed form (:func:`layer_response`, groups included), data movement by the measured
+channel maps, and every other op by *running it on constant feature maps* large enough that their
+centre pixel is an interior pixel — so no per-op formula is needed for BN, activations, pooling,
+arithmetic or squeeze-excite gates. :func:`consumer_offsets` applies :func:`layer_response` to
+each consumer.
 
 Exactness: a 1×1 consumer or a linear layer gets the constant everywhere, so the fold is exact.
 A k×k consumer with zero padding (or a padded depthwise conv / average pool on the removed chain)
@@ -35,6 +37,7 @@ import torch.nn as nn
 
 from ..errors import SepconvError
 from .analysis import ChannelGraph
+from .groups import Owner
 
 Overrides = Mapping[str, Mapping[int, float]]
 
@@ -69,7 +72,7 @@ class _ConstantMaps:
 
     def module(self, name: str) -> nn.Module:
         if name not in self._modules:
-            self._modules[name] = copy.deepcopy(self.cg.gm.get_submodule(name)).double().eval()
+            self._modules[name] = copy.deepcopy(self.cg.gm.get_submodule(name)).double().cpu().eval()
         return self._modules[name]
 
     def make(self, values: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -82,14 +85,6 @@ class _ConstantMaps:
         return result[index].reshape(-1)
 
 
-def _maps_for(cg: ChannelGraph) -> _ConstantMaps:
-    # One float64 copy of each layer per analysis, shared by the propagation and the folding.
-    maps = cg.__dict__.get("_constant_maps")
-    if maps is None:
-        maps = cg.__dict__["_constant_maps"] = _ConstantMaps(cg)
-    return maps
-
-
 def channel_constants(
     cg: ChannelGraph, removed: np.ndarray, overrides: Overrides | None = None
 ) -> dict[str, torch.Tensor]:
@@ -99,7 +94,7 @@ def channel_constants(
     that are exactly zero in the model count as zero too.
     """
     overrides = dict(overrides or {})
-    maps = _maps_for(cg)
+    maps = _ConstantMaps(cg)
     record = cg.record
     values: dict[str, torch.Tensor] = {}
     with torch.no_grad():
@@ -135,42 +130,65 @@ def _node_constants(
         source = values.get(cmap.anchor)
         if source is None:
             return nan
-        out = nan.clone()
-        for o in range(cmap.out_channels):
-            feeding = source[cmap.pairs[cmap.pairs[:, 0] == o, 1]]
-            if len(feeding) and bool((feeding == feeding[0]).all()):
-                out[o] = feeding[0]
-        return out
+        # An output channel is constant if every anchor channel feeding it has the same constant.
+        values_in = source.numpy()[cmap.pairs[:, 1]]
+        low = np.full(cmap.out_channels, np.inf)
+        high = np.full(cmap.out_channels, -np.inf)
+        with np.errstate(invalid="ignore"):  # NaN (not constant) propagates, as intended
+            np.minimum.at(low, cmap.pairs[:, 0], values_in)
+            np.maximum.at(high, cmap.pairs[:, 0], values_in)
+        return torch.from_numpy(np.where((low == high) & np.isfinite(low), low, np.nan))
     if node.op == "call_module":
         mod = cg.gm.get_submodule(str(node.target))
         out_site = cg.site_owner.get((str(node.target), "out"))
         if out_site is not None and out_site in cg.producers:
             # A producer's output is constant exactly where its filter is (taken as) zero.
             return _producer_constants(cg, mod, out_site, removed)
+        source = values.get(node.args[0].name) if isinstance(node.args[0], fx.Node) else None
+        if isinstance(mod, nn.modules.conv._ConvNd):
+            if source is None:
+                return nan
+            # Depthwise conv: closed form (float64 grouped convs are slow on CPU).
+            vec = layer_response(mod, source) + _bias(mod, owner.size)
+            zero = mod.weight.detach().flatten(1).eq(0).all(dim=1).cpu()
+            return torch.where(zero, _bias(mod, owner.size), vec)  # zero filters output their bias
     try:
         result = _evaluate(cg, node, values, maps)
     except (RuntimeError, TypeError, ValueError, IndexError):
         return nan
     if not isinstance(result, torch.Tensor) or result.dim() < 2 or result.shape[1] != owner.size:
         return nan
-    vec = maps.centre(result).to(torch.float64)
-    if node.op == "call_module":  # a depthwise conv with zero filters outputs its bias there
-        mod = cg.gm.get_submodule(str(node.target))
-        if isinstance(mod, nn.modules.conv._ConvNd):
-            zero = mod.weight.detach().flatten(1).eq(0).all(dim=1)
-            bias = mod.bias.detach().double() if mod.bias is not None else torch.zeros(owner.size, dtype=torch.float64)
-            vec = torch.where(zero, bias, vec)
-    return vec
+    return maps.centre(result).to(torch.float64)
 
 
-def _producer_constants(cg: ChannelGraph, mod: nn.Module, out_site, removed: np.ndarray) -> torch.Tensor:
-    weight = mod.weight.detach()
-    zero = weight.flatten(1).eq(0).all(dim=1).numpy() | removed[cg.chains(out_site)]
-    bias = mod.bias.detach().double() if getattr(mod, "bias", None) is not None else torch.zeros(out_site.size, dtype=torch.float64)
+def _bias(layer: nn.Module, size: int) -> torch.Tensor:
+    bias = getattr(layer, "bias", None)
+    return bias.detach().double().cpu() if bias is not None else torch.zeros(size, dtype=torch.float64)
+
+
+def _producer_constants(
+    cg: ChannelGraph, mod: nn.Module, out_site: Owner, removed: np.ndarray
+) -> torch.Tensor:
+    zero = mod.weight.detach().flatten(1).eq(0).all(dim=1).cpu().numpy() | removed[cg.chains(out_site)]
+    bias = _bias(mod, out_site.size)
     return torch.where(torch.from_numpy(zero), bias, torch.full_like(bias, math.nan))
 
 
-def _evaluate(cg: ChannelGraph, node: fx.Node, values: dict[str, torch.Tensor], maps: _ConstantMaps) -> object:
+def layer_response(layer: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """Interior output (without bias) of a conv or linear layer whose input channel i is the
+    constant ``inputs[i]``: Σ_i inputs[i]·Σ_{u,v} W[o, i, u, v] within each conv group."""
+    weight = layer.weight.detach().double().cpu()
+    if isinstance(layer, nn.Linear):
+        return weight @ inputs
+    groups = layer.groups
+    out_per, in_per = weight.shape[0] // groups, weight.shape[1]
+    summed = weight.flatten(2).sum(2).reshape(groups, out_per, in_per)
+    return (summed * inputs.reshape(groups, 1, in_per)).sum(-1).reshape(-1)
+
+
+def _evaluate(
+    cg: ChannelGraph, node: fx.Node, values: dict[str, torch.Tensor], maps: _ConstantMaps
+) -> object:
     record = cg.record
 
     def substitute(a: object) -> object:
@@ -179,7 +197,7 @@ def _evaluate(cg: ChannelGraph, node: fx.Node, values: dict[str, torch.Tensor], 
         if a.name in values:
             return maps.make(values[a.name], len(record.tensors[a.name].shape))
         if a.op == "get_attr":
-            return _fetch(cg.gm, str(a.target)).double()
+            return _fetch(cg.gm, str(a.target)).double().cpu()
         if a.name in record.values:
             return record.values[a.name]
         raise ValueError(f"no constant map for {a.name}")
@@ -210,7 +228,6 @@ def consumer_offsets(
     Raises :class:`SepconvError` when a removed channel is not constant at a consumer (then only
     ``fold="none"`` can remove it).
     """
-    maps = _maps_for(cg)
     offsets: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for owner in cg.producers:
@@ -233,9 +250,7 @@ def consumer_offsets(
                     continue
                 inputs = torch.zeros(src.size, dtype=torch.float64)
                 inputs[torch.from_numpy(gone)] = value
-                ndim = len(cg.record.tensors[arg.name].shape)
-                mod = maps.module(name)
-                delta = maps.centre(mod(maps.make(inputs, ndim)) - mod(maps.make(torch.zeros_like(inputs), ndim)))
+                delta = layer_response(cg.gm.get_submodule(name), inputs)
                 if name in offsets and not torch.allclose(offsets[name], delta):
                     raise SepconvError(f"{name} is called on different constants; cannot fold into it")
                 offsets[name] = delta

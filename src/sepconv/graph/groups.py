@@ -108,7 +108,9 @@ class ChannelGroup:
             "prunable" if self.prunable else f"not prunable ({self.reason})"
         )
         lines = [head, *(f"  {m}" for m in self.members)]
-        lines += [f"  balance: equal removal from each of the {b.blocks} blocks of {b.where}" for b in self.balances]
+        lines += [
+            f"  balance: equal removal from each of the {b.blocks} blocks of {b.where}" for b in self.balances
+        ]
         return "\n".join(lines)
 
     def __repr__(self) -> str:

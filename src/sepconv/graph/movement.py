@@ -42,7 +42,9 @@ def evaluate(node: fx.Node, gm: fx.GraphModule, record: RunRecord, sources: dict
                 return torch.zeros(info.shape, dtype=torch.float64)
             if a.name in record.values:
                 return record.values[a.name]
-            raise SepconvError(f"cannot analyse channel flow into {node_label(node, gm)} at node '{node.name}'")
+            raise SepconvError(
+                f"cannot analyse channel flow into {node_label(node, gm)} at node '{node.name}'"
+            )
         return a
 
     args = fx.node.map_aggregate(node.args, substitute)
@@ -81,8 +83,10 @@ class ChannelMap:
         return self.pairs[np.argsort(self.pairs[:, 0], kind="stable"), 1]
 
     def is_identity(self) -> bool:
-        return self.clean and self.out_channels == self.anchor_channels and bool(
-            (self.source() == np.arange(self.out_channels)).all()
+        return (
+            self.clean
+            and self.out_channels == self.anchor_channels
+            and bool((self.source() == np.arange(self.out_channels)).all())
         )
 
     def shuffle_groups(self) -> int | None:

@@ -36,27 +36,44 @@ def slice_conv(
     in_count = torch.bincount(in_group, minlength=groups)
     out_count = torch.bincount(out_group, minlength=groups)
     if bool(((in_count == 0) != (out_count == 0)).any()):
-        raise SepconvError(f"{name}: a group of the convolution would keep inputs without outputs or the reverse")
+        raise SepconvError(
+            f"{name}: a group of the convolution would keep inputs without outputs or the reverse"
+        )
     alive = out_count > 0
     new_groups = int(alive.sum())
     if new_groups == 0:
         raise SepconvError(f"{name}: every channel would be removed")
     if len(set(in_count[alive].tolist())) != 1 or len(set(out_count[alive].tolist())) != 1:
-        raise SepconvError(f"{name}: pruning must remove equally many channels from each of its {groups} groups")
+        raise SepconvError(
+            f"{name}: pruning must remove equally many channels from each of its {groups} groups"
+        )
+    weight = conv.weight.detach()
+    if groups == 1 or in_per == 1:  # regular or depthwise: plain index selects
+        index_out = keep_out_t.to(weight.device)
+        new_weight = weight.index_select(0, index_out)
+        if groups == 1:
+            new_weight = new_weight.index_select(1, keep_in_t.to(weight.device))
+        _assign(conv, new_weight, keep_out_t, len(keep_in), new_groups)
+        return
     # Row r of the new weight belongs to group out_group[r] and reads that group's kept inputs
     # (local numbering): one gather does every group at once.
     local_in = (keep_in_t - in_group * in_per).reshape(new_groups, -1)  # kept inputs, group by group
     group_rank = torch.cumsum(alive.long(), 0) - 1
     columns = local_in[group_rank[out_group]]
-    weight = conv.weight.detach()[keep_out_t]
+    weight = weight[keep_out_t.to(weight.device)]
     index = columns.reshape(*columns.shape, *([1] * (weight.dim() - 2))).expand(-1, -1, *weight.shape[2:])
-    conv.weight = _param(conv.weight, torch.gather(weight, 1, index.to(weight.device)))
-    rows = keep_out_t
+    _assign(conv, torch.gather(weight, 1, index.to(weight.device)), keep_out_t, len(keep_in), new_groups)
+
+
+def _assign(
+    conv: nn.modules.conv._ConvNd, weight: torch.Tensor, rows: torch.Tensor, in_channels: int, groups: int
+) -> None:
+    conv.weight = _param(conv.weight, weight)
     if conv.bias is not None:
         conv.bias = _param(conv.bias, conv.bias.detach()[rows.to(conv.bias.device)])
-    conv.in_channels = len(keep_in)
-    conv.out_channels = len(keep_out)
-    conv.groups = new_groups
+    conv.in_channels = in_channels
+    conv.out_channels = len(rows)
+    conv.groups = groups
 
 
 def slice_linear(linear: nn.Linear, keep_in: Sequence[int], keep_out: Sequence[int]) -> None:

@@ -76,10 +76,14 @@ class _RecordingInterpreter(fx.Interpreter):
             raise
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SepconvError(f"the model fails at node '{n.name}' ({n.op} {n.target}): {first[:200]}") from None
+            raise SepconvError(
+                f"the model fails at node '{n.name}' ({n.op} {n.target}): {first[:200]}"
+            ) from None
         if isinstance(result, torch.Tensor):
             self.record.tensors[n.name] = TensorInfo(tuple(result.shape), result.dtype)
-        elif isinstance(result, (tuple, list)) and result and all(isinstance(r, torch.Tensor) for r in result):
+        elif (
+            isinstance(result, (tuple, list)) and result and all(isinstance(r, torch.Tensor) for r in result)
+        ):
             self.record.tuples[n.name] = tuple(TensorInfo(tuple(r.shape), r.dtype) for r in result)
         else:
             self.record.values[n.name] = result

@@ -8,7 +8,12 @@ The CPUs this runs on are shared and noisy: one timing can swing 2× between run
   the speed-up is the median of the per-pair ratios ``time(B) / time(A)``, so that a slow patch of
   the machine slows both members of a pair alike;
 * the thread count is fixed (``torch.set_num_threads``; ONNX Runtime ``intra_op_num_threads``,
-  sequential execution, ``ORT_ENABLE_ALL``) and stated in the report.
+  sequential execution, ``ORT_ENABLE_ALL``) and stated in the report;
+* ONNX Runtime sessions run on one process-wide intra-op pool of that many threads. With a pool per
+  session, the idle workers of the model just timed keep spinning while the other model runs and
+  steal its CPU: on the project's loaded 2-core machine that made ResNet-20 at batch 64 take
+  ~1.5x longer and moved the measured speed-up of a pruned model from 4.5x to 3.7x (interleaved
+  runs, medians). A shared pool is also how one process serves several models.
 
 Both runtimes run the same deployment form of the model (:func:`sepconv.export.prepare_for_deployment`:
 BatchNorm folded, option-A shortcuts as 1×1 selection convs). PyTorch runs it under
@@ -96,7 +101,7 @@ class BenchmarkReport:
     def threads_line(self) -> str:
         n = self.threads
         return (
-            f"threads: {n} (torch.set_num_threads({n}); ONNX Runtime intra_op_num_threads={n}, "
+            f"threads: {n} (torch.set_num_threads({n}); ONNX Runtime: one shared intra-op pool of {n}, "
             f"sequential, ORT_ENABLE_ALL); {self.repeats} timed runs after {self.warmup} warm-up; "
             f"input {'x'.join(map(str, self.input_size))}; BN folded, shortcuts as 1x1 convs; "
             f"channels_last {'on' if self.channels_last else 'off'} (torch)"
@@ -117,6 +122,8 @@ class BenchmarkReport:
             "input_size": list(self.input_size),
             "channels_last": self.channels_last,
             "macs": self.macs,
+            # timed rounds per measurement (fewer than `repeats` when max_seconds cut it short)
+            "rounds": {f"{r.runtime}@{r.batch}": r.repeats for r in self.results},
         }
         if self.reference is not None:
             out["model"] = self.model
@@ -163,10 +170,16 @@ class BenchmarkReport:
         return "\n".join(lines)
 
 
-def time_interleaved(calls: Sequence[Callable[[], Any]], repeats: int, warmup: int) -> list[np.ndarray]:
+MIN_ROUNDS = 5  # a time budget never cuts a measurement below this many rounds
+
+
+def time_interleaved(
+    calls: Sequence[Callable[[], Any]], repeats: int, warmup: int, max_seconds: float | None = None
+) -> list[np.ndarray]:
     """Seconds per call of each callable, called in turn (A, B, ..., A, B, ...) ``repeats`` times
     after ``warmup`` untimed rounds. Round ``i`` of every callable ran back to back, which is what
-    makes per-round ratios meaningful on a noisy machine."""
+    makes per-round ratios meaningful on a noisy machine. ``max_seconds`` stops the timed rounds
+    early once that much time has passed (after at least ``MIN_ROUNDS`` rounds)."""
     if repeats < 1 or warmup < 0:
         raise SepconvError("repeats must be >= 1 and warmup >= 0")
     for _ in range(warmup):
@@ -174,6 +187,8 @@ def time_interleaved(calls: Sequence[Callable[[], Any]], repeats: int, warmup: i
             call()
     times = np.zeros((len(calls), repeats))
     clock = time.perf_counter
+    rounds = 0
+    began = clock()
     gc_was_enabled = gc.isenabled()
     gc.disable()  # a collection in the middle of one call would land on one model only
     try:
@@ -182,10 +197,13 @@ def time_interleaved(calls: Sequence[Callable[[], Any]], repeats: int, warmup: i
                 start = clock()
                 call()
                 times[j, i] = clock() - start
+            rounds = i + 1
+            if max_seconds is not None and rounds >= MIN_ROUNDS and clock() - began > max_seconds:
+                break
     finally:
         if gc_was_enabled:
             gc.enable()
-    return list(times)
+    return list(times[:, :rounds])
 
 
 def summarize(label: str, runtime: str, batch: int, seconds: np.ndarray) -> LatencyResult:
@@ -215,14 +233,17 @@ def benchmark(
     warmup: int = 10,
     channels_last: bool = False,
     input_size: Sequence[int] | None = None,
-    labels: tuple[str, str] | None = None,
+    labels: Sequence[str] | None = None,
+    max_seconds: float | None = None,
     **create_kwargs: Any,
 ) -> BenchmarkReport:
     """Time ``model`` (and ``vs``, interleaved with it) on each runtime and batch size.
 
     ``model``/``vs`` are modules, zoo names, checkpoint paths or ``.onnx`` files (ONNX Runtime
     only). With ``vs``, ``report.speedup["onnxruntime@64"]`` is the median of time(vs)/time(model)
-    over interleaved pairs and ``report.mac_ratio`` is MACs(vs)/MACs(model).
+    over interleaved pairs and ``report.mac_ratio`` is MACs(vs)/MACs(model). ``max_seconds``
+    caps the timed part of each (runtime, batch) measurement; ``repeats`` is then an upper bound
+    and every result says how many rounds it got.
     """
     runtimes = [r.strip() for r in runtimes]
     unknown = [r for r in runtimes if r not in RUNTIMES]
@@ -236,7 +257,9 @@ def benchmark(
     if threads < 1:
         raise SepconvError(f"threads must be >= 1, got {threads}")
     sources = [model] if vs is None else [model, vs]
-    names = list(labels) if labels else [_label(s) for s in sources]
+    names = list(labels)[: len(sources)] if labels else [_label(s) for s in sources]
+    if len(names) != len(sources):
+        raise SepconvError(f"give one label per model ({len(sources)}), got {len(names)}")
     if len(names) == 2 and names[0] == names[1]:
         names[1] += " (vs)"
     previous_threads = torch.get_num_threads()
@@ -266,7 +289,9 @@ def benchmark(
                 report.notes.append(f"{runtime} skipped: an ONNX file cannot run in PyTorch")
                 continue
             for batch in batches:
-                _measure(report, prepared, runtime, batch, threads, repeats, warmup, channels_last)
+                _measure(
+                    report, prepared, runtime, batch, threads, repeats, warmup, channels_last, max_seconds
+                )
         if not report.results:
             raise SepconvError("nothing to measure: no runtime can run every model")
         return report
@@ -283,13 +308,14 @@ def _measure(
     repeats: int,
     warmup: int,
     channels_last: bool,
+    max_seconds: float | None = None,
 ) -> None:
     for p in prepared:
         if p.fixed_batch is not None and p.fixed_batch != batch:
             raise SepconvError(f"{p.label} has a fixed batch of {p.fixed_batch}; cannot run batch {batch}")
     x = torch.randn(batch, *report.input_size, generator=torch.Generator().manual_seed(batch))
     calls = [_runner(p, runtime, x, threads, channels_last) for p in prepared]
-    times = time_interleaved(calls, repeats, warmup)
+    times = time_interleaved(calls, repeats, warmup, max_seconds)
     for p, t in zip(prepared, times):
         report.results.append(summarize(p.label, runtime, batch, t))
     if len(times) == 2:
@@ -314,16 +340,27 @@ def _runner(
 
         return run_torch
 
-    from ..export import ort_session
-
     assert p.onnx is not None
-    session = ort_session(p.onnx, threads)
+    session = _timing_session(p.onnx, threads)
     feed = {session.get_inputs()[0].name: np.ascontiguousarray(x.numpy())}
 
     def run_ort() -> Any:
         return session.run(None, feed)
 
     return run_ort
+
+
+def _timing_session(data: bytes, threads: int) -> Any:
+    """A session on ONNX Runtime's process-wide pool of ``threads`` threads."""
+    from ..export import ort_session, use_shared_ort_pool
+
+    pool = use_shared_ort_pool(threads)
+    if pool != threads:
+        raise SepconvError(
+            f"ONNX Runtime's thread pool in this process already has {pool} threads; "
+            f"measure with {threads} threads in a new process"
+        )
+    return ort_session(data, threads)
 
 
 def _label(source: ModelSource) -> str:

@@ -62,6 +62,7 @@ class PlateStyle:
     axis: str = "random"  # one of AXES, or "random" (uniform per plate)
     image_size: int = 32
     render_scale: int = 8
+    gaps: str = "paper"  # what shows between the dots inside the plate: "paper" or "mean" (see render_plate)
 
     @property
     def render_size(self) -> int:
@@ -172,6 +173,11 @@ def render_plate(
 
     canvas = Image.new("RGB", (size, size), PAPER)
     draw = ImageDraw.Draw(canvas)
+    if style.gaps == "mean":
+        mid = 0.5 * (pair.figure + pair.ground) * (0.5 * sum(preset.lightness))
+        fill = tuple(int(v) for v in np.rint(srgb_encode(mid) * 255.0))
+        radius = layout.disc_radius
+        draw.ellipse((size / 2 - radius, size / 2 - radius, size / 2 + radius, size / 2 + radius), fill=fill)
     for (x, y), r, c in zip(layout.centres.tolist(), layout.radii.tolist(), colours.tolist()):
         draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(c))
     small = canvas.resize((style.image_size, style.image_size), Image.Resampling.BOX)

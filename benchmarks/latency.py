@@ -1,0 +1,602 @@
+"""Realized speed-up: does the separable, pruned ResNet-20 run faster, not just count fewer MACs?
+
+Every figure is a ratio from one interleaved run (A, B, A, B, ... call by call; median over the
+pairs), because the shared 2-core machine swings 2× between runs (see ../shared/notes). Two threads
+everywhere: ``torch.set_num_threads(2)``, ONNX Runtime ``intra_op_num_threads=2``, ``ORT_ENABLE_ALL``.
+Untrained weights (timing does not depend on their values). Both runtimes run the deployment form
+of each model (:func:`sepconv.export.prepare_for_deployment`: BN folded, option-A shortcuts as 1×1
+selection convs).
+
+Sections (all written to ``benchmarks/results/latency.json``, summarised in ``latency.md``):
+
+1. ``headline``: ResNet-20 vs its separable version (``resnet20_dsc``) and the separable version
+   with the inner block widths cut 40 % by physical compaction (``sepconv.graph.compact``), with the
+   kept widths as they fall (10/19/38), rounded to multiples of 8 (8/16/40) and of 16 (16/16/32),
+   in ONNX Runtime at batch 1 and 64. Targets: ≥ 4× at batch 64 and ≥ 3× at batch 1.
+2. ``eager``: the same pairs in PyTorch eager, and channels_last vs NCHW for each model.
+3. ``ort_settings``: what makes the pruned model fast in ONNX Runtime: graph optimisation level
+   (``ORT_ENABLE_ALL`` turns on the NCHWc blocked layout, ``EXTENDED`` does not) and the shortcut
+   rewrite — every configuration of both models in one round-robin run.
+   ``thread_pools``: one shared intra-op pool (what ``sepconv bench`` uses) vs a pool per session,
+   spinning or not, each in a fresh process.
+4. ``zoo``: every zoo model with a separable counterpart (``X`` vs ``X_dsc``; for the born-separable
+   MobileNets/ShuffleNet, ``X_folded`` vs ``X``), both runtimes, batch 1 and 64; the table goes to
+   ``latency_zoo.md``.
+
+Plus ``latency.png``: realized vs MAC speed-up of the ResNet-20 variants.
+
+    .venv/bin/python benchmarks/latency.py            # all sections, ~20-30 min on 2 busy cores
+    .venv/bin/python benchmarks/latency.py --only headline eager
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+import sepconv
+from sepconv.checkpoint import atomic_write_bytes
+from sepconv.measure.latency import BenchmarkReport, benchmark, time_interleaved
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+THREADS = 2
+FULL_INNER = (16, 32, 64)
+SIZE = (3, 32, 32)
+# (label, inner widths of the three stages); None = the unpruned separable model.
+VARIANTS: list[tuple[str, tuple[int, int, int] | None]] = [
+    ("separable", None),
+    ("separable, 40% pruned (10/19/38)", (10, 19, 38)),
+    ("separable, 40% pruned, widths to x8 (8/16/40)", (8, 16, 40)),
+    ("separable, 40% pruned, widths to x16 (16/16/32)", (16, 16, 32)),
+]
+HEADLINE = "separable, 40% pruned, widths to x16 (16/16/32)"
+TARGETS = {"onnxruntime@64": 4.0, "onnxruntime@1": 3.0}
+
+
+def kept_widths(rate: float, multiple: int = 1) -> tuple[int, ...]:
+    """Inner widths after pruning ``rate`` of each stage, rounded to the nearest ``multiple``."""
+    return tuple(max(multiple, int(round(n * (1 - rate) / multiple)) * multiple) for n in FULL_INNER)
+
+
+def pruned_separable_resnet20(inner: tuple[int, int, int] | None) -> nn.Module:
+    """``resnet20_dsc`` with the inner width of every block (conv1's output: PW1, BN1, DW2, PW2's
+    input) physically cut to ``inner[stage]`` channels."""
+    from sepconv.graph import compact
+
+    model = sepconv.create_model("resnet20_dsc")
+    if inner is None:
+        return model
+    plan = {
+        f"layer{s + 1}.{b}.conv1.pointwise": list(range(inner[s], FULL_INNER[s]))
+        for s in range(3)
+        for b in range(3)
+        if inner[s] < FULL_INNER[s]
+    }
+    with one_thread():
+        return compact(model, plan, example_input=torch.zeros(1, *SIZE))[0]
+
+
+class one_thread:  # noqa: N801  (a context manager used like a function)
+    """Model building is not timed; one thread avoids OpenMP spinning on a busy machine."""
+
+    def __enter__(self) -> None:
+        self.previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self.previous)
+
+
+def environment() -> dict[str, Any]:
+    import onnxruntime
+
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    flags = Path("/proc/cpuinfo").read_text()
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "avx512": "avx512f" in flags,
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "threads": THREADS,
+        "load_average_at_start": list(os.getloadavg()),
+    }
+
+
+def report_record(report: BenchmarkReport) -> dict[str, Any]:
+    record = report.to_dict()
+    record["speedup_iqr"] = {s.key: [s.q1, s.q3] for s in report.speedups}
+    return record
+
+
+# ------------------------------------------------------------------------------------ sections
+
+
+def run_headline(
+    models: dict[str, nn.Module], runtime: str, repeats: int, max_seconds: float, channels_last: bool = False
+) -> dict[str, Any]:
+    """Each variant against ResNet-20 in its own interleaved run; ``max_seconds`` per batch size."""
+    out: dict[str, Any] = {}
+    for label, model in models.items():
+        if label == "resnet20":
+            continue
+        started = time.perf_counter()
+        report = benchmark(
+            model, vs=models["resnet20"], batches=[1, 64], runtimes=[runtime], threads=THREADS,
+            repeats=repeats, warmup=10, labels=(label, "resnet20"), max_seconds=max_seconds,
+            channels_last=channels_last,
+        )  # fmt: skip
+        out[label] = report_record(report)
+        print(f"[{runtime}] {label}: " + ", ".join(f"{k} {v:.2f}x" for k, v in report.speedup.items())
+              + f" (MAC ratio {report.mac_ratio:.2f}x; {time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
+    return out
+
+
+def run_target_repeats(
+    models: dict[str, nn.Module], runs: int, repeats: int, budget: float
+) -> dict[str, Any]:
+    """The headline pair in ONNX Runtime, ``runs`` more times, minutes apart: on a shared machine
+    the median of one run moves with what else runs meanwhile, so the target is judged on the
+    median of several runs, each of them an interleaved run of its own."""
+    out: dict[str, Any] = {"runs": []}
+    pair = {k: models[k] for k in ("resnet20", HEADLINE)}
+    for _ in range(runs):
+        rec = run_headline(pair, "onnxruntime", repeats, budget)[HEADLINE]
+        out["runs"].append(
+            {"speedup": rec["speedup"], "speedup_iqr": rec["speedup_iqr"], "rounds": rec["rounds"]}
+        )
+    for key in TARGETS:
+        values = sorted(r["speedup"][key] for r in out["runs"])
+        out.setdefault("median_of_runs", {})[key] = float(np.median(values))
+        out.setdefault("range", {})[key] = [values[0], values[-1]]
+    return out
+
+
+def run_channels_last(models: dict[str, nn.Module], repeats: dict[int, int]) -> dict[str, Any]:
+    """Same model, NCHW vs channels_last, interleaved: speed-up of channels_last (>1 = it helps)."""
+    from sepconv.export import prepare_for_deployment
+
+    torch.set_num_threads(THREADS)
+    out: dict[str, Any] = {}
+    for label in ("resnet20", HEADLINE):
+        deployed = prepare_for_deployment(models[label])[0]
+        nhwc = prepare_for_deployment(models[label])[0].to(memory_format=torch.channels_last)
+        out[label] = {}
+        for batch in (1, 64):
+            x = torch.randn(batch, *SIZE)
+            x_cl = x.contiguous(memory_format=torch.channels_last)
+
+            def plain(m: nn.Module = deployed, x: torch.Tensor = x) -> None:
+                with torch.inference_mode():
+                    m(x)
+
+            def blocked(m: nn.Module = nhwc, x: torch.Tensor = x_cl) -> None:
+                with torch.inference_mode():
+                    m(x)
+
+            a, b = time_interleaved([plain, blocked], repeats[batch], 5, max_seconds=30.0)
+            ratio = np.percentile(a / b, [25, 50, 75])
+            out[label][f"torch@{batch}"] = {
+                "channels_last_speedup": float(ratio[1]),
+                "iqr": [float(ratio[0]), float(ratio[2])],
+                "nchw_median_ms": float(np.median(a) * 1e3),
+                "channels_last_median_ms": float(np.median(b) * 1e3),
+                "rounds": len(a),
+            }
+            print(f"[channels_last] {label} b{batch}: {ratio[1]:.2f}x", flush=True)
+    return out
+
+
+def run_ort_settings(models: dict[str, nn.Module], repeats: dict[int, int], budget: float) -> dict[str, Any]:
+    """What makes the pruned model fast in ONNX Runtime.
+
+    Graph optimisation level and the shortcut rewrite: both models under each configuration, all
+    sessions on the shared pool, in one round-robin run (so times compare across configurations
+    too). Per-session thread pools cannot be measured in this process once the shared pool exists
+    (ONNX Runtime forbids mixing them): :func:`run_thread_pools` does that in subprocesses.
+    """
+    import onnxruntime as ort
+
+    from sepconv.export import export_onnx_bytes, use_shared_ort_pool
+
+    level = ort.GraphOptimizationLevel
+    configs = {
+        "deployed (ALL, shortcuts as conv, shared pool)": (level.ORT_ENABLE_ALL, True),
+        "EXTENDED (no NCHWc blocked layout)": (level.ORT_ENABLE_EXTENDED, True),
+        "BASIC (no fusions)": (level.ORT_ENABLE_BASIC, True),
+        "ALL, option-A shortcut as PyTorch exports it": (level.ORT_ENABLE_ALL, False),
+    }
+    pair = ("resnet20", HEADLINE)
+    onnx = {
+        (n, conv): export_onnx_bytes(models[n], SIZE, shortcuts_as_conv=conv)[0]
+        for n in pair
+        for conv in (True, False)
+    }
+    use_shared_ort_pool(THREADS)  # what benchmark() measures with (a no-op when it already did)
+
+    def session(data: bytes, opt_level: Any) -> Any:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = opt_level
+        opts.log_severity_level = 3
+        opts.use_per_session_threads = False
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 0
+        return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+
+    out: dict[str, Any] = {}
+    sessions = {(c, n): session(onnx[(n, conv)], lv) for c, (lv, conv) in configs.items() for n in pair}
+    for batch in (1, 64):
+        feed = {"input": np.random.default_rng(batch).standard_normal((batch, *SIZE), dtype=np.float32)}
+        keys = list(sessions)
+        calls = [lambda s=sessions[k], f=feed: s.run(None, f) for k in keys]
+        times = dict(zip(keys, time_interleaved(calls, repeats[batch], 5, max_seconds=2 * budget)))
+        deployed_pruned = times[(next(iter(configs)), HEADLINE)]
+        for config in configs:
+            base, pruned = times[(config, "resnet20")], times[(config, HEADLINE)]
+            out.setdefault(config, {})[f"onnxruntime@{batch}"] = {
+                "speedup": float(np.median(base / pruned)),
+                "resnet20_median_ms": float(np.median(base) * 1e3),
+                "pruned_median_ms": float(np.median(pruned) * 1e3),
+                "pruned_time_vs_deployed": float(np.median(pruned / deployed_pruned)),
+                "rounds": len(base),
+            }
+        for config, rec in out.items():
+            r = rec[f"onnxruntime@{batch}"]
+            print(f"[ort settings] b{batch} {config}: speed-up {r['speedup']:.2f}x, resnet20 {r['resnet20_median_ms']:.3f} ms, "
+                  f"pruned {r['pruned_median_ms']:.3f} ms", flush=True)  # fmt: skip
+    return out
+
+
+POOL_MODES = (
+    "shared pool (sepconv bench)",
+    "pool per session, spinning (ORT default)",
+    "pool per session, no spinning",
+)
+
+
+def thread_pool_child(mode: str, repeats: dict[int, int], budget: float) -> dict[str, Any]:
+    """ResNet-20 vs the headline model, interleaved, with ONNX Runtime's threads set up as ``mode``
+    (run in a fresh process: the shared pool cannot coexist with per-session pools)."""
+    import onnxruntime as ort
+
+    from sepconv.export import export_onnx_bytes
+
+    with one_thread():
+        pair = [sepconv.create_model("resnet20"), pruned_separable_resnet20(dict(VARIANTS)[HEADLINE])]
+        data = [export_onnx_bytes(m, SIZE)[0] for m in pair]
+    shared = mode == POOL_MODES[0]
+    if shared:
+        ort.set_global_thread_pool_sizes(THREADS, 1)
+    sessions = []
+    for d in data:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.use_per_session_threads = not shared
+        opts.intra_op_num_threads = 0 if shared else THREADS
+        opts.inter_op_num_threads = 0 if shared else 1
+        if mode == POOL_MODES[2]:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        sessions.append(ort.InferenceSession(d, opts, providers=["CPUExecutionProvider"]))
+    out = {}
+    for batch in (1, 64):
+        feed = {"input": np.random.default_rng(batch).standard_normal((batch, *SIZE), dtype=np.float32)}
+        calls = [lambda s=s: s.run(None, feed) for s in sessions]  # noqa: B023  (feed: this batch's)
+        base, pruned = time_interleaved(calls, repeats[batch], 10, max_seconds=budget)
+        out[f"onnxruntime@{batch}"] = {
+            "speedup": float(np.median(base / pruned)),
+            "speedup_iqr": [float(v) for v in np.percentile(base / pruned, [25, 75])],
+            "resnet20_median_ms": float(np.median(base) * 1e3),
+            "pruned_median_ms": float(np.median(pruned) * 1e3),
+            "rounds": len(base),
+        }
+    return out
+
+
+def run_thread_pools(quick: bool) -> dict[str, Any]:
+    import subprocess
+    import sys
+
+    out = {}
+    for mode in POOL_MODES:
+        argv = [sys.executable, __file__, "--thread-pool-child", mode] + (["--quick"] if quick else [])
+        proc = subprocess.run(argv, capture_output=True, text=True, check=True)
+        out[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"[thread pools] {mode}: " + ", ".join(
+            f"{k} {v['speedup']:.2f}x (resnet20 {v['resnet20_median_ms']:.3f} ms, pruned {v['pruned_median_ms']:.3f} ms)"
+            for k, v in out[mode].items()), flush=True)  # fmt: skip
+    return out
+
+
+def zoo_pairs() -> tuple[list[tuple[str, str]], list[str]]:
+    """(regular, separable) zoo pairs, and the models without a counterpart."""
+    names = set(sepconv.list_models())
+    pairs, alone = [], []
+    for name in sorted(names):
+        if name.endswith(("_dsc", "_folded")):
+            continue
+        if f"{name}_dsc" in names:
+            pairs.append((name, f"{name}_dsc"))
+        elif f"{name}_folded" in names:
+            pairs.append((f"{name}_folded", name))
+        else:
+            alone.append(name)
+    return pairs, alone
+
+
+def run_zoo(repeats: int = 300, max_seconds: float = 12.0) -> dict[str, Any]:
+    pairs, alone = zoo_pairs()
+    out: dict[str, Any] = {"pairs": {}, "without_counterpart": alone}
+    for regular, separable in pairs:
+        started = time.perf_counter()
+        with one_thread():
+            a, b = sepconv.create_model(separable), sepconv.create_model(regular)
+        report = benchmark(
+            a, vs=b, batches=[1, 64], runtimes=["onnxruntime", "torch"], threads=THREADS, repeats=repeats,
+            warmup=3, labels=(separable, regular), max_seconds=max_seconds,
+        )  # fmt: skip
+        out["pairs"][f"{regular} -> {separable}"] = report_record(report)
+        print(f"[zoo] {regular} -> {separable}: " + ", ".join(f"{k} {v:.2f}x" for k, v in report.speedup.items())
+              + f" (MAC {report.mac_ratio:.2f}x; {time.perf_counter() - started:.0f} s)", flush=True)  # fmt: skip
+    return out
+
+
+# ------------------------------------------------------------------------------------ writing
+
+
+def zoo_markdown(zoo: dict[str, Any], env: dict[str, Any]) -> str:
+    keys = ["onnxruntime@1", "onnxruntime@64", "torch@1", "torch@64"]
+    lines = [
+        "| regular → separable | MACs (regular → separable) | MAC ratio | "
+        + " | ".join(f"speed-up {k}" for k in keys) + " |",
+        "|---|---:|---:|" + "---:|" * len(keys),
+    ]  # fmt: skip
+    for pair, rec in zoo["pairs"].items():
+        regular, separable = pair.split(" -> ")
+        macs = rec["macs"]
+        cells = [
+            f"{rec['speedup'][k]:.2f}× ({rec['speedup_iqr'][k][0]:.2f}–{rec['speedup_iqr'][k][1]:.2f})"
+            if k in rec["speedup"] else "–"
+            for k in keys
+        ]  # fmt: skip
+        lines.append(
+            f"| `{regular}` → `{separable}` | {macs[regular] / 1e6:.1f} M → {macs[separable] / 1e6:.1f} M | "
+            f"{rec['mac_ratio']:.2f}× | " + " | ".join(cells) + " |"
+        )
+    lines += [
+        "",
+        f"Speed-up = time(regular) / time(separable), median (inter-quartile range) over pairs timed "
+        f"alternately in one run; {env['threads']} threads, untrained weights, input 3×32×32, BN folded. "
+        f"{env['cpu']}, {env['cpus']} cores shared with other jobs (load average "
+        f"{env['load_average_at_start'][0]:.1f} at the start). Zoo models without a regular counterpart: "
+        + (", ".join(f"`{n}`" for n in zoo["without_counterpart"]) or "none") + ".",
+    ]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def summary_markdown(record: dict[str, Any]) -> str:
+    env = record["environment"]
+    lines = [
+        "# Latency: realized vs MAC speed-up",
+        "",
+        f"{env['cpu']} ({env['cpus']} cores, AVX-512: {env['avx512']}), torch {env['torch']}, onnxruntime "
+        f"{env['onnxruntime']}, {env['threads']} threads, load average {env['load_average_at_start'][0]:.1f} at the "
+        f"start and {env.get('load_average_at_end', [float('nan')])[0]:.1f} at the end (a shared machine). "
+        "Speed-up = time(ResNet-20) / time(model), median (IQR) over call-by-call interleaved pairs.",
+        "",
+    ]  # fmt: skip
+    for name, section in record.get("headline", {}).items():
+        runtime = name.split(",")[0]  # "torch, channels_last" is keyed torch@BATCH
+        lines += [f"## ResNet-20 variants, {name}", ""]
+        lines += [
+            "| model | MACs | MAC ratio | batch 1 | batch 64 | realized / MAC (b64) |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for label, rec in section.items():
+            s, iqr = rec["speedup"], rec["speedup_iqr"]
+            cell = {
+                b: f"{s[f'{runtime}@{b}']:.2f}× ({iqr[f'{runtime}@{b}'][0]:.2f}–{iqr[f'{runtime}@{b}'][1]:.2f})"
+                for b in (1, 64)
+            }
+            lines.append(
+                f"| {label} | {rec['macs'][label] / 1e6:.2f} M | {rec['mac_ratio']:.2f}× | {cell[1]} | {cell[64]} | "
+                f"{s[f'{runtime}@64'] / rec['mac_ratio']:.2f} |"
+            )  # fmt: skip
+        lines.append("")
+    if "target" in record:
+        t = record["target"]
+        lines += [
+            f"## Target check: {HEADLINE} vs ResNet-20, ONNX Runtime, {len(t['runs'])} more interleaved runs",
+            "",
+        ]
+        for key, goal in TARGETS.items():
+            runs = ", ".join(f"{r['speedup'][key]:.2f}×" for r in t["runs"])
+            verdict = (
+                "met"
+                if t["median_of_runs"][key] >= goal
+                else f"missed by {100 * (1 - t['median_of_runs'][key] / goal):.0f} %"
+            )
+            lines.append(
+                f"- {key}: runs {runs}; median of runs {t['median_of_runs'][key]:.2f}× (target ≥ {goal:g}×: {verdict})"
+            )
+        lines.append("")
+    if "channels_last" in record:
+        lines += ["## PyTorch channels_last vs NCHW (>1 = channels_last faster)", ""]
+        for label, rec in record["channels_last"].items():
+            lines.append(
+                f"- {label}: " + ", ".join(f"{k} {v['channels_last_speedup']:.2f}×" for k, v in rec.items())
+            )
+        lines.append("")
+    if "ort_settings" in record:
+        lines += [f"## ONNX Runtime settings ({HEADLINE} vs ResNet-20, one round-robin run)", ""]
+        lines += [
+            "| configuration | speed-up b1 | speed-up b64 | pruned model's time vs deployed b1 | b64 |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for config, rec in record["ort_settings"].items():
+            b1, b64 = rec["onnxruntime@1"], rec["onnxruntime@64"]
+            lines.append(
+                f"| {config} | {b1['speedup']:.2f}× | {b64['speedup']:.2f}× | {b1['pruned_time_vs_deployed']:.2f} | {b64['pruned_time_vs_deployed']:.2f} |"
+            )
+        lines.append("")
+    if "thread_pools" in record:
+        lines += [
+            f"## ONNX Runtime thread pools ({HEADLINE} vs ResNet-20; one interleaved run per process)",
+            "",
+        ]
+        lines += [
+            "| threads | speed-up b1 | speed-up b64 | ResNet-20 ms b1 | b64 | pruned ms b1 | b64 |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for mode, rec in record["thread_pools"].items():
+            b1, b64 = rec["onnxruntime@1"], rec["onnxruntime@64"]
+            lines.append(
+                f"| {mode} | {b1['speedup']:.2f}× | {b64['speedup']:.2f}× | {b1['resnet20_median_ms']:.3f} | "
+                f"{b64['resnet20_median_ms']:.1f} | {b1['pruned_median_ms']:.3f} | {b64['pruned_median_ms']:.1f} |"
+            )
+        lines.append("")
+    if "zoo" in record:
+        lines += ["## Zoo: regular vs separable", "", zoo_markdown(record["zoo"], env)]
+    return "\n".join(lines)
+
+
+def plot(record: dict[str, Any], path: Path) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    section = record["headline"]["onnxruntime"]
+    labels = list(section)
+    keys = [("onnxruntime", 1), ("onnxruntime", 64)] + [
+        ("torch", b) for b in (1, 64) if "torch" in record["headline"]
+    ]
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    width = 0.8 / (len(keys) + 1)
+    x = np.arange(len(labels))
+    ax.bar(
+        x - 0.4 + width / 2,
+        [section[lab]["mac_ratio"] for lab in labels],
+        width,
+        color="#bbbbbb",
+        label="MAC ratio (the promise)",
+    )
+    for i, (runtime, batch) in enumerate(keys, start=1):
+        sec = record["headline"][runtime]
+        key = f"{runtime}@{batch}"
+        med = [sec[lab]["speedup"][key] for lab in labels]
+        lo = [med[j] - sec[lab]["speedup_iqr"][key][0] for j, lab in enumerate(labels)]
+        hi = [sec[lab]["speedup_iqr"][key][1] - med[j] for j, lab in enumerate(labels)]
+        ax.bar(
+            x - 0.4 + width * (i + 0.5),
+            med,
+            width,
+            yerr=[lo, hi],
+            capsize=2,
+            label=f"realized, {runtime} batch {batch}",
+        )
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(x, [lab.replace(", ", ",\n", 1) for lab in labels], fontsize=8)
+    ax.set(
+        ylabel="speed-up over ResNet-20 (×)",
+        title="ResNet-20 variants: realized vs MAC speed-up (median, IQR; interleaved runs)",
+    )
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, lambda f: f.write(buffer.getvalue()))
+
+
+def save(record: dict[str, Any]) -> None:
+    record["environment"]["load_average_at_end"] = list(os.getloadavg())
+    atomic_write_bytes(RESULTS / "latency.json", lambda f: f.write(json.dumps(record, indent=2).encode()))
+    atomic_write_bytes(RESULTS / "latency.md", lambda f: f.write(summary_markdown(record).encode()))
+    if "zoo" in record:
+        text = zoo_markdown(record["zoo"], record["environment"])
+        atomic_write_bytes(RESULTS / "latency_zoo.md", lambda f: f.write(text.encode()))
+    if "headline" in record and "onnxruntime" in record["headline"]:
+        plot(record, RESULTS / "latency.png")
+
+
+def main() -> None:
+    sections = ["headline", "target", "eager", "ort_settings", "thread_pools", "zoo"]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=sections, default=sections)
+    parser.add_argument("--quick", action="store_true", help="few repeats (a smoke test, not results)")
+    parser.add_argument("--thread-pool-child", choices=POOL_MODES, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    repeats = {1: 40, 64: 6} if args.quick else {1: 3000, 64: 400}
+    budget = 5.0 if args.quick else 45.0  # seconds of timed rounds per measurement
+    if args.thread_pool_child:
+        print(json.dumps(thread_pool_child(args.thread_pool_child, repeats, budget)))
+        return
+
+    record: dict[str, Any] = {"environment": environment()}
+    previous = RESULTS / "latency.json"
+    if set(args.only) != set(sections) and previous.is_file():
+        old = json.loads(previous.read_text())  # keep the sections not re-run
+        record = {**{k: v for k, v in old.items() if k != "environment"}, **record}
+
+    with one_thread():
+        models = {"resnet20": sepconv.create_model("resnet20")}
+        models.update({label: pruned_separable_resnet20(inner) for label, inner in VARIANTS})
+    assert (
+        kept_widths(0.4) == (10, 19, 38)
+        and kept_widths(0.4, 8) == (8, 16, 40)
+        and kept_widths(0.4, 16) == (16, 16, 32)
+    )
+    record["widths"] = {label: list(inner or FULL_INNER) for label, inner in VARIANTS}
+    record["headline_model"] = HEADLINE
+    record["targets"] = TARGETS
+
+    if "headline" in args.only:
+        record.setdefault("headline", {})["onnxruntime"] = run_headline(
+            models, "onnxruntime", repeats[1], budget
+        )
+        save(record)
+    if "target" in args.only:
+        record["target"] = run_target_repeats(models, 2 if args.quick else 4, repeats[1], budget)
+        save(record)
+    if "eager" in args.only:
+        eager_repeats = {1: 300, 64: 40} if not args.quick else {1: 10, 64: 5}
+        record.setdefault("headline", {})["torch"] = run_headline(models, "torch", eager_repeats[1], budget)
+        record["channels_last"] = run_channels_last(models, eager_repeats)
+        pair = {k: models[k] for k in ("resnet20", HEADLINE)}
+        record["headline"]["torch, channels_last"] = run_headline(
+            pair, "torch", eager_repeats[1], budget, True
+        )
+        save(record)
+    if "ort_settings" in args.only:
+        record["ort_settings"] = run_ort_settings(models, repeats, budget)
+        save(record)
+    if "thread_pools" in args.only:
+        record["thread_pools"] = run_thread_pools(args.quick)
+        save(record)
+    if "zoo" in args.only:
+        record["zoo"] = run_zoo(20, 1.0) if args.quick else run_zoo()
+        save(record)
+    print(f"wrote {RESULTS / 'latency.json'}, latency.md, latency.png, latency_zoo.md")
+
+
+if __name__ == "__main__":
+    main()
