@@ -80,7 +80,7 @@ def test_compacted_model_exports_with_a_fixed_batch(tmp_path) -> None:
     assert model.layer3[0].conv1.pointwise.out_channels == 40
     report = export_onnx(model, tmp_path / "pruned.onnx", dynamic_batch=False, batch_size=3)
     assert report.max_abs_diff <= 1e-4 and report.checked_batches == [3]
-    assert report.shortcuts_as_conv == 2
+    assert report.shortcuts_as_conv == 2 and report.merged_separable == 1
     proto = onnx.load(str(tmp_path / "pruned.onnx"))
     dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims == [3, 3, 32, 32]
@@ -111,6 +111,21 @@ def test_shortcut_as_conv_is_bit_exact(cin: int, extra: int, stride: int, size: 
     x = torch.randn(2, cin, size, size + 1)
     with torch.no_grad():
         assert torch.equal(deployed(x), model(x))
+
+
+def test_narrow_separable_stem_is_merged_exactly() -> None:
+    model = calibrated(sepconv.create_model("resnet20_dsc"))
+    deployed, changes = prepare_for_deployment(model)
+    assert changes.merged_separable == 1  # the stem (3 input channels); 16+ channel pairs stay
+    assert isinstance(deployed.conv1, nn.Conv2d) and deployed.conv1.groups == 1
+    assert deployed.conv1.weight.shape == (16, 3, 3, 3)
+    assert isinstance(deployed.layer1[0].conv1.depthwise, nn.Conv2d)  # wide pairs untouched
+    assert changes.folded_batchnorms == 19 and changes.shortcuts_as_conv == 2
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(deployed(x), model(x), atol=1e-5, rtol=1e-4)
+    plain, none = prepare_for_deployment(model, shortcuts_as_conv=False, merge_narrow_separable=False)
+    assert (none.merged_separable, none.shortcuts_as_conv) == (0, 0) and none.folded_batchnorms == 19
 
 
 class FourierHead(nn.Module):

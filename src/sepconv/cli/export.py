@@ -32,9 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-classes", type=int, default=10, help="for zoo names (default 10)")
     p.add_argument("--in-channels", type=int, default=3, help="for zoo names (default 3)")
     p.add_argument(
-        "--keep-shortcuts",
+        "--no-rewrites",
         action="store_true",
-        help="export option-A shortcuts as they are instead of as 1x1 selection convs (slower in ORT)",
+        help="only fold BN: keep option-A shortcuts and narrow separable pairs as they are (slower in ORT)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         opset=args.opset,
         dynamic_batch=batch is None,
         batch_size=batch or 1,
-        shortcuts_as_conv=not args.keep_shortcuts,
+        shortcuts_as_conv=not args.no_rewrites,
+        merge_narrow_separable=not args.no_rewrites,
     )
     if args.json:
         print(json.dumps(report.to_dict()))
