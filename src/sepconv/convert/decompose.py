@@ -41,6 +41,7 @@ import torch.nn as nn
 
 from ..errors import SepconvError, UnknownNameError, did_you_mean
 from ..models.registry import get_arch, record_transform, register_transform, set_arch
+from ..nn.modules import replace_submodule
 from .fold import is_depthwise, sole_consumers
 from .sampling import F64, LayerStats, ResponseSampler
 
@@ -665,7 +666,7 @@ def decompose(
                 f"{name}: {method} width {row.width}, relative error {row.rel_error:.4f}, {row.speedup:.2f}× fewer MACs"
             )
         if not asymmetric:
-            _replace(result, name, module)
+            replace_submodule(result, name, module)
         report.solve_seconds += time.perf_counter() - solve_start
         return module
 
@@ -725,12 +726,6 @@ def _model_totals(
     report.params_after, report.macs_after = p1.params, p1.macs
 
 
-def _replace(root: nn.Module, dotted: str, new: nn.Module) -> None:
-    parent_name, _, child = dotted.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
-
-
 def _replay_decompose(model: nn.Module, layers: Sequence[dict[str, Any]] = ()) -> nn.Module:
     """Rebuild the structure of a decomposed model (shapes only; weights come from the state dict)."""
     for step in layers:
@@ -740,7 +735,7 @@ def _replay_decompose(model: nn.Module, layers: Sequence[dict[str, Any]] = ()) -
         module = _structure(
             conv, step["kind"], int(step["width"]), bool(step["bias"]), bool(step.get("identity_bn", False))
         )
-        _replace(model, step["name"], module)
+        replace_submodule(model, step["name"], module)
     return model
 
 

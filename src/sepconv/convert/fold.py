@@ -35,6 +35,7 @@ import torch.nn as nn
 
 from ..errors import UnknownNameError
 from ..models.registry import model_entry, record_transform, register_model, register_transform
+from ..nn.modules import replace_submodule
 
 F64 = torch.float64
 _ACTIVATIONS = (
@@ -173,12 +174,6 @@ def _chains(model: nn.Module, architectural: bool) -> list[tuple[str, str | None
     return found
 
 
-def _replace(root: nn.Module, dotted: str, new: nn.Module) -> None:
-    parent_name, _, child = dotted.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
-
-
 # --------------------------------------------------------------------------------------------
 # Exact folding
 
@@ -274,10 +269,10 @@ def fold(model: nn.Module, inplace: bool = False) -> tuple[nn.Module, FoldSepara
         assert isinstance(dw, nn.Conv2d) and isinstance(pw, nn.Conv2d)
         merged = merge_separable(dw, pw, bn)  # type: ignore[arg-type]
         merged.train(dw.training)
-        _replace(result, dw_name, merged)
+        replace_submodule(result, dw_name, merged)
         for name in (bn_name, pw_name):
             if name:
-                _replace(result, name, nn.Identity())
+                replace_submodule(result, name, nn.Identity())
         report.folded.append((dw_name, bn_name, pw_name))
         steps.append({"dw": dw_name, "bn": bn_name, "pw": pw_name, "bias": merged.bias is not None})
     record_transform(model, result, "fold_separable", pairs=steps)
@@ -292,10 +287,10 @@ def _replay_fold(model: nn.Module, pairs: Iterable[dict[str, Any]] = ()) -> nn.M
     for step in pairs:
         dw, pw = model.get_submodule(step["dw"]), model.get_submodule(step["pw"])
         assert isinstance(dw, nn.Conv2d) and isinstance(pw, nn.Conv2d)
-        _replace(model, step["dw"], _folded_conv(dw, pw, bool(step["bias"])))
+        replace_submodule(model, step["dw"], _folded_conv(dw, pw, bool(step["bias"])))
         for name in (step.get("bn"), step["pw"]):
             if name:
-                _replace(model, name, nn.Identity())
+                replace_submodule(model, name, nn.Identity())
     return model
 
 
@@ -316,10 +311,10 @@ def folded_architecture(model: nn.Module) -> nn.Module:
         nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
         if conv.bias is not None:
             nn.init.zeros_(conv.bias)
-        _replace(model, dw_name, conv)
+        replace_submodule(model, dw_name, conv)
         for name in (bn_name, act_name, pw_name):
             if name:
-                _replace(model, name, nn.Identity())
+                replace_submodule(model, name, nn.Identity())
     return model
 
 

@@ -40,6 +40,7 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 
 from ..models.registry import record_transform, register_transform
+from ..nn.modules import replace_submodule
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -81,7 +82,7 @@ def fold_batchnorm(model: nn.Module, inplace: bool = False) -> tuple[nn.Module, 
     modules = dict(result.named_modules())
     for conv_name, bn_name in pairs:
         _fold_pair(modules[conv_name], modules[bn_name])
-        _replace_submodule(result, bn_name, nn.Identity())
+        replace_submodule(result, bn_name, nn.Identity())
         report.folded.append((conv_name, bn_name))
     record_transform(model, result, "fold_batchnorm")
     return result, report
@@ -111,12 +112,6 @@ def _fold_pair(conv: nn.modules.conv._ConvNd, bn: nn.modules.batchnorm._BatchNor
     # Fresh Parameters: a weight tensor shared with another module must keep its old values there.
     conv.weight = nn.Parameter(weight, requires_grad=conv.weight.requires_grad)
     conv.bias = nn.Parameter(bias, requires_grad=conv.weight.requires_grad)
-
-
-def _replace_submodule(root: nn.Module, dotted: str, new: nn.Module) -> None:
-    parent_name, _, child = dotted.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
 
 
 def _holds_conv_or_bn(module: nn.Module) -> bool:

@@ -23,6 +23,7 @@ import torch.nn as nn
 
 from ..errors import SepconvError
 from ..models.registry import model_entry, record_transform, register_model, register_transform
+from ..nn.modules import replace_submodule
 from ..nn.separable import MID_ACTIVATIONS, SeparableConv2d
 
 Include = str | Sequence[str]
@@ -114,7 +115,7 @@ def convert_to_separable(
     chosen = _select(result, candidates, include)
     for name in chosen:
         conv = result.get_submodule(name)
-        _set_submodule(result, name, SeparableConv2d.from_conv(conv, int(multiplier), mid_bn, mid_act))
+        replace_submodule(result, name, SeparableConv2d.from_conv(conv, int(multiplier), mid_bn, mid_act))
     skipped = [n for n in candidates if n not in set(chosen)]
     return result, chosen, skipped
 
@@ -135,12 +136,6 @@ def _select(model: nn.Module, candidates: list[str], include: Include) -> list[s
             f"(candidates: {', '.join(candidates[:5]) or 'none'}{', ...' if len(candidates) > 5 else ''})"
         )
     return chosen
-
-
-def _set_submodule(root: nn.Module, dotted: str, new: nn.Module) -> None:
-    parent_name, _, child = dotted.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
 
 
 def _replay(
