@@ -23,6 +23,7 @@ the device or on float32 rounding).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -117,7 +118,7 @@ def _filters(weight: Tensor) -> Tensor:
     return weight.detach().to(device="cpu", dtype=torch.float64).reshape(weight.shape[0], -1)
 
 
-class Criterion:
+class Criterion(ABC):
     """Importance of each output channel of a conv weight; higher = keep.
 
     ``n_prune`` is how many channels the caller will remove. Criteria whose ranking depends on it
@@ -126,8 +127,9 @@ class Criterion:
 
     name: ClassVar[str] = ""
 
+    @abstractmethod
     def score(self, weight: Tensor, n_prune: int | None = None) -> Tensor:
-        raise NotImplementedError
+        """Float64 importance per output channel of ``weight`` (−inf: removed by a norm step)."""
 
     def n_pruned(self, n_filters: int, rate: float) -> int:
         """How many of ``n_filters`` filters go at pruning rate ``rate`` (floor(N * rate))."""
