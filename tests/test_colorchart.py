@@ -278,7 +278,7 @@ def _plates(style: PlateStyle, pool: list[DotLayout], indices: range) -> list[Pl
     return plates
 
 
-@pytest.mark.parametrize("difficulty,count", [("hard", 200), ("standard", 40)])
+@pytest.mark.parametrize("difficulty,count", [("standard", 200), ("hard", 40)])
 def test_every_plate_hides_its_figure_from_lightness_and_from_the_dichromat(
     difficulty: str, count: int, fixture_pool: list[DotLayout]
 ) -> None:

@@ -361,6 +361,9 @@ def test_malicious_pickle_is_refused_without_running(tmp_path: Path, payload: st
         ),
         ("batches.meta", pickle.dumps({"names": []}), "label_names"),
         ("batches.meta", pickle.dumps({"label_names": ["a"] * 10, "mean": [0.5] * 3}), "'std'"),
+        ("batches.meta", pickle.dumps({"label_names": ["a"] * 10, "pad_fill": [0, 300, 0]}), "'pad_fill'"),
+        ("batches.meta", pickle.dumps({"label_names": ["a"] * 10, "pad_fill": [1, 2]}), "'pad_fill'"),
+        ("batches.meta", pickle.dumps({"label_names": ["a"] * 10, "flip": "no"}), "'flip'"),
     ],
 )
 def test_malformed_cifar_files(tmp_path: Path, file: str, content: bytes, needle: str) -> None:
@@ -369,6 +372,17 @@ def test_malformed_cifar_files(tmp_path: Path, file: str, content: bytes, needle
     with pytest.raises(DataError) as exc:
         get_dataset(f"cifar10:{tmp_path}")
     assert_one_line(exc, needle)
+
+
+def test_meta_augmentation_facts_reach_the_data_set(tmp_path: Path) -> None:
+    write_cifar10(tmp_path / "plain", 1, None, 2)
+    plain = get_dataset(f"cifar10:{tmp_path / 'plain'}")
+    assert plain.flip and plain.pad_fill is None
+    write_cifar10(tmp_path / "gen", 1, None, 2, meta_extra={"flip": False, "pad_fill": [245, 242, 235]})
+    for train in (True, False):
+        generated = get_dataset(f"cifar10:{tmp_path / 'gen'}", train=train)
+        assert not generated.flip and generated.pad_fill == (245, 242, 235)
+        assert generated.subset([0]).pad_fill == (245, 242, 235)
 
 
 def test_missing_cifar_folder_says_the_layout(tmp_path: Path) -> None:
@@ -497,14 +511,19 @@ def make_dataset(
 
 
 def reference_crop_flip(
-    batch: torch.Tensor, padding: int, flip: bool, generator: torch.Generator
+    batch: torch.Tensor, padding: int, flip: bool, generator: torch.Generator, fill=None
 ) -> torch.Tensor:
     """One image at a time with torch's own pad and slicing, from the same random draws."""
-    n, _, h, w = batch.shape
+    n, c, h, w = batch.shape
     dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
     dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
     flips = torch.rand(n, generator=generator) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
     padded = torch.nn.functional.pad(batch, (padding,) * 4)
+    if fill is not None:
+        border = torch.ones(h, w, dtype=torch.bool)
+        border = ~torch.nn.functional.pad(border, (padding,) * 4)
+        for channel, value in enumerate(fill):
+            padded[:, channel][:, border] = value
     out = [padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)]
     return torch.stack([o.flip(2) if f else o for o, f in zip(out, flips)])
 
@@ -518,13 +537,15 @@ def reference_crop_flip(
     padding=st.integers(0, 5),
     flip=st.booleans(),
     seed=st.integers(0, 2**31),
+    fill_seed=st.none() | st.integers(0, 2**31),
 )
-def test_crop_flip_matches_per_image_reference(n, c, h, w, padding, flip, seed) -> None:
+def test_crop_flip_matches_per_image_reference(n, c, h, w, padding, flip, seed, fill_seed) -> None:
     batch = torch.from_numpy(np.random.default_rng(seed).integers(1, 256, (n, c, h, w), dtype=np.uint8))
-    out = random_crop_flip(batch, padding, flip, torch.Generator().manual_seed(seed))
+    fill = None if fill_seed is None else tuple(np.random.default_rng(fill_seed).integers(0, 256, c).tolist())
+    out = random_crop_flip(batch, padding, flip, torch.Generator().manual_seed(seed), fill)
     assert out.shape == batch.shape and out.dtype == torch.uint8
     if padding or flip:
-        expected = reference_crop_flip(batch, padding, flip, torch.Generator().manual_seed(seed))
+        expected = reference_crop_flip(batch, padding, flip, torch.Generator().manual_seed(seed), fill)
         assert torch.equal(out, expected)
     else:
         assert torch.equal(out, batch)
@@ -679,3 +700,16 @@ def test_real_fashion_mnist() -> None:
     assert abs(train.mean[0] - sample_mean[0]) < 0.01 and test.mean == train.mean
     x, y = next(iter(BatchLoader(train, batch_size=256, train=True)))
     assert x.shape == (256, 1, 28, 28) and abs(float(x.mean())) < 0.5
+
+
+def test_loader_pads_crops_with_the_data_sets_fill() -> None:
+    images = torch.full((64, 3, 6, 6), 200, dtype=torch.uint8)
+    fill = (245, 10, 0)
+    ds = ImageDataset(images, torch.zeros(64), ["x"], (0.5,) * 3, (0.25,) * 3, pad_fill=fill)
+    x, _ = next(iter(BatchLoader(ds, batch_size=64, train=True, padding=2)))
+    pixels = {tuple(v) for v in x.permute(0, 2, 3, 1).reshape(-1, 3).tolist()}
+    expected = {
+        tuple(ds.normalize(torch.tensor(v, dtype=torch.uint8).view(1, 3, 1, 1)).view(3).tolist())
+        for v in (fill, (200,) * 3)
+    }
+    assert pixels == expected  # only the image and the fill colour: no black border anywhere

@@ -376,6 +376,10 @@ def test_layers_and_per_layer_rates() -> None:
         lambda: SoftPruner("l2", 0.4, layers="conv1.depthwise"),
         lambda: SoftPruner("l2", 0.4, per_layer_rates={"fc": 0.2}),
         lambda: SoftPruner(FPGM(rate_norm=0.5), 0.5),  # norm and distance steps prune every filter
+        lambda: SoftPruner("l2", 0.4, coupling="stage"),
+        lambda: SoftPruner("l2", 0.4, round_to=0),
+        lambda: SoftPruner("l2", 0.4, round_to="8"),
+        lambda: SoftPruner("l2", 0.4, coupling="group"),  # no input shape outside a training run
     ],
 )
 def test_bad_options_are_one_line_errors(make) -> None:
@@ -434,3 +438,97 @@ def test_paper000_reproduces_table2(depth: int) -> None:
 def test_paper000_rejects_bad_rates() -> None:
     with pytest.raises(SepconvError):
         paper000_counts(nn.Sequential(nn.Conv2d(3, 4, 3)), 1.0, input_size=(3, 8, 8))
+
+
+# ---------------------------------------------------------------- coupled groups, rounding
+
+
+def stream_convs(model: nn.Module) -> list[list[str]]:
+    """The convs writing each residual stream of a (separable) CIFAR ResNet, by stage."""
+    pw = ".pointwise" if any(n.endswith(".pointwise") for n, _ in model.named_modules()) else ""
+    stage1 = [f"conv1{pw}"] + [f"layer1.{b}.conv2{pw}" for b in range(3)]
+    return [stage1] + [[f"layer{s}.{b}.conv2{pw}" for b in range(3)] for s in (2, 3)]
+
+
+@pytest.mark.parametrize("separable", [False, True])
+@pytest.mark.parametrize("criterion", ["l2", "fpgm", "pca-fpgm"])
+def test_group_coupling_zeroes_the_same_stream_channels_in_every_writer(separable, criterion) -> None:
+    model = tiny_resnet(11, separable)
+    pruner = SoftPruner(criterion, 0.4, coupling="group", input_shape=(3, 8, 8))
+    masks = pruner.update(model)
+    stage1, stage2, stage3 = stream_convs(model)
+    # Stage 1's stream (4 wide) runs on, zero-padded, through channels 2..5 of stage 2 and
+    # 6..9 of stage 3 (option-A shortcuts pad equally on both sides): one group, one choice.
+    first = masks[stage1[0]]
+    assert int((~first).sum()) == 1  # floor(0.4 * 4)
+    for name in stage1:
+        assert torch.equal(masks[name], first)
+    for name in stage2:
+        assert torch.equal(masks[name][2:6], first)
+    for name in stage3:
+        assert torch.equal(masks[name][6:10], first)
+    # The channels stage 2 adds (0..1 and 6..7) form a second group of 4, again one choice.
+    added = [torch.cat([masks[n][:2], masks[n][6:]]) for n in stage2]
+    assert all(torch.equal(a, added[0]) for a in added) and int((~added[0]).sum()) == 1
+
+
+def test_group_coupling_scores_the_concatenated_filters() -> None:
+    model = tiny_resnet(12)
+    pruner = SoftPruner("l2", 0.5, coupling="group", input_shape=(3, 8, 8))
+    masks = pruner.update(copy.deepcopy(model))
+    stage1 = stream_convs(model)[0]
+    # L2 of a chain = sqrt of the summed squared norms of that channel's filters in all writers
+    norms = sum(model.get_submodule(n).weight.detach().flatten(1).pow(2).sum(1) for n in stage1)
+    expected = set(torch.argsort(norms, stable=True)[:2].tolist())
+    assert set(torch.nonzero(~masks[stage1[0]]).flatten().tolist()) == expected
+
+
+def test_without_coupling_a_plain_chain_gets_the_same_masks_either_way() -> None:
+    torch.manual_seed(13)
+    model = create_model("vgg16")  # no residual coupling: one writer per group
+    layer = SoftPruner("fpgm", 0.3).compute_masks(model)
+    group = SoftPruner("fpgm", 0.3, coupling="group", input_shape=(3, 32, 32)).compute_masks(model)
+    assert layer.keys() == group.keys()
+    assert all(torch.equal(layer[k], group[k]) for k in layer)
+
+
+@pytest.mark.parametrize("separable", [False, True])
+def test_group_coupled_masks_compact_exactly_and_further_than_per_layer_masks(separable) -> None:
+    from sepconv.graph import compact_zeros
+    from sepconv.measure.profile import profile
+
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    macs = {}
+    for coupling in ("layer", "group"):
+        model = tiny_resnet(14, separable)
+        random_bn_stats(model, 14)
+        SoftPruner("pca-fpgm", 0.4, coupling=coupling, bn_mode="zero", input_shape=(3, 8, 8)).update(model)
+        model.eval()
+        compacted, _ = compact_zeros(model, x)
+        with torch.no_grad():
+            torch.testing.assert_close(compacted(x), model(x), atol=1e-5, rtol=1e-5)
+        macs[coupling] = profile(compacted, (3, 8, 8)).macs
+    assert macs["group"] < 0.9 * macs["layer"]
+
+
+@pytest.mark.parametrize(
+    ("n", "rate", "multiple", "kept"),
+    [
+        (16, 0.4, 8, 8),
+        (32, 0.4, 8, 24),
+        (32, 0.5, 8, 16),
+        (64, 0.4, 8, 40),
+        (64, 0.4, 1, 39),
+        (4, 0.4, 8, 3),
+        (16, 0.05, 8, 16),
+    ],
+)
+def test_round_to_keeps_a_multiple(n, rate, multiple, kept) -> None:
+    assert n - SoftPruner("l2", rate, round_to=multiple).n_pruned(n, rate) == kept
+
+
+def test_round_to_applies_to_every_pruned_layer() -> None:
+    torch.manual_seed(15)
+    model = create_model("resnet20")
+    masks = SoftPruner("l2", 0.4, round_to=8).compute_masks(model)
+    assert all(int(m.sum()) % 8 == 0 for m in masks.values())

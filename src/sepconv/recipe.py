@@ -17,6 +17,8 @@ also reachable as ``recipes/`` at the repository root)::
       grad_mask: true          # FPGM-style gradient masking (SFP: false)
       epoch_prune: 1
       bn_mode: keep
+      coupling: group          # one score per coupled channel group, so residual streams shrink
+      round_to: 1              # keep a multiple of this many channels (8 suits vector units)
     train: {epochs: 30, lr: 0.1, schedule: cosine, nesterov: true, weight_decay: 5.0e-4}
 
 :func:`run_recipe` trains, zeroes the final masks, compacts the model into a physically smaller
@@ -41,7 +43,17 @@ from .errors import SepconvError
 
 _TOP_KEYS = {"name", "description", "model", "model_config", "data", "convert", "prune", "train", "seed"}
 _CONVERT_KEYS = {"separable", "multiplier", "include", "mid_bn", "mid_act"}
-_PRUNE_KEYS = {"criterion", "rate", "options", "grad_mask", "epoch_prune", "bn_mode", "layers", "round_to"}
+_PRUNE_KEYS = {
+    "criterion",
+    "rate",
+    "options",
+    "grad_mask",
+    "epoch_prune",
+    "bn_mode",
+    "layers",
+    "coupling",
+    "round_to",
+}
 
 
 @dataclass
@@ -67,7 +79,9 @@ class Recipe:
             return "Baseline" if not self.separable else "Baseline-DSC"
         crit = str(self.prune.get("criterion", "")).lower()
         label = {"l2": "SFP", "l1": "SFP-L1", "pca-fpgm": "Ours (PCA-FPGM)"}.get(crit, crit.upper())
-        return f"{label}-{variant} {round(100 * float(self.prune.get('rate', 0)))}%"
+        rounded = int(self.prune.get("round_to", 1) or 1)
+        suffix = f" (widths x{rounded})" if rounded > 1 else ""
+        return f"{label}-{variant} {round(100 * float(self.prune.get('rate', 0)))}%{suffix}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,6 +125,7 @@ def recipe_from_dict(raw: dict[str, Any], default_name: str = "recipe") -> Recip
 
         _criterion(prune)  # unknown names and options fail now, before any data is loaded
         check_rate(float(prune["rate"]))
+        make_pruner(Recipe(name="check", model=str(raw["model"]), prune=prune))  # bad options fail now
     train = dict(raw.get("train") or {})
     if "seed" in raw:
         train.setdefault("seed", raw["seed"])
@@ -155,7 +170,8 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
 def with_overrides(recipe: Recipe, **overrides: Any) -> Recipe:
     """A copy with command-line overrides applied (``None`` values are ignored).
 
-    Keys: ``model``, ``data``, ``separable``, ``criterion``, ``rate``, and any training setting
+    Keys: ``model``, ``data``, ``separable``, ``criterion``, ``rate``, ``coupling`` and
+    ``round_to`` (pruning recipes only), and any training setting
     (``epochs``, ``lr``, ``seed``...).
     """
     r = copy.deepcopy(recipe)
@@ -169,6 +185,9 @@ def with_overrides(recipe: Recipe, **overrides: Any) -> Recipe:
         elif key in ("criterion", "rate"):
             r.prune = dict(r.prune or {"criterion": "pca-fpgm", "rate": 0.4, "grad_mask": True})
             r.prune[key] = value
+        elif key in ("coupling", "round_to"):
+            if r.prune:  # pruning options of a recipe that does not prune: nothing to change
+                r.prune = {**r.prune, key: value}
         else:
             r.train[key] = value
     return recipe_from_dict(r.to_dict(), r.name)
@@ -201,6 +220,8 @@ def make_pruner(recipe: Recipe):
         grad_mask=bool(p.get("grad_mask", False)),
         epoch_prune=int(p.get("epoch_prune", 1)),
         bn_mode=str(p.get("bn_mode", "keep")),
+        coupling=str(p.get("coupling", "layer")),
+        round_to=p.get("round_to", 1),
     )
 
 

@@ -32,7 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--size", type=int, default=32, help="image side in pixels, 8..128 (default 32)")
     gen.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     gen.add_argument("--axis", default="random", help="protan, deutan, tritan or random per plate (default)")
-    gen.add_argument("--difficulty", default="hard", help="hard (default) or standard")
+    gen.add_argument(
+        "--difficulty",
+        default="standard",
+        help="standard (default: ResNet-20 learns it) or hard (smaller hue steps, more jitter)",
+    )
     gen.add_argument("--workers", type=int, default=None, help="processes (default: CPU cores, at most 8)")
     gen.add_argument("--render-scale", type=int, default=8, help="render at size x this, then box-filter (8)")
     gen.add_argument(

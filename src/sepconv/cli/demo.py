@@ -10,7 +10,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo", help="run the demo study: baseline -> separable -> PCA-FPGM 40%% -> compact -> ONNX"
     )
     p.add_argument("--out", default="demo-out", help="report folder (default demo-out)")
-    p.add_argument("--epochs", type=int, default=25, help="training epochs per model (default 25)")
+    p.add_argument("--epochs", type=int, default=15, help="training epochs per model (default 15)")
     p.add_argument("--data", default="colorchart", help="data-set spec (default: the built-in colour charts)")
     p.add_argument("--bench-repeats", type=int, default=40, help="interleaved timing pairs per setting")
     p.add_argument("--quiet", action="store_true")

@@ -226,13 +226,33 @@ def _meta_stats(meta: dict[str, Any], path: Path) -> tuple[tuple[float, ...], tu
     return mean, std
 
 
+def _meta_augmentation(meta: dict[str, Any], path: Path, flip: bool) -> tuple[bool, tuple[int, ...] | None]:
+    """A generated set's own augmentation facts: ``flip`` (bool) and ``pad_fill`` (3 uint8
+    values, the colour random crops pad with). Absent keys keep ``flip`` and black padding."""
+    if "flip" in meta:
+        if not isinstance(meta["flip"], bool):
+            raise DataError(f"{path}: 'flip' must be true or false")
+        flip = meta["flip"]
+    fill = meta.get("pad_fill")
+    if fill is None:
+        return flip, None
+    if (
+        not isinstance(fill, list | tuple)
+        or len(fill) != 3
+        or not all(isinstance(v, int) and 0 <= v <= 255 for v in fill)
+    ):
+        raise DataError(f"{path}: 'pad_fill' must be 3 integers in 0..255 (R, G, B)")
+    return flip, tuple(int(v) for v in fill)
+
+
 def load_cifar_batches(
     path: str | Path, train: bool, layout: CifarLayout = CIFAR10, *, flip: bool = True
 ) -> ImageDataset:
     """Load the train or test split of a pickled-batch data set in ``layout`` from ``path``.
 
     Normalisation statistics come from the meta's ``mean``/``std`` when present, else from the
-    training split. ``flip`` says whether horizontal flips are a valid augmentation.
+    training split. ``flip`` says whether horizontal flips are a valid augmentation; a meta's own
+    ``flip`` and ``pad_fill`` (written by the colour-chart generator) take precedence.
     """
     root = _resolve_root(Path(path).expanduser(), layout)
     meta_path = root / layout.meta_file
@@ -264,6 +284,7 @@ def load_cifar_batches(
             )
     # Scalar facts about a generated set (seed, difficulty, generator version) travel along.
     plain_meta = {k: v for k, v in meta.items() if isinstance(v, str | int | float | bool)}
+    flip, pad_fill = _meta_augmentation(meta, meta_path, flip)
     return ImageDataset(
         images,
         labels,
@@ -272,6 +293,7 @@ def load_cifar_batches(
         flip=flip,
         name=layout.spec_name,
         extra={"files": [str(f) for f in files], "meta": plain_meta},
+        pad_fill=pad_fill,
     )
 
 

@@ -20,14 +20,28 @@ Masks are recomputed from the current weights at every update, so zeroed filters
 
 In separable models only the pointwise convs are scored, never the depthwise ones (spec §6): a
 depthwise channel belongs to its input channel and goes when that one does, at compaction.
-This module only masks; deciding what else must go with a channel and removing it physically is
-the graph layer's job.
+
+``coupling`` says what one score covers:
+
+* ``"layer"`` (the papers' and the authors' code): every conv is scored and masked on its own.
+  Convs whose outputs are added together (the convs writing one residual stream) then zero
+  *different* channels, and a stream channel can only be removed physically when every conv
+  writing it is zero, so at compaction the streams keep their width.
+* ``"group"``: one score per coupled channel group (:mod:`sepconv.graph`): the rows of all convs
+  that write the same channels are concatenated into one vector per channel and the criterion
+  ranks those vectors, so the whole group zeroes the same channels and compaction removes them.
+  A group's rate is that of its first conv; groups whose convs are not all pruned are left
+  alone, and groups that must stay balanced (grouped convs, chunks) are chosen jointly with
+  :func:`sepconv.graph.selection.plan_removal` from the same scores.
+
+This module only masks; removing channels physically is the graph layer's job.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fnmatch
+import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -47,6 +61,7 @@ if TYPE_CHECKING:
 __all__ = ["SoftPruner", "find_following_batchnorm", "is_depthwise", "prunable_convs"]
 
 BN_MODES = ("keep", "zero")
+COUPLINGS = ("layer", "group")
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)  # not transposed convs: their filters lie on dim 1
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -115,6 +130,14 @@ class SoftPruner(Callback):
     * ``bn_mode``: ``"keep"`` leaves BN alone (masked channels output the constant BN(0)),
       ``"zero"`` also zeroes γ, β (and any conv bias) of masked channels, so they output 0.
     * ``per_layer_rates``: ``{name: rate}`` overriding ``rate`` for some layers.
+    * ``coupling``: ``"layer"`` (score each conv alone) or ``"group"`` (one score per coupled
+      channel group; see the module docstring). ``"group"`` analyses the graph with an input of
+      ``input_shape`` (C, H, W), by default the training data's.
+    * ``round_to``: keep a multiple of this many filters per layer (per group with ``"group"``):
+      the kept count the rate gives is rounded to the nearest multiple (at least one multiple;
+      layers narrower than ``round_to`` are not rounded). Vectorised kernels run fastest on
+      widths that fill their registers (benchmarks/results/latency.md); 1 = no rounding.
+      Balanced groups (grouped convs, chunks) are not rounded.
 
     ``masks[name]`` is a CPU BoolTensor over the conv's output channels, True = kept.
     ``update_seconds`` lists the wall time of every mask recomputation (scoring, selection and
@@ -131,6 +154,9 @@ class SoftPruner(Callback):
         epoch_prune: int = 1,
         bn_mode: str = "keep",
         per_layer_rates: Mapping[str, float] | None = None,
+        coupling: str = "layer",
+        input_shape: Sequence[int] | None = None,
+        round_to: int = 1,
     ) -> None:
         self.criterion = get_criterion(criterion)
         self.rate = None if rate is None else check_rate(rate)
@@ -142,6 +168,15 @@ class SoftPruner(Callback):
         self.grad_mask = bool(grad_mask)
         self.epoch_prune = int(epoch_prune)
         self.bn_mode = bn_mode
+        if coupling not in COUPLINGS:
+            raise SepconvError(f"coupling must be one of {', '.join(COUPLINGS)}, got {coupling!r}")
+        self.coupling = coupling
+        if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+            raise SepconvError(f"round_to must be a positive integer, got {round_to!r}")
+        self.round_to = int(round_to)
+        self.input_shape = None if input_shape is None else tuple(int(v) for v in input_shape)
+        self._groups: list[_Group] | None = None
+        self._graph: Any = None
         self.per_layer_rates = {
             str(k): check_rate(v, f"rate of {k}") for k, v in (per_layer_rates or {}).items()
         }
@@ -188,15 +223,83 @@ class SoftPruner(Callback):
     def _rate_of(self, name: str) -> float | None:
         return self.per_layer_rates.get(name, self.rate)
 
+    def n_pruned(self, n_filters: int, rate: float | None) -> int:
+        """Filters to prune of ``n_filters`` at ``rate``: the criterion's count, then the kept
+        count rounded to a multiple of ``round_to``."""
+        n_prune = self.criterion.n_pruned(n_filters, rate)
+        if self.round_to == 1 or n_prune == 0 or n_filters < self.round_to:
+            return n_prune
+        multiple = self.round_to
+        kept = max(multiple, int(math.floor((n_filters - n_prune) / multiple + 0.5)) * multiple)
+        return max(0, n_filters - min(kept, n_filters))
+
     # -- masks -------------------------------------------------------------------------------
+
+    def coupled_groups(self, model: nn.Module) -> list[_Group]:
+        """``coupling="group"``: the channel groups this pruner ranks (analysed once, then cached)."""
+        if self._groups is not None:
+            return self._groups
+        if self.input_shape is None:
+            raise SepconvError("coupling='group' needs the input shape (C, H, W): pass input_shape")
+        from ..graph.analysis import analyse
+
+        names = set(self.layer_names(model))
+        param = next(model.parameters())
+        example = torch.zeros(1, *self.input_shape, dtype=param.dtype, device=param.device)
+        was_training = model.training
+        try:
+            cg = analyse(model.eval(), example)
+        finally:
+            model.train(was_training)
+        groups: list[_Group] = []
+        for g in cg.groups:
+            convs = [m for m in g.producers if m.name in names]
+            if not g.prunable or not convs or len(convs) < len(g.producers):
+                continue
+            rows = [(m.name, [list(ch) for ch in m.channels]) for m in convs]
+            groups.append(_Group(g.id, g.size, rows, self._rate_of(convs[0].name), bool(g.balances)))
+        for grp in groups:  # impossible rates fail now, not after an epoch
+            self.criterion.n_pruned(grp.size, grp.rate)
+        self._graph, self._groups = cg, groups
+        return groups
+
+    def _group_masks(self, model: nn.Module) -> dict[str, Tensor]:
+        masks = {
+            name: torch.ones(model.get_submodule(name).out_channels, dtype=torch.bool)
+            for name in self.layer_names(model)
+        }
+        groups = self.coupled_groups(model)
+        scores: dict[str, Tensor] = {}
+        balanced: list[_Group] = []
+        for grp in groups:
+            features = grp.features(model)
+            n_prune = self.n_pruned(grp.size, grp.rate)
+            scores[grp.id] = self.criterion.score(features, n_prune)
+            if grp.balanced:
+                balanced.append(grp)
+            else:
+                grp.mask(masks, select_pruned(scores[grp.id], n_prune).tolist())
+        if balanced:
+            from ..graph.selection import plan_removal
+
+            for rate in sorted({g.rate for g in balanced if g.rate is not None}):
+                same = [g for g in balanced if g.rate == rate]
+                plan = plan_removal(
+                    self._graph, rate, {g.id: scores[g.id] for g in same}, [g.id for g in same]
+                )
+                for g in same:
+                    g.mask(masks, plan.get(g.id, []))
+        return masks
 
     @torch.no_grad()
     def compute_masks(self, model: nn.Module) -> dict[str, Tensor]:
         """Fresh masks from the current weights (True = keep), without applying them."""
+        if self.coupling == "group":
+            return self._group_masks(model)
         masks: dict[str, Tensor] = {}
         for name in self.layer_names(model):
             weight = model.get_submodule(name).weight
-            n_prune = self.criterion.n_pruned(weight.shape[0], self._rate_of(name))
+            n_prune = self.n_pruned(weight.shape[0], self._rate_of(name))
             pruned = select_pruned(self.criterion.score(weight, n_prune), n_prune)
             keep = torch.ones(weight.shape[0], dtype=torch.bool)
             keep[pruned] = False
@@ -269,6 +372,8 @@ class SoftPruner(Callback):
 
     def on_train_begin(self, trainer: Trainer) -> None:
         model = trainer.model
+        if self.coupling == "group" and self.input_shape is None:
+            self.input_shape = tuple(trainer.train_loader.dataset.images.shape[1:])
         names = self.layer_names(model)
         if self._restored:
             # Resumed run: the masks of the interrupted run stay in force until its next update,
@@ -313,6 +418,34 @@ class SoftPruner(Callback):
         self.masks = {str(k): v.clone().cpu() for k, v in masks.items()}
         self.update_seconds = [float(s) for s in state.get("update_seconds", [])]
         self._restored = True
+
+
+class _Group:
+    """A coupled channel group as soft pruning sees it: per conv, the channels of each chain."""
+
+    def __init__(
+        self, id: str, size: int, rows: list[tuple[str, list[list[int]]]], rate: float | None, balanced: bool
+    ) -> None:
+        self.id, self.size, self.rows, self.rate, self.balanced = id, size, rows, rate, balanced
+        self._index = [
+            (name, torch.tensor([c for ch in chains for c in ch]), chains) for name, chains in rows
+        ]
+
+    def features(self, model: nn.Module) -> Tensor:
+        """One row per chain: the filters of every conv writing that channel, concatenated."""
+        parts = []
+        for name, flat, chains in self._index:
+            weight = model.get_submodule(name).weight.detach()
+            per_chain = len(chains[0])
+            if any(len(ch) != per_chain for ch in chains):
+                raise SepconvError(f"group {self.id}: {name} holds unequal channel counts per chain")
+            parts.append(weight[flat].reshape(self.size, -1))
+        return torch.cat(parts, dim=1)
+
+    def mask(self, masks: dict[str, Tensor], pruned: Sequence[int]) -> None:
+        for name, chains in self.rows:
+            for k in pruned:
+                masks[name][chains[k]] = False
 
 
 @contextlib.contextmanager
