@@ -39,6 +39,12 @@ def test_overrides_and_labels() -> None:
     r2 = with_overrides(r, model="resnet32", separable=False, rate=0.3, epochs=3)
     assert (r2.model, r2.separable, r2.prune["rate"], r2.train["epochs"]) == ("resnet32", False, 0.3, 3)
     assert r.model == "resnet20"  # the original is untouched
+    assert r.prune["coupling"] == "group"
+    r3 = with_overrides(r, round_to=8, coupling="layer")
+    assert (r3.prune["round_to"], r3.prune["coupling"]) == (8, "layer")
+    assert r3.method == "Ours (PCA-FPGM)-DSC 40% (widths x8)"
+    base = load_recipe("resnet20-baseline")
+    assert with_overrides(base, round_to=8).prune is None  # nothing to round in a recipe that does not prune
 
 
 @pytest.mark.parametrize(
@@ -49,6 +55,8 @@ def test_overrides_and_labels() -> None:
         ({"data": "colorchart"}, "needs a 'model'"),
         ({"model": "resnet20", "train": {"epochs": 0}}, "epochs"),
         ({"model": "resnet20", "train": {"learning_rate": 0.1}}, "unknown key"),
+        ({"model": "resnet20", "prune": {"criterion": "l2", "rate": 0.4, "coupling": "x"}}, "coupling"),
+        ({"model": "resnet20", "prune": {"criterion": "l2", "rate": 0.4, "round_to": 0}}, "round_to"),
     ],
 )
 def test_bad_recipes_are_one_line_errors(raw: dict, needle: str) -> None:
@@ -64,15 +72,21 @@ def _tiny_data(n: int, seed: int) -> ImageDataset:
     return ImageDataset(images, labels, ["a", "b", "c", "d"], (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
 
-@pytest.mark.parametrize("separable", [False, True])
-def test_run_recipe_compacts_to_the_masked_model(tmp_path: Path, separable: bool) -> None:
+@pytest.mark.parametrize(("separable", "coupling"), [(False, "layer"), (True, "layer"), (True, "group")])
+def test_run_recipe_compacts_to_the_masked_model(tmp_path: Path, separable: bool, coupling: str) -> None:
     recipe = recipe_from_dict(
         {
             "name": "tiny",
             "model": "resnet20",
             "convert": {"separable": separable},
             # bn_mode zero: masked channels output exactly 0, so compaction must be exact.
-            "prune": {"criterion": "pca-fpgm", "rate": 0.4, "grad_mask": True, "bn_mode": "zero"},
+            "prune": {
+                "criterion": "pca-fpgm",
+                "rate": 0.4,
+                "grad_mask": True,
+                "bn_mode": "zero",
+                "coupling": coupling,
+            },
             "train": {"epochs": 2, "batch_size": 32, "lr": 0.05, "seed": 0},
         }
     )

@@ -183,7 +183,9 @@ def with_overrides(recipe: Recipe, **overrides: Any) -> Recipe:
         elif key == "separable":
             r.convert["separable"] = bool(value)
         elif key in ("criterion", "rate"):
-            r.prune = dict(r.prune or {"criterion": "pca-fpgm", "rate": 0.4, "grad_mask": True})
+            r.prune = dict(
+                r.prune or {"criterion": "pca-fpgm", "rate": 0.4, "grad_mask": True, "coupling": "group"}
+            )
             r.prune[key] = value
         elif key in ("coupling", "round_to"):
             if r.prune:  # pruning options of a recipe that does not prune: nothing to change

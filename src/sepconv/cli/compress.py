@@ -25,6 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     sep.add_argument("--no-separable", dest="separable", action="store_false", help="keep regular convs")
     p.add_argument("--criterion", help="l1, l2 (SFP), fpgm, fpgm-l1, fpgm-cos, pca-fpgm ...")
     p.add_argument("--rate", type=float, help="pruning rate P in [0, 1)")
+    p.add_argument(
+        "--coupling",
+        choices=["layer", "group"],
+        help="score each conv alone (the papers) or each coupled channel group (residual streams shrink too)",
+    )
+    p.add_argument("--round-to", type=int, help="keep a multiple of this many channels per layer/group")
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--batch-size", type=int)
@@ -50,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         separable=args.separable,
         criterion=args.criterion,
         rate=args.rate,
+        coupling=args.coupling,
+        round_to=args.round_to,
         epochs=args.epochs,
         lr=args.lr,
         batch_size=args.batch_size,
