@@ -125,6 +125,7 @@ def train(args: argparse.Namespace) -> None:
     import sepconv
     from sepconv.data import get_dataset
     from sepconv.data.colorchart import ChartSpec, generate_colorchart
+    from sepconv.recipe import load_recipe
     from sepconv.train.engine import TrainConfig
 
     torch.set_num_threads(args.threads)
@@ -133,17 +134,9 @@ def train(args: argparse.Namespace) -> None:
     spec = f"cifar10:{data_dir}"
     colour_train, colour_test = get_dataset(spec, train=True), get_dataset(spec, train=False)
     assert not colour_train.flip and colour_train.pad_fill is not None  # the generator's meta says so
-    config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=32,
-        lr=0.05,
-        momentum=0.9,
-        nesterov=True,
-        weight_decay=5e-4,
-        schedule="cosine",
-        crop_padding=4,
-        seed=args.seed,
-    )
+    # The demo's budget: the baseline recipe's schedule (batch 32, lr 0.05 cosine, Nesterov, crop 4).
+    budget = load_recipe("resnet20-baseline").train
+    config = TrainConfig.from_dict({**budget, "epochs": args.epochs, "seed": args.seed})
     variants = {
         "colour": (colour_train, colour_test),
         "gray": (to_grayscale(colour_train), to_grayscale(colour_test)),

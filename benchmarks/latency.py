@@ -50,6 +50,7 @@ import torch.nn as nn
 import sepconv
 from sepconv.checkpoint import atomic_write_bytes
 from sepconv.measure.latency import BenchmarkReport, benchmark, time_interleaved
+from sepconv.threads import torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -86,19 +87,8 @@ def pruned_separable_resnet20(inner: tuple[int, int, int] | None) -> nn.Module:
         for b in range(3)
         if inner[s] < FULL_INNER[s]
     }
-    with one_thread():
+    with torch_threads(1):  # building is not timed; one thread avoids OpenMP spinning
         return compact(model, plan, example_input=torch.zeros(1, *SIZE))[0]
-
-
-class one_thread:  # noqa: N801  (a context manager used like a function)
-    """Model building is not timed; one thread avoids OpenMP spinning on a busy machine."""
-
-    def __enter__(self) -> None:
-        self.previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc: object) -> None:
-        torch.set_num_threads(self.previous)
 
 
 def environment() -> dict[str, Any]:
@@ -285,7 +275,7 @@ def thread_pool_child(mode: str, repeats: dict[int, int], budget: float) -> dict
 
     from sepconv.export import export_onnx_bytes
 
-    with one_thread():
+    with torch_threads(1):  # building is not timed; one thread avoids OpenMP spinning
         pair = [sepconv.create_model("resnet20"), pruned_separable_resnet20(dict(VARIANTS)[HEADLINE])]
         data = [export_onnx_bytes(m, SIZE)[0] for m in pair]
     shared = mode == POOL_MODES[0]
@@ -352,7 +342,7 @@ def run_zoo(repeats: int = 300, max_seconds: float = 12.0) -> dict[str, Any]:
     out: dict[str, Any] = {"pairs": {}, "without_counterpart": alone}
     for regular, separable in pairs:
         started = time.perf_counter()
-        with one_thread():
+        with torch_threads(1):  # building is not timed; one thread avoids OpenMP spinning
             a, b = sepconv.create_model(separable), sepconv.create_model(regular)
         report = benchmark(
             a, vs=b, batches=[1, 64], runtimes=["onnxruntime", "torch"], threads=THREADS, repeats=repeats,
@@ -572,7 +562,7 @@ def main() -> None:
         old = json.loads(previous.read_text())  # keep the sections not re-run
         record = {**{k: v for k, v in old.items() if k != "environment"}, **record}
 
-    with one_thread():
+    with torch_threads(1):  # building is not timed; one thread avoids OpenMP spinning
         models = {"resnet20": sepconv.create_model("resnet20")}
         models.update({label: pruned_separable_resnet20(inner) for label, inner in VARIANTS})
     assert (

@@ -45,6 +45,7 @@ import torch
 import torch.nn as nn
 
 from .errors import SepconvError
+from .threads import torch_threads
 
 DEFAULT_TOLERANCE = 1e-4
 VERIFY_BATCHES_DYNAMIC = (1, 4)
@@ -466,16 +467,10 @@ def _operator_in(text: str) -> str | None:
     return match.group(1) if match else None
 
 
-@contextlib.contextmanager
-def _one_torch_thread() -> Iterator[None]:
+def _one_torch_thread() -> contextlib.AbstractContextManager[None]:
     """Export and verification are not timed; on a loaded 2-core machine PyTorch's second OpenMP
     thread made them ~10x slower (threads spinning at barriers while the other core was busy)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    return torch_threads(1)
 
 
 @contextlib.contextmanager

@@ -121,11 +121,8 @@ def recipe_from_dict(raw: dict[str, Any], default_name: str = "recipe") -> Recip
         _check_keys("prune", prune, _PRUNE_KEYS)
         if "criterion" not in prune or "rate" not in prune:
             raise SepconvError("recipe prune section needs 'criterion' and 'rate'")
-        from .prune.criteria import check_rate
-
-        _criterion(prune)  # unknown names and options fail now, before any data is loaded
-        check_rate(float(prune["rate"]))
-        make_pruner(Recipe(name="check", model=str(raw["model"]), prune=prune))  # bad options fail now
+        # Unknown criteria, bad rates and options fail now, before any data is loaded.
+        make_pruner(Recipe(name="check", model=str(raw["model"]), prune=prune))
     train = dict(raw.get("train") or {})
     if "seed" in raw:
         train.setdefault("seed", raw["seed"])
@@ -217,10 +214,10 @@ def make_pruner(recipe: Recipe):
     p = recipe.prune
     return SoftPruner(
         _criterion(p),
-        float(p["rate"]),
+        p["rate"],
         layers=p.get("layers"),
         grad_mask=bool(p.get("grad_mask", False)),
-        epoch_prune=int(p.get("epoch_prune", 1)),
+        epoch_prune=p.get("epoch_prune", 1),
         bn_mode=str(p.get("bn_mode", "keep")),
         coupling=str(p.get("coupling", "layer")),
         round_to=p.get("round_to", 1),

@@ -55,22 +55,19 @@ def _check(args: argparse.Namespace) -> None:
         raise SepconvError(f"--finetune-epochs must not be negative, got {args.finetune_epochs}")
     if args.speedup is not None and not (math.isfinite(args.speedup) and args.speedup > 1):
         raise SepconvError(f"--speedup must be a number > 1, got {args.speedup:g}")
-    if args.threads is not None and args.threads < 1:
-        raise SepconvError(f"--threads must be at least 1, got {args.threads}")
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     from ..checkpoint import ensure_writable_dir, load_model, save_model
     from ..convert.decompose import decompose
     from ..data.dataset import BatchLoader
     from ..data.registry import get_dataset
+    from ..threads import set_torch_threads
     from ..train.evaluation import check_model_fits_data, limit_dataset
 
     _check(args)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads)
     out = ensure_writable_dir(args.out)
     data = get_dataset(args.data, train=True)
     model = load_model(args.checkpoint, num_classes=data.num_classes, in_channels=data.in_channels)

@@ -20,17 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     from ..checkpoint import load_checkpoint, model_from_checkpoint
     from ..data.registry import get_dataset
     from ..measure.profile import profile
+    from ..threads import set_torch_threads
     from ..train.evaluation import check_model_fits_data, evaluate, limit_dataset
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise SepconvError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads)
     if args.batch_size < 1:
         raise SepconvError(f"--batch-size must be at least 1, got {args.batch_size}")
     model = model_from_checkpoint(load_checkpoint(args.checkpoint), args.checkpoint)

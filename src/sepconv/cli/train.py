@@ -62,17 +62,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     from ..checkpoint import ensure_writable_dir
     from ..measure.profile import profile
+    from ..threads import set_torch_threads
     from ..train.api import train
     from ..train.engine import TrainConfig
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise SepconvError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads)
     is_main = int(os.environ.get("RANK", "0")) == 0
     if is_main:
         ensure_writable_dir(args.out)

@@ -32,7 +32,7 @@ import copy
 import fnmatch
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -42,6 +42,7 @@ import torch.nn as nn
 from ..errors import SepconvError, UnknownNameError, did_you_mean
 from ..models.registry import get_arch, record_transform, register_transform, set_arch
 from ..nn.modules import replace_submodule
+from ..threads import torch_threads
 from .fold import is_depthwise, sole_consumers
 from .sampling import F64, LayerStats, ResponseSampler
 
@@ -683,17 +684,11 @@ def decompose(
     return result, report
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
+def _one_thread() -> contextlib.AbstractContextManager[None]:
     """Run the fits on one intra-op thread: they are thousands of tiny SVDs and products that
     threads cannot speed up, and on shared cores a second thread's barriers made them ~25× slower
     (benchmarks/decompose_speed.py). The user's setting is restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return torch_threads(1)
 
 
 def _reader_after_identities(root: nn.Module, consumers: dict[str, str], name: str) -> nn.Module | None:

@@ -43,7 +43,7 @@ import contextlib
 import fnmatch
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -52,6 +52,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..errors import CheckpointError, SepconvError
+from ..threads import torch_threads
 from ..train.callbacks import Callback
 from .criteria import Criterion, check_rate, get_criterion, select_pruned
 
@@ -160,7 +161,7 @@ class SoftPruner(Callback):
     ) -> None:
         self.criterion = get_criterion(criterion)
         self.rate = None if rate is None else check_rate(rate)
-        if int(epoch_prune) != epoch_prune or epoch_prune < 1:
+        if isinstance(epoch_prune, bool) or not isinstance(epoch_prune, int) or epoch_prune < 1:
             raise SepconvError(f"epoch_prune must be a positive integer, got {epoch_prune!r}")
         if bn_mode not in BN_MODES:
             raise SepconvError(f"bn_mode must be one of {', '.join(BN_MODES)}, got {bn_mode!r}")
@@ -421,44 +422,38 @@ class SoftPruner(Callback):
 
 
 class _Group:
-    """A coupled channel group as soft pruning sees it: per conv, the channels of each chain."""
+    """A coupled channel group as soft pruning sees it: for each conv writing it, a (size, k)
+    table of the k channels each chain occupies in that conv's output."""
 
     def __init__(
         self, id: str, size: int, rows: list[tuple[str, list[list[int]]]], rate: float | None, balanced: bool
     ) -> None:
-        self.id, self.size, self.rows, self.rate, self.balanced = id, size, rows, rate, balanced
-        self._index = [
-            (name, torch.tensor([c for ch in chains for c in ch]), chains) for name, chains in rows
-        ]
+        self.id, self.size, self.rate, self.balanced = id, size, rate, balanced
+        self.convs: list[tuple[str, Tensor]] = []
+        for name, chains in rows:
+            if len({len(ch) for ch in chains}) != 1:
+                raise SepconvError(f"group {id}: {name} holds unequal channel counts per chain")
+            self.convs.append((name, torch.tensor(chains, dtype=torch.long).view(size, -1)))
 
     def features(self, model: nn.Module) -> Tensor:
         """One row per chain: the filters of every conv writing that channel, concatenated."""
-        parts = []
-        for name, flat, chains in self._index:
-            weight = model.get_submodule(name).weight.detach()
-            per_chain = len(chains[0])
-            if any(len(ch) != per_chain for ch in chains):
-                raise SepconvError(f"group {self.id}: {name} holds unequal channel counts per chain")
-            parts.append(weight[flat].reshape(self.size, -1))
+        parts = [
+            model.get_submodule(name).weight.detach()[table.flatten()].reshape(self.size, -1)
+            for name, table in self.convs
+        ]
         return torch.cat(parts, dim=1)
 
     def mask(self, masks: dict[str, Tensor], pruned: Sequence[int]) -> None:
-        for name, chains in self.rows:
-            for k in pruned:
-                masks[name][chains[k]] = False
+        chosen = torch.as_tensor(list(pruned), dtype=torch.long)
+        for name, table in self.convs:
+            masks[name][table[chosen].flatten()] = False
 
 
-@contextlib.contextmanager
-def _one_intra_op_thread() -> Iterator[None]:
+def _one_intra_op_thread() -> contextlib.AbstractContextManager[None]:
     # Scoring is hundreds of small float64 ops (norms, SVDs, distance matrices of at most a few
     # hundred rows): a second intra-op thread gains nothing there, and on a shared, loaded machine
     # two threads made a ResNet-56 update 10-100x slower (benchmarks/mask_overhead.py).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return torch_threads(1)
 
 
 def _mul_rows(t: Tensor, keep: Tensor) -> None:
