@@ -160,6 +160,20 @@ def tables_markdown(record: dict[str, Any]) -> str:
             lines.append(
                 f"| {depth} | {label} | {100 * s['accuracy']:.2f} | {delta} | {100 * s['best_accuracy']:.2f} | {p_acc} | {p_delta} |"
             )
+    stuck = [
+        (depth, label, history(int(depth), key))
+        for depth, runs in record["runs"].items()
+        for key, _, label in COMBOS
+        if key in runs and runs[key]["best_accuracy"] < 0.2  # ten classes: chance is 10 %
+    ]
+    for depth, label, epochs in stuck:
+        losses = ", ".join(f"{e['train_loss']:.2f}" for e in epochs)
+        lines += [
+            "",
+            f"ResNet-{depth} {label} never left chance level: training loss per epoch {losses} (ln 10 ="
+            " 2.30). The colour charts have an optimisation plateau at chance (the baseline-DSC runs also"
+            " sit on it for their first epochs); this run did not get off it within the budget.",
+        ]
     lines += [
         "",
         "## Table 2 — MACs and parameters",

@@ -30,7 +30,11 @@ from sepconv.prune import (
 )
 from sepconv.prune.criteria import check_rate, distance_sums, floor_count
 
-FAST = settings(max_examples=int(os.environ.get("SEPCONV_HYP_EXAMPLES", 60)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(
+    max_examples=int(os.environ.get("SEPCONV_HYP_EXAMPLES", 60)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 def random_layer(seed: int, n: int, c_in: int, k: int, scale: float = 1.0) -> torch.Tensor:

@@ -550,6 +550,39 @@ def test_identity_bn_and_grouped_layers_keep_the_function() -> None:
     assert rep1.rows[0].rel_error > 0.1
 
 
+@FAST
+@given(
+    c_per_group=st.integers(2, 4),  # one input channel per group would be depthwise already
+    n_per_group=st.integers(1, 5),
+    m=st.integers(1, 2),
+    groups=st.sampled_from([1, 2]),
+    method=st.sampled_from(["channel", "dw", "dw-comp"]),
+    scale=st.sampled_from([1e-3, 1.0, 1e3]),
+    seed=st.integers(0, 10_000),
+)
+def test_factors_are_balanced_per_intermediate_channel(
+    c_per_group, n_per_group, m, groups, method, scale, seed
+) -> None:
+    """Each k×k filter and the 1×1 column reading its output have equal norms (so SGD steps on
+    either are alike), whatever the scale of the layer."""
+    if method == "channel":
+        groups = 1
+    c, n = c_per_group * groups, n_per_group * groups
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(c, n, 3, groups=groups).double()
+    with torch.no_grad():
+        conv.weight.mul_(scale)
+    x = torch.randn(c * 9, 60, generator=gen(seed), dtype=F64)
+    rank = {"rank": max(1, min(n, c * 9) // 2)} if method == "channel" else {"multiplier": m}
+    module, _ = decompose_conv(conv, x, method=method, **rank)
+    first, last = module[0], module[-1]
+    filters = first.weight.detach().flatten(1).norm(dim=1)
+    mid = first.out_channels
+    columns = last.weight.detach().view(groups, n // groups, mid // groups).norm(dim=1).reshape(mid)
+    live = (filters > 1e-12 * scale) & (columns > 1e-12 * scale)
+    assert torch.allclose(filters[live], columns[live], rtol=1e-9)
+
+
 # --------------------------------------------------------------------------------------------
 # Bad input
 
@@ -624,11 +657,17 @@ def test_cli_decompose_and_finetune(tmp_path: Path, run_cli) -> None:
     assert any(
         not torch.equal(a, b) for a, b in zip(decomposed.state_dict().values(), final.state_dict().values())
     )
+    # Fine-tuning keeps BN on the running statistics by default (a low-rank layer's channels would
+    # otherwise be re-scaled by batch statistics): they come out unchanged.
+    assert report["finetune"]["bn_frozen"] is True
+    before, after = decomposed.state_dict(), final.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if "running_" in k)
 
     for args, needle in [
         (("--speedup", "0.5", "--method", "channel"), "--speedup"),
         (("--method", "svd"), "invalid choice"),
         (("--layers", "layer9.*"), "matches"),
+        (("--clip-grad-norm", "-1"), "--clip-grad-norm"),
     ]:
         bad = run_cli("decompose", ckpt, "--data", data, "--images", "4", "--out", tmp_path / "bad", *args)
         assert_one_line_error(bad, needle)

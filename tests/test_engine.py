@@ -600,3 +600,60 @@ def test_plot_history_draws_a_png_from_records_or_a_history_document(tmp_path: P
     with pytest.raises(SepconvError, match="no epochs"):
         plot_history({"epochs": []}, tmp_path / "c.png")
     assert not (tmp_path / "c.png").exists()
+
+
+# -- frozen BatchNorm ----------------------------------------------------------------------------
+
+
+class BatchNormModes(Callback):
+    def __init__(self) -> None:
+        self.modes: set[tuple[bool, bool]] = set()
+
+    def on_step(self, trainer, batch_index, loss) -> None:
+        bns = [m for m in trainer.model.modules() if isinstance(m, nn.BatchNorm2d)]
+        self.modes.add((trainer.model.training, any(m.training for m in bns)))
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_bn_frozen_normalises_with_running_statistics_and_keeps_them(frozen: bool) -> None:
+    model = resnet()
+    for i, m in enumerate(m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+        m.running_mean.fill_(0.1 * i)  # statistics no batch of the toy data would produce
+        m.running_var.fill_(2.0 + i)
+    bns_before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "batches" in k}
+    gammas_before = {k: v.clone() for k, v in model.state_dict().items() if k.endswith("bn1.weight")}
+    modes = BatchNormModes()
+    trainer = Trainer(
+        model,
+        toy_dataset(n=64),
+        config=quiet_config(epochs=1, bn_frozen=frozen),
+        callbacks=[modes],
+        quiet=True,
+    )
+    trainer.fit()
+    after = trainer.model.state_dict()
+    assert modes.modes == {(True, not frozen)}
+    assert same_state({k: after[k] for k in bns_before}, bns_before) == frozen
+    assert not same_state({k: after[k] for k in gammas_before}, gammas_before)  # γ learns either way
+
+
+@pytest.mark.parametrize("clip", [0.0, 1e-3])
+def test_clip_grad_norm_bounds_each_step(clip: float) -> None:
+    model = tiny_net()
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    cfg = quiet_config(
+        epochs=1, lr=1.0, momentum=0.0, weight_decay=0.0, schedule="constant", clip_grad_norm=clip
+    )
+    trainer = Trainer(model, toy_dataset(n=32), config=cfg, quiet=True)  # one batch: one step
+    trainer.fit()
+    step = float((torch.cat([p.detach().flatten() for p in trainer.model.parameters()]) - before).norm())
+    if clip:
+        assert step <= clip * (1 + 1e-5)
+    else:
+        assert step > 1e-3  # the unclipped step is larger than the clipped bound
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+def test_bad_clip_grad_norm_is_a_user_error(bad: float) -> None:
+    with pytest.raises(SepconvError, match="clip_grad_norm"):
+        TrainConfig(clip_grad_norm=bad)

@@ -38,6 +38,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--lr", type=float, default=1e-4, help="fine-tuning learning rate, constant (default 1e-4)"
     )
     p.add_argument("--weight-decay", type=float, default=5e-4, help="fine-tuning weight decay")
+    p.add_argument(
+        "--clip-grad-norm",
+        type=float,
+        default=0.0,
+        help="fine-tuning: clip the gradients' global L2 norm at this value (0 = off)",
+    )
+    p.add_argument(
+        "--train-bn",
+        action="store_true",
+        help="fine-tune with BatchNorm on batch statistics (default: frozen, on the running statistics, "
+        "which a low-rank decomposition needs)",
+    )
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--out", required=True, help="output folder: model.pt, decompose.json")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
@@ -53,6 +65,8 @@ def _check(args: argparse.Namespace) -> None:
         raise SepconvError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.finetune_epochs < 0:
         raise SepconvError(f"--finetune-epochs must not be negative, got {args.finetune_epochs}")
+    if not (math.isfinite(args.clip_grad_norm) and args.clip_grad_norm >= 0):
+        raise SepconvError(f"--clip-grad-norm must be a non-negative number, got {args.clip_grad_norm:g}")
     if args.speedup is not None and not (math.isfinite(args.speedup) and args.speedup > 1):
         raise SepconvError(f"--speedup must be a number > 1, got {args.speedup:g}")
 
@@ -103,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
             schedule="constant",
             momentum=0.9,
             weight_decay=args.weight_decay,
+            bn_frozen=not args.train_bn,
+            clip_grad_norm=args.clip_grad_norm,
             quiet=True,
         )
         decomposed = trainer.model
@@ -110,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
         finetune = {
             "epochs": args.finetune_epochs,
             "lr": args.lr,
+            "bn_frozen": not args.train_bn,
+            "clip_grad_norm": args.clip_grad_norm,
             "test_accuracy": last.get("test_accuracy"),
             "test_loss": last.get("test_loss"),
         }

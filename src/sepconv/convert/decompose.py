@@ -300,6 +300,25 @@ def _structure(conv: nn.Conv2d, kind: str, width: int, bias: bool, identity_bn: 
     return nn.Sequential(*(m for m in (dw, bn, pw) if m is not None))
 
 
+def _balance(first: nn.Conv2d, second: nn.Conv2d) -> None:
+    """Rescale every intermediate channel j: first's filter j times s_j, second's column j over s_j,
+    with s_j making both norms equal. The product, so the function, is unchanged (an identity BN
+    between the two is linear in eval mode). Why: the factorisations leave the whole scale in one
+    factor (k×k filters of norm ~0.01 beside 1×1 columns of norm ~100 on a trained ResNet-20), and
+    SGD on such a product takes steps ∝ the other factor's norm — fine-tuning at lr 1e-4 diverged
+    within five steps. Balanced factors train like the original conv."""
+    assert first.bias is None
+    with torch.no_grad():
+        mid, groups = first.out_channels, second.groups
+        a = first.weight.reshape(mid, -1).norm(dim=1)
+        w2 = second.weight.view(groups, second.out_channels // groups, mid // groups)
+        b = w2.norm(dim=1).reshape(mid)
+        ok = (a > 0) & (b > 0)
+        scale = torch.where(ok, (b / torch.where(ok, a, 1.0)).sqrt(), 1.0)
+        first.weight.mul_(scale.view(-1, 1, 1, 1))
+        w2.div_(scale.view(groups, 1, mid // groups))
+
+
 def _dense(weight: torch.Tensor, groups: int) -> torch.Tensor:
     """(n, c/G, kh, kw) → the block-diagonal (n, c·kh·kw) matrix of a grouped conv."""
     n, c_g = weight.shape[:2]
@@ -407,6 +426,8 @@ def _decompose_layer(
             dw.weight.copy_(d_full.permute(0, 2, 1).reshape(c * width, 1, kh, kw))
             pw.weight.copy_(p_full.reshape(n, c_g * width, 1, 1))
         modules = [m for m in (dw, bn, pw) if m is not None]
+
+    _balance(modules[0], pw)
 
     # The bias that restores the means (and the original bias): b + ȳ − A·x̄'.
     bias = conv.bias.detach().to(F64).clone() if conv.bias is not None else torch.zeros(n, dtype=F64)

@@ -342,10 +342,18 @@ def _runner(
 
     assert p.onnx is not None
     session = _timing_session(p.onnx, threads)
-    feed = {session.get_inputs()[0].name: np.ascontiguousarray(x.numpy())}
+    # The input is bound once and the outputs are bound to CPU memory, as a deployed C/C++ caller
+    # holds its buffers: ``session.run`` converts its feed dict on every call, about 2 µs that
+    # would be timed as the model's (3 % of a pruned ResNet-20 at batch 1).
+    array = np.ascontiguousarray(x.numpy())
+    binding = session.io_binding()
+    binding.bind_cpu_input(session.get_inputs()[0].name, array)
+    for output in session.get_outputs():
+        binding.bind_output(output.name, "cpu")
 
     def run_ort() -> Any:
-        return session.run(None, feed)
+        session.run_with_iobinding(binding)
+        return binding
 
     return run_ort
 

@@ -48,7 +48,15 @@ class TrainConfig:
     ``schedule`` is ``cosine``, ``step`` (×``gamma`` every ``step_size`` epochs), ``multistep``
     (×``gamma`` at each of ``milestones``) or ``constant``; ``per_iteration`` says whether it moves
     every batch or every epoch (see :mod:`.schedules`). ``crop_padding`` is the random-crop padding
-    of the training augmentation (flips follow the data set's ``flip`` flag).
+    of the training augmentation (flips follow the data set's ``flip`` flag). ``bn_frozen`` keeps
+    every BatchNorm in eval mode while training: it normalises with its running statistics and
+    does not update them (γ and β still learn). Fine-tuning a decomposed network needs it: a
+    low-rank decomposition shrinks the variance of some output channels, which the running
+    statistics (the original network's) absorb, while batch statistics would re-scale those
+    channels to unit variance and undo the approximation. ``clip_grad_norm`` > 0 rescales the
+    gradients whose global L2 norm exceeds it (after the callbacks' ``on_step``, so masked
+    gradients stay zero); a decomposed network whose narrow layers carry a whole layer's signal
+    can otherwise take one huge first step.
     """
 
     epochs: int = 30
@@ -66,6 +74,8 @@ class TrainConfig:
     seed: int = 0
     crop_padding: int = 4
     eval_batch_size: int = 512
+    bn_frozen: bool = False
+    clip_grad_norm: float = 0.0
 
     def __post_init__(self) -> None:
         self.milestones = tuple(int(m) for m in self.milestones)
@@ -79,6 +89,8 @@ class TrainConfig:
             raise SepconvError("momentum and weight decay must not be negative")
         if self.nesterov and self.momentum <= 0:
             raise SepconvError("Nesterov momentum needs a momentum > 0")
+        if not self.clip_grad_norm >= 0 or not math.isfinite(self.clip_grad_norm):
+            raise SepconvError(f"clip_grad_norm must be a non-negative number, got {self.clip_grad_norm}")
         if self.crop_padding < 0:
             raise SepconvError(f"crop padding must not be negative, got {self.crop_padding}")
 
@@ -258,6 +270,10 @@ class Trainer:
     def _train_one_epoch(self, epoch: int) -> dict[str, Any]:
         cfg = self.config
         self.model.train()
+        if cfg.bn_frozen:
+            for module in self.model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         self.train_loader.set_epoch(epoch)
         self.callbacks.on_epoch_start(self, epoch)
         n_batches = len(self.train_loader)
@@ -290,6 +306,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.callbacks.on_step(self, batch_index, loss_value)
+            if cfg.clip_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)
             self.optimizer.step()
             self.global_step += 1
             self.callbacks.after_step(self, batch_index, loss_value)
