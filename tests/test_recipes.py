@@ -108,3 +108,8 @@ def test_cli_compress_bad_recipe(run_cli, tmp_path: Path) -> None:
     assert_one_line_error(run_cli("compress", "--recipe", tmp_path / "missing.yaml", "--out", tmp_path / "o"))
     bad.write_text("model: [unclosed\n")
     assert_one_line_error(run_cli("compress", "--recipe", bad, "--out", tmp_path / "o"), "YAML")
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("model: resnet20\n")
+    assert_one_line_error(
+        run_cli("compress", "--recipe", ok, "--threads", "0", "--out", tmp_path / "o"), "--threads"
+    )

@@ -36,12 +36,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", action="store_true", help="continue from OUT/train/last.pt")
+    p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..recipe import load_recipe, recipe_from_dict, run_recipe, with_overrides
+    from ..threads import set_torch_threads
+
+    set_torch_threads(args.threads)
 
     if args.recipe:
         recipe = load_recipe(args.recipe)
