@@ -52,7 +52,7 @@ import torch.nn as nn
 
 import sepconv
 from sepconv.checkpoint import atomic_write_bytes
-from sepconv.measure.latency import BenchmarkReport, benchmark, time_interleaved
+from sepconv.measure.latency import BenchmarkReport, benchmark, bound_ort_call, time_interleaved
 from sepconv.threads import torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -309,8 +309,8 @@ def thread_pool_child(mode: str, repeats: dict[int, int], budget: float) -> dict
         sessions.append(ort.InferenceSession(d, opts, providers=["CPUExecutionProvider"]))
     out = {}
     for batch in (1, 64):
-        feed = {"input": np.random.default_rng(batch).standard_normal((batch, *SIZE), dtype=np.float32)}
-        calls = [lambda s=s: s.run(None, feed) for s in sessions]  # noqa: B023  (feed: this batch's)
+        x = np.random.default_rng(batch).standard_normal((batch, *SIZE), dtype=np.float32)
+        calls = [bound_ort_call(s, x) for s in sessions]  # timed as sepconv bench times
         base, pruned = time_interleaved(calls, repeats[batch], 10, max_seconds=budget)
         out[f"onnxruntime@{batch}"] = {
             "speedup": float(np.median(base / pruned)),

@@ -667,7 +667,8 @@ def test_cli_decompose_and_finetune(tmp_path: Path, run_cli) -> None:
         (("--speedup", "0.5", "--method", "channel"), "--speedup"),
         (("--method", "svd"), "invalid choice"),
         (("--layers", "layer9.*"), "matches"),
-        (("--clip-grad-norm", "-1"), "--clip-grad-norm"),
+        (("--finetune-epochs", "1", "--clip-grad-norm", "-1"), "clip_grad_norm"),
+        (("--finetune-epochs", "1", "--lr", "0"), "learning rate"),
     ]:
         bad = run_cli("decompose", ckpt, "--data", data, "--images", "4", "--out", tmp_path / "bad", *args)
         assert_one_line_error(bad, needle)

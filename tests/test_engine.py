@@ -657,3 +657,15 @@ def test_clip_grad_norm_bounds_each_step(clip: float) -> None:
 def test_bad_clip_grad_norm_is_a_user_error(bad: float) -> None:
     with pytest.raises(SepconvError, match="clip_grad_norm"):
         TrainConfig(clip_grad_norm=bad)
+
+
+def test_evaluation_gives_every_module_its_own_mode_back() -> None:
+    from sepconv.train.evaluation import evaluation_sums
+
+    model = resnet().train()
+    frozen = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)][:3]
+    for m in frozen:
+        m.eval()  # what bn_frozen does to BN inside a training model
+    evaluation_sums(model, BatchLoader(toy_dataset(n=16), batch_size=8, train=False))
+    assert model.training and model.layer1[0].conv1.training
+    assert not any(m.training for m in frozen)

@@ -65,8 +65,16 @@ def _check(args: argparse.Namespace) -> None:
         raise SepconvError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.finetune_epochs < 0:
         raise SepconvError(f"--finetune-epochs must not be negative, got {args.finetune_epochs}")
-    if not (math.isfinite(args.clip_grad_norm) and args.clip_grad_norm >= 0):
-        raise SepconvError(f"--clip-grad-norm must be a non-negative number, got {args.clip_grad_norm:g}")
+    if args.finetune_epochs > 0:  # the trainer's own checks, before the decomposition's work
+        from ..train.engine import TrainConfig
+
+        TrainConfig(
+            epochs=args.finetune_epochs,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            clip_grad_norm=args.clip_grad_norm,
+            bn_frozen=not args.train_bn,
+        )
     if args.speedup is not None and not (math.isfinite(args.speedup) and args.speedup > 1):
         raise SepconvError(f"--speedup must be a number > 1, got {args.speedup:g}")
 

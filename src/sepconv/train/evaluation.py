@@ -16,23 +16,35 @@ from ..errors import SepconvError
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
+class _EvalMode:
+    """Put a model in eval mode, then give every module back its own mode (``model.train(flag)``
+    would also un-freeze submodules kept in eval mode, e.g. BN under ``TrainConfig.bn_frozen``)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def __enter__(self) -> nn.Module:
+        self.modes = [(m, m.training) for m in self.model.modules()]
+        return self.model.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        for module, training in self.modes:
+            module.training = training
+
+
 @torch.no_grad()
 def evaluation_sums(model: nn.Module, batches: Batches) -> tuple[float, int, int]:
     """(sum of per-image losses, number correct, number of images), in eval mode.
 
     Sums rather than means so that shards evaluated by several processes add up exactly.
     """
-    was_training = model.training
-    model.eval()
     loss_sum, correct, count = 0.0, 0, 0
-    try:
+    with _EvalMode(model):
         for images, labels in batches:
             outputs = model(images)
             loss_sum += float(F.cross_entropy(outputs, labels, reduction="sum"))
             correct += int((outputs.argmax(1) == labels).sum())
             count += int(labels.numel())
-    finally:
-        model.train(was_training)
     return loss_sum, correct, count
 
 
@@ -57,10 +69,8 @@ def check_model_fits_data(model: nn.Module, dataset: ImageDataset, source: str =
             )
     if not arch:  # a user model: find out by running it on one image
         try:
-            with torch.no_grad():
-                was_training = model.training
-                out = model.eval()(dataset.normalize(dataset.images[:1]))
-                model.train(was_training)
+            with torch.no_grad(), _EvalMode(model):
+                out = model(dataset.normalize(dataset.images[:1]))
         except RuntimeError as exc:
             raise SepconvError(
                 f"{source} cannot run on {dataset.name or 'the data set'}: {str(exc)[:160]}"
