@@ -19,6 +19,8 @@ Sections (all written to ``benchmarks/results/latency.json``, summarised in ``la
    again in four more interleaved runs minutes apart; every session's runs are kept
    (``target_history``, each with the model it timed) and the verdict is the median of all runs
    of the current headline model.
+   ``floor``: where the headline model's batch-1 time goes: the pair at 3×32×32 and at 3×4×4
+   (same graph, 1/64 of the arithmetic: the runtime's fixed cost per node), interleaved.
 2. ``eager``: the same pairs in PyTorch eager (NCHW, then the headline pair in channels_last), and
    channels_last vs NCHW for ResNet-20 and the headline model.
 3. ``ort_settings``: what makes the pruned model fast in ONNX Runtime: graph optimisation level
@@ -276,6 +278,44 @@ def run_ort_settings(models: dict[str, nn.Module], repeats: dict[int, int], budg
     return out
 
 
+def run_dispatch_floor(models: dict[str, nn.Module], budget: float) -> dict[str, Any]:
+    """Where the batch-1 time of the headline model goes: each model of the pair at its 32×32
+    input and at a 4×4 one, all four sessions interleaved in one run. At 4×4 the same graph runs
+    with ~1/64 of the arithmetic, so its time is (nearly) the runtime's fixed cost per node
+    (dispatch, thread hand-off); what the 32×32 input adds on top is the compute."""
+    import onnx
+
+    from sepconv.export import export_onnx_bytes, ort_session, use_shared_ort_pool
+
+    use_shared_ort_pool(THREADS)
+    sizes = {"full": SIZE, "tiny": (SIZE[0], 4, 4)}
+    calls, nodes = {}, {}
+    for name in ("resnet20", HEADLINE):
+        for key, size in sizes.items():
+            data = export_onnx_bytes(models[name], size, dynamic_batch=False, batch_size=1)[0]
+            nodes[name] = len(onnx.load_from_string(data).graph.node)
+            x = np.random.default_rng(1).standard_normal((1, *size), dtype=np.float32)
+            calls[(name, key)] = bound_ort_call(ort_session(data, THREADS), x)
+    keys = list(calls)
+    times = dict(zip(keys, time_interleaved([calls[k] for k in keys], 20000, 50, max_seconds=budget)))
+    ms = {k: float(np.median(v) * 1e3) for k, v in times.items()}
+    base, pruned = ({k: times[(n, k)] for k in sizes} for n in ("resnet20", HEADLINE))
+    out = {
+        "exported_nodes": nodes,
+        "median_ms": {f"{n} @ {k}": v for (n, k), v in ms.items()},
+        "speedup": float(np.median(base["full"] / pruned["full"])),
+        # If the headline model's compute cost nothing, its batch-1 time would be its floor:
+        "speedup_bound_at_zero_compute": float(np.median(base["full"] / pruned["tiny"])),
+        "pruned_floor_share": ms[(HEADLINE, "tiny")] / ms[(HEADLINE, "full")],
+        # Compute alone (time above the floor), against the MAC ratio:
+        "compute_speedup": (ms[("resnet20", "full")] - ms[("resnet20", "tiny")])
+        / (ms[(HEADLINE, "full")] - ms[(HEADLINE, "tiny")]),
+        "rounds": len(base["full"]),
+    }
+    print(f"[dispatch floor] {json.dumps(out)}", flush=True)
+    return out
+
+
 POOL_MODES = (
     "shared pool (sepconv bench)",
     "pool per session, spinning (ORT default)",
@@ -445,20 +485,30 @@ def summary_markdown(record: dict[str, Any]) -> str:
     if "target_history" in record:
         history = record["target_history"]
         lines += [f"## Target check: {HEADLINE} vs ResNet-20, ONNX Runtime, repeated interleaved runs", ""]
-        current = [h for h in history if h.get("model", EARLIER_HEADLINE) == HEADLINE]
+        mine = [h for h in history if h.get("model", EARLIER_HEADLINE) == HEADLINE]
+        current = [h for h in mine if "window" in h]  # timed over the budget at every batch size
+        short = [h for h in mine if "window" not in h]
+        lines += [
+            "The verdict is the median of every run timed over the whole budget at each batch size."
+            " Earlier sessions timed batch 1 for 3,000 rounds only (about 1 s against 45 s at batch 64);"
+            " they are listed apart and not counted.",
+            "",
+        ]
         for key, goal in TARGETS.items():
             every = [r["speedup"][key] for h in current for r in h["runs"]]
-            if not every:
-                continue
-            overall = float(np.median(every))
-            verdict = "met" if overall >= goal else f"missed by {100 * (1 - overall / goal):.0f} %"
-            lines.append(
-                f"- {key}: median of all {len(every)} runs {overall:.2f}× (target ≥ {goal:g}×: {verdict})"
-            )
-            for h in current:
-                runs = ", ".join(f"{r['speedup'][key]:.2f}×" for r in h["runs"])
+            if every:
+                overall = float(np.median(every))
+                verdict = "met" if overall >= goal else f"missed by {100 * (1 - overall / goal):.0f} %"
                 lines.append(
-                    f"  - session ending {h['finished']} (load average {h['load_average'][0]:.1f}): {runs}"
+                    f"- {key}: median of all {len(every)} runs {overall:.2f}× (target ≥ {goal:g}×: {verdict})"
+                )
+            for h in current + short:
+                runs = ", ".join(f"{r['speedup'][key]:.2f}×" for r in h["runs"])
+                rounds = "/".join(str(r["rounds"][key]) for r in h["runs"] if "rounds" in r)
+                window = h.get("window", "batch 1: 3,000 rounds, not counted")
+                lines.append(
+                    f"  - session ending {h['finished']} ({window}; load average {h['load_average'][0]:.1f};"
+                    f" rounds {rounds}): {runs}"
                 )
         earlier = [h for h in history if h.get("model", EARLIER_HEADLINE) != HEADLINE]
         for h in earlier:
@@ -467,6 +517,31 @@ def summary_markdown(record: dict[str, Any]) -> str:
             )
             lines.append(f"- earlier headline ({h.get('model', EARLIER_HEADLINE)}), {h['finished']}: {runs}")
         lines.append("")
+    if "dispatch_floor" in record:
+        f = record["dispatch_floor"]
+        t = f["median_ms"]
+        lines += [
+            "## Where the batch-1 time goes (ONNX Runtime, one interleaved run of four sessions)",
+            "",
+            "| model | exported nodes | batch 1, 3×32×32 ms | batch 1, 3×4×4 ms (≈ fixed cost per node) |",
+            "|---|---:|---:|---:|",
+        ]
+        for name in ("resnet20", HEADLINE):
+            lines.append(
+                f"| {name} | {f['exported_nodes'][name]} | {t[f'{name} @ full']:.3f} | {t[f'{name} @ tiny']:.3f} |"
+            )
+        lines += [
+            "",
+            f"- Speed-up at batch 1 in this run: {f['speedup']:.2f}×. The 4×4 input runs the same graph with"
+            f" 1/64 of the arithmetic: {100 * f['pruned_floor_share']:.0f} % of the pruned model's batch-1 time is"
+            " that fixed cost, which pruning cannot remove (it removes channels, not nodes).",
+            f"- Compute alone (time above the floor): {f['compute_speedup']:.2f}× faster, against a MAC ratio of"
+            f" {record['headline']['onnxruntime'][HEADLINE]['mac_ratio']:.2f}× (depthwise and narrow pointwise"
+            " convs do fewer MACs per second than ResNet-20's wide 3×3 convs).",
+            f"- Even at zero compute the pruned model's batch-1 time could not drop below the floor: the"
+            f" speed-up is bounded by {f['speedup_bound_at_zero_compute']:.2f}× on this machine.",
+            "",
+        ]
     if "channels_last" in record:
         lines += ["## PyTorch channels_last vs NCHW (>1 = channels_last faster)", ""]
         for label, rec in record["channels_last"].items():
@@ -587,7 +662,7 @@ def save(record: dict[str, Any], finished: bool = True) -> None:
 
 
 def main() -> None:
-    sections = ["headline", "target", "eager", "ort_settings", "thread_pools", "zoo"]
+    sections = ["headline", "target", "floor", "eager", "ort_settings", "thread_pools", "zoo"]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=sections, default=sections)
     parser.add_argument("--quick", action="store_true", help="few repeats (a smoke test, not results)")
@@ -597,7 +672,10 @@ def main() -> None:
     if args.rewrite_only:
         save(json.loads((RESULTS / "latency.json").read_text()), finished=False)
         return
-    repeats = {1: 40, 64: 6} if args.quick else {1: 3000, 64: 400}
+    # The time budget, not a round count, ends every measurement: each batch size is then timed
+    # over the same ~45 s of the machine's life. (Until 2026-11-22 batch 1 stopped at 3,000 rounds,
+    # about 1 s, so one run sampled one second of a machine whose speed drifts; see target_history.)
+    repeats = {1: 40, 64: 6} if args.quick else {1: 1_000_000, 64: 100_000}
     budget = 5.0 if args.quick else 45.0  # seconds of timed rounds per measurement
     if args.thread_pool_child:
         print(json.dumps(thread_pool_child(args.thread_pool_child, repeats, budget)))
@@ -626,10 +704,14 @@ def main() -> None:
         # Every session's runs are kept: the verdict is the median over all of them.
         session = {
             "model": HEADLINE,
+            "window": f"{budget:g} s per batch size",
             "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "load_average": list(os.getloadavg()),
         }
         record.setdefault("target_history", []).append({**session, "runs": record["target"]["runs"]})
+        save(record)
+    if "floor" in args.only:
+        record["dispatch_floor"] = run_dispatch_floor(models, budget)
         save(record)
     if "eager" in args.only:
         eager_repeats = {1: 300, 64: 40} if not args.quick else {1: 10, 64: 5}

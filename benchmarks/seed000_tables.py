@@ -1,30 +1,37 @@
 """Seed 000's Tables 1-2 on our colour charts: ResNet-20/32/56 x {Baseline, SFP, FPGM, PCA-FPGM} x
 {only, DSC}, pruning rate 40 %.
 
-Every run is a built-in recipe (``src/sepconv/recipes/resnet20-*.yaml``) with the depth and the
-epoch budget overridden, so all methods share one budget: SGD (Nesterov, momentum 0.9, wd 5e-4),
-batch 32, lr 0.05 cosine, crop padding 4, seed 0. Soft pruning uses group coupling (one score per
-coupled channel group) so that residual streams compact too; the counted model is the physically
-compacted one (``sepconv.graph.compact_zeros``), not a zeroed one. Beside our counts stands the
-paper's convention (``sepconv.measure.paper_counts``: every conv scaled by 1 - P) and the paper's
-numbers.
+Every run is a built-in recipe (``src/sepconv/recipes/resnet20-*.yaml``) with the depth, the seed
+and the epoch budget overridden, so all methods share one budget: SGD (Nesterov, momentum 0.9,
+wd 5e-4), batch 32, lr 0.05 cosine after one epoch of linear warm-up, crop padding 4. Without the
+warm-up, ResNet-32/56 start with a loss above ln 10 and some runs never leave the colour charts'
+chance-level plateau in 10 epochs (which run does is a lottery of the seed, not a property of the
+criterion); the tables show those seed-0 runs beside the warmed-up ones when they exist. Soft
+pruning uses group coupling (one score per coupled channel group) so that residual streams compact
+too; the counted model is the physically compacted one (``sepconv.graph.compact_zeros``), not a
+zeroed one. Beside our counts stands the paper's convention (``sepconv.measure.paper_counts``:
+every conv scaled by 1 - P) and the paper's numbers.
 
 Accuracy: the final epoch's test accuracy of the compacted model (``accuracy``) and the best epoch's
 test accuracy of the masked model during training (``best``, the paper's choice: "we saved the best
-model"); we do not tune anything on the test split.
+model"); we do not tune anything on the test split. With several seeds, mean ± sample std.
 
-Each run is resumable: a finished run (``summary.json``) is skipped, so the script can be stopped
-and restarted. Results: ``benchmarks/results/seed000_tables.{json,md}`` and the Figure 7-10
-analogues ``seed000_curves_resnetD.png`` (accuracy and loss per epoch), ``seed000_accuracy.png``
+Each run has its own folder, ``runs/seed000/resnetD/KEY-warmupW-seedS``, and is resumable: a
+finished run (``summary.json``) is skipped, so the script can be stopped and restarted, and several
+processes can train disjoint runs at once: the tables are rebuilt from the run folders after every
+run. Results: ``benchmarks/results/seed000_tables.{json,md}`` and the Figure 7-10 analogues
+``seed000_curves_resnetD.png`` (accuracy and loss per epoch, first seed), ``seed000_accuracy.png``
 (accuracy per criterion and depth) and ``seed000_counts.png`` (MACs and params).
 
-    .venv/bin/python benchmarks/seed000_tables.py --depths 20 --epochs 10
-    nice .venv/bin/python benchmarks/seed000_tables.py --depths 32 56 --epochs 10   # background
+    .venv/bin/python benchmarks/seed000_tables.py --depths 20 --seeds 0 1 2
+    nice .venv/bin/python benchmarks/seed000_tables.py --depths 56 --seeds 0   # background
+    .venv/bin/python benchmarks/seed000_tables.py --assemble-only --table-seeds 0 1 2
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -32,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,29 +93,56 @@ def _write(path: Path, text: str) -> None:
     atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
-def run_one(depth: int, key: str, suffix: str, epochs: int, data: Any, test: Any) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """What every run of one table shares."""
+
+    data: str
+    epochs: int
+    warmup: float  # epochs of linear lr warm-up
+
+
+def run_dir(budget: Budget, depth: int, key: str, seed: int) -> Path:
+    root = RUNS if budget.data == "colorchart" else RUNS.with_name(f"seed000-{budget.data}")
+    return root / f"resnet{depth}" / f"{key}-warmup{budget.warmup:g}-seed{seed}"
+
+
+def run_one(
+    budget: Budget, depth: int, key: str, suffix: str, seed: int, data: Any, test: Any
+) -> dict[str, Any]:
     from sepconv.recipe import load_recipe, run_recipe, with_overrides
 
-    out = RUNS / f"resnet{depth}" / key
-    if (out / "summary.json").is_file():
-        summary = json.loads((out / "summary.json").read_text())
-        if summary.get("epochs") == epochs:
-            return summary
+    out = run_dir(budget, depth, key, seed)
+    finished = finished_summary(out, budget.epochs)
+    if finished is not None:
+        return finished
     recipe = with_overrides(
         load_recipe(f"resnet20-{suffix}"),
         model=f"resnet{depth}",
         name=f"resnet{depth}-{suffix}",
-        epochs=epochs,
+        data=budget.data,
+        epochs=budget.epochs,
+        seed=seed,
+        warmup_epochs=budget.warmup,
     )
     resume = (out / "train" / "last.pt").is_file()
     started = time.perf_counter()
     summary = run_recipe(recipe, out, data=data, test_data=test, quiet=True, resume=resume)
     print(
-        f"resnet{depth} {key}: accuracy {100 * summary['accuracy']:.2f}% (best {100 * summary['best_accuracy']:.2f}%),"
-        f" MACs {summary['macs']:,}, params {summary['params']:,}, {(time.perf_counter() - started) / 60:.1f} min",
+        f"resnet{depth} {key} seed {seed}: accuracy {100 * summary['accuracy']:.2f}%"
+        f" (best {100 * summary['best_accuracy']:.2f}%), MACs {summary['macs']:,}, params {summary['params']:,},"
+        f" {(time.perf_counter() - started) / 60:.1f} min",
         flush=True,
     )
     return summary
+
+
+def finished_summary(out: Path, epochs: int) -> dict[str, Any] | None:
+    path = out / "summary.json"
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    return summary if summary.get("epochs") == epochs else None
 
 
 def paper_convention(depth: int, key: str) -> dict[str, float] | None:
@@ -126,25 +161,87 @@ def paper_convention(depth: int, key: str) -> dict[str, float] | None:
     return {"macs": counts.macs, "params": counts.params}
 
 
-def history(depth: int, key: str) -> list[dict[str, Any]]:
-    path = RUNS / f"resnet{depth}" / key / "train" / "history.json"
-    doc = json.loads(path.read_text())
+def history(budget: Budget, depth: int, key: str, seed: int) -> list[dict[str, Any]]:
+    doc = json.loads((run_dir(budget, depth, key, seed) / "train" / "history.json").read_text())
     return doc["epochs"] if isinstance(doc, dict) else doc
 
 
-def tables_markdown(record: dict[str, Any]) -> str:
+STALL_MARGIN = 0.05  # a run this far below its depth's baseline (mean over seeds) is called stalled
+
+
+def stalled(row: dict[str, Any], baseline: float) -> bool:
+    return row["accuracy"] < baseline - STALL_MARGIN
+
+
+def assemble(budget: Budget, depths: list[int], seeds: list[int]) -> dict[str, dict[str, Any]]:
+    """Every finished run of this budget, read from its run folder (the folders are the record, so
+    several processes can train disjoint runs at once), aggregated over seeds. A depth's rows
+    aggregate the same seeds: those whose eight runs have all finished (or, before any has, the
+    seeds each run has), so that the means of one depth compare like with like."""
+    runs: dict[str, dict[str, Any]] = {}
+    for depth in depths:
+        done = {
+            (key, seed): finished_summary(run_dir(budget, depth, key, seed), budget.epochs)
+            for key, _, _ in COMBOS
+            for seed in seeds
+        }
+        complete = [s for s in seeds if all(done[(key, s)] is not None for key, _, _ in COMBOS)]
+        for key, _, _ in COMBOS:
+            per_seed = {}
+            for seed in complete or seeds:
+                summary = done[(key, seed)]
+                if summary is not None:
+                    per_seed[str(seed)] = {
+                        k: summary[k]
+                        for k in (
+                            "accuracy",
+                            "best_accuracy",
+                            "masked_accuracy",
+                            "params",
+                            "macs",
+                            "train_seconds",
+                        )
+                    }
+            if not per_seed:
+                continue
+            first = next(iter(per_seed.values()))
+            row: dict[str, Any] = {"method": key, "params": first["params"], "macs": first["macs"]}
+            for field in ("accuracy", "best_accuracy", "masked_accuracy"):
+                values = np.array([r[field] for r in per_seed.values()])
+                row[field] = float(values.mean())
+                row[f"{field}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            row["seeds"] = per_seed
+            row["paper_convention"] = paper_convention(depth, key)
+            runs.setdefault(str(depth), {})[key] = row
+    return runs
+
+
+def _pm(row: dict[str, Any], field: str) -> str:
+    text = f"{100 * row[field]:.2f}"
+    return text + (f" ± {100 * row[f'{field}_std']:.2f}" if len(row["seeds"]) > 1 else "")
+
+
+def _per_seed(row: dict[str, Any], field: str, scale: float = 1.0) -> str:
+    return ", ".join(f"{scale * r[field]:.2f}" for r in row["seeds"].values())
+
+
+def tables_markdown(record: dict[str, Any], budget: Budget) -> str:
+    warmup = budget.warmup
     lines = [
         "# Seed 000, Tables 1-2, on the Color Perception Test Chart (our generator)",
         "",
-        f"{record['epochs']} epochs per run, same budget for every method (batch 32, SGD Nesterov, lr 0.05"
-        " cosine, wd 5e-4, seed 0); the paper trains far longer on its own charts. Pruning rate 40 %,"
-        " group-coupled soft pruning; counted after physical compaction. `acc` = final epoch, compacted"
-        " model; `best` = best epoch during training (the paper's choice). Paper numbers in brackets.",
+        f"{record['epochs']} epochs per run, same budget for every method: batch 32, SGD Nesterov, lr 0.05"
+        f" cosine{f' after {warmup:g} epoch(s) of linear warm-up' if warmup else ', no warm-up'}, wd 5e-4;"
+        " the paper trains far longer on its"
+        " own charts. Pruning rate 40 %, group-coupled soft pruning; counted after physical compaction."
+        " `acc` = final epoch, compacted model; `best` = best epoch during training (the paper's choice)."
+        " With several seeds: mean ± sample standard deviation over the seeds listed in `seeds`, and the"
+        " per-seed final accuracies. Paper numbers beside ours.",
         "",
         "## Table 1 — accuracy",
         "",
-        "| depth | method | acc % | Δ vs baseline | best % | paper acc % | paper Δ |",
-        "|---|---|---|---|---|---|---|",
+        "| depth | method | seeds | acc % | Δ vs baseline | best % | per seed acc % | paper acc % | paper Δ |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for depth, runs in record["runs"].items():
         base = runs.get("baseline")
@@ -157,29 +254,64 @@ def tables_markdown(record: dict[str, Any]) -> str:
             p = paper.get(key)
             p_acc = f"{p[0]:.2f}" if p else "–"
             p_delta = f"{p[0] - paper['baseline'][0]:+.2f}" if p else "–"
+            per_seed = _per_seed(s, "accuracy", 100)
             lines.append(
-                f"| {depth} | {label} | {100 * s['accuracy']:.2f} | {delta} | {100 * s['best_accuracy']:.2f} | {p_acc} | {p_delta} |"
+                f"| {depth} | {label} | {','.join(s['seeds'])} | {_pm(s, 'accuracy')} | {delta}"
+                f" | {_pm(s, 'best_accuracy')} | {per_seed} | {p_acc} | {p_delta} |"
             )
-    stuck = [
-        (depth, label, history(int(depth), key))
-        for depth, runs in record["runs"].items()
-        for key, _, label in COMBOS
-        if key in runs and runs[key]["best_accuracy"] < 0.2  # ten classes: chance is 10 %
-    ]
-    for depth, label, epochs in stuck:
-        losses = ", ".join(f"{e['train_loss']:.2f}" for e in epochs)
+    labels = {key: label for key, _, label in COMBOS}
+    for depth, runs in record["runs"].items():
+        base = runs.get("baseline")
+        if base is None:
+            continue
+        for key, row in runs.items():
+            for seed, r in row["seeds"].items():
+                if not stalled(r, base["accuracy"]):
+                    continue
+                epochs = history(budget, int(depth), key, int(seed))
+                losses = ", ".join(f"{e['train_loss']:.2f}" for e in epochs)
+                where = (
+                    "never left chance level"
+                    if r["best_accuracy"] < 0.2  # ten classes: chance is 10 %
+                    else f"stalled at {100 * epochs[-1]['train_accuracy']:.0f} % training accuracy"
+                )
+                lines += [
+                    "",
+                    f"ResNet-{depth} {labels[key]} (seed {seed}) {where}: training loss per epoch {losses}"
+                    " (ln 10 = 2.30); it did not get off an optimisation plateau of the colour charts within"
+                    " the budget.",
+                ]
+    if record.get("without_warmup"):
         lines += [
             "",
-            f"ResNet-{depth} {label} never left chance level: training loss per epoch {losses} (ln 10 ="
-            " 2.30). The colour charts have an optimisation plateau at chance (the baseline-DSC runs also"
-            " sit on it for their first epochs); this run did not get off it within the budget.",
+            "## Warm-up ablation",
+            "",
+            "The same runs without warm-up (lr 0.05 from the first step). Without it most runs end their"
+            " first epoch with a loss above ln 10 = 2.30. Under either budget some runs stall on a"
+            " plateau (at chance, or at a partial accuracy) for the rest of the 10 epochs, and which run"
+            " stalls changes with the seed: compare methods on seed means, not on single runs.",
+            "",
+            "| depth | method | seeds | no warm-up: acc % | per seed | first-epoch loss per seed"
+            f" | {warmup:g}-epoch warm-up: acc % | per seed |",
+            "|---|---|---|---|---|---|---|---|",
         ]
+        for depth, runs in record["without_warmup"].items():
+            for key, _, label in COMBOS:
+                if key not in runs:
+                    continue
+                old = runs[key]
+                new = record["runs"].get(depth, {}).get(key)
+                new_text = f"{_pm(new, 'accuracy')} | {_per_seed(new, 'accuracy', 100)}" if new else "– | –"
+                lines.append(
+                    f"| {depth} | {label} | {','.join(old['seeds'])} | {_pm(old, 'accuracy')}"
+                    f" | {_per_seed(old, 'accuracy', 100)} | {_per_seed(old, 'first_loss')} | {new_text} |"
+                )
     lines += [
         "",
         "## Table 2 — MACs and parameters",
         "",
-        "Ours: the physically compacted model. Paper convention: every conv of the unpruned model scaled by"
-        " 1 − P (what the paper's Table 2 follows).",
+        "Ours: the physically compacted model (the same for every seed: the rate fixes the widths). Paper"
+        " convention: every conv of the unpruned model scaled by 1 − P (what the paper's Table 2 follows).",
         "",
         "| depth | method | MACs (M) | MACs ↓ % | params (K) | params ↓ % | paper convention MACs / params | paper MACs ↓ / params ↓ |",
         "|---|---|---|---|---|---|---|---|",
@@ -216,24 +348,27 @@ def tables_markdown(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plots(record: dict[str, Any]) -> None:
+def plots(record: dict[str, Any], budget: Budget) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     for depth, runs in record["runs"].items():  # Figures 7-8: accuracy and loss curves
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         for key, _, label in COMBOS:
             if key not in runs:
                 continue
-            h = history(int(depth), key)
-            xs = [e["epoch"] + 1 for e in h]
+            seed = int(next(iter(runs[key]["seeds"])))
+            h = history(budget, int(depth), key, seed)
+            xs = [e["epoch"] for e in h]
             axes[0].plot(xs, [100 * e["test_accuracy"] for e in h], label=label)
             axes[1].plot(xs, [e["train_loss"] for e in h], label=label)
         axes[0].set(
-            xlabel="epoch", ylabel="test accuracy %", title=f"ResNet-{depth}: accuracy", ylim=(80, 100.5)
+            xlabel="epoch",
+            ylabel="test accuracy %",
+            title=f"ResNet-{depth}: accuracy (first seed)",
+            ylim=(80, 100.5),
         )
         axes[1].set(xlabel="epoch", ylabel="training loss", title=f"ResNet-{depth}: loss", yscale="log")
         for ax in axes:
@@ -247,12 +382,12 @@ def plots(record: dict[str, Any]) -> None:
     fig, ax = plt.subplots(figsize=(9, 4))  # Figure 9: accuracy per criterion and depth
     width = 0.8 / len(COMBOS)
     for i, (key, _, label) in enumerate(COMBOS):
-        values = [
-            100 * record["runs"][d][key]["accuracy"] if key in record["runs"][d] else np.nan for d in depths
-        ]
-        ax.bar(np.arange(len(depths)) + i * width, values, width, label=label)
+        rows = [record["runs"][d].get(key) for d in depths]
+        values = [100 * r["accuracy"] if r else np.nan for r in rows]
+        errors = [100 * r["accuracy_std"] if r else 0.0 for r in rows]
+        ax.bar(np.arange(len(depths)) + i * width, values, width, yerr=errors, capsize=2, label=label)
     ax.set_xticks(np.arange(len(depths)) + 0.4 - width / 2, [f"ResNet-{d}" for d in depths])
-    ax.set(ylabel="test accuracy % (final epoch)", ylim=(90, 100.2))
+    ax.set(ylabel="test accuracy % (final epoch, mean ± std over seeds)", ylim=(90, 100.5))
     ax.legend(fontsize=7, ncol=4)
     fig.tight_layout()
     fig.savefig(RESULTS / "seed000_accuracy.png", dpi=110)
@@ -274,60 +409,73 @@ def plots(record: dict[str, Any]) -> None:
     plt.close(fig)
 
 
+def without_warmup(budget: Budget, depths: list[int], seeds: list[int]) -> dict[str, dict[str, Any]]:
+    """The same runs without warm-up, where they exist (the ablation behind the warm-up), with
+    each run's first-epoch training loss."""
+    if budget.warmup == 0:
+        return {}
+    plain = dataclasses.replace(budget, warmup=0.0)
+    found = assemble(plain, depths, seeds)
+    for depth, runs in found.items():
+        for key, row in runs.items():
+            for seed, r in row["seeds"].items():
+                r["first_loss"] = history(plain, int(depth), key, int(seed))[0]["train_loss"]
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depths", type=int, nargs="+", default=[20, 32, 56], choices=[20, 32, 56])
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--warmup-epochs", type=float, default=1.0, help="linear lr warm-up (epochs)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="train these seeds")
+    parser.add_argument(
+        "--table-seeds", type=int, nargs="+", help="seeds the tables aggregate (default: --seeds)"
+    )
     parser.add_argument(
         "--combos", nargs="+", default=[k for k, _, _ in COMBOS], choices=[k for k, _, _ in COMBOS]
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data", default="colorchart")
+    parser.add_argument("--assemble-only", action="store_true", help="train nothing; rebuild the tables")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from sepconv.data import get_dataset
+    budget = Budget(args.data, args.epochs, args.warmup_epochs)
+    if not args.assemble_only:
+        from sepconv.data import get_dataset
 
-    data, test = get_dataset(args.data, train=True), get_dataset(args.data, train=False)
-    path = RESULTS / "seed000_tables.json"
-    record = json.loads(path.read_text()) if path.is_file() else {}
-    if record.get("epochs") not in (None, args.epochs):
-        record = {}  # another budget: start the tables afresh (the runs folder keeps old runs per epoch count)
-    record.update(
-        {
+        data, test = get_dataset(args.data, train=True), get_dataset(args.data, train=False)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    all_depths = [20, 32, 56]
+    table_seeds = args.table_seeds or args.seeds
+
+    def write_tables() -> dict[str, Any]:
+        record = {
             "benchmark": "seed000_tables",
             "data": args.data,
             "epochs": args.epochs,
+            "warmup_epochs": args.warmup_epochs,
+            "seeds": table_seeds,
             "threads": args.threads,
             "torch": torch.__version__,
             "machine": platform.machine(),
             "cpu_count": os.cpu_count(),
+            "runs": assemble(budget, all_depths, table_seeds),
+            "without_warmup": without_warmup(budget, all_depths, table_seeds),
         }
-    )
-    record.setdefault("runs", {})
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for depth in args.depths:
-        for key, suffix, _ in COMBOS:
-            if key not in args.combos:
-                continue
-            summary = run_one(depth, key, suffix, args.epochs, data, test)
-            row = {
-                k: summary[k]
-                for k in (
-                    "method",
-                    "accuracy",
-                    "best_accuracy",
-                    "masked_accuracy",
-                    "params",
-                    "macs",
-                    "train_seconds",
-                )
-            }
-            row["paper_convention"] = paper_convention(depth, key)
-            record["runs"].setdefault(str(depth), {})[key] = row
-            record["runs"] = {d: record["runs"][d] for d in sorted(record["runs"], key=int)}
-            _write(path, json.dumps(record, indent=2))
-            _write(RESULTS / "seed000_tables.md", tables_markdown(record))
-    plots(record)
+        _write(RESULTS / "seed000_tables.json", json.dumps(record, indent=2))
+        _write(RESULTS / "seed000_tables.md", tables_markdown(record, budget))
+        return record
+
+    if not args.assemble_only:
+        for seed in args.seeds:
+            for depth in args.depths:
+                for key, suffix, _ in COMBOS:
+                    if key in args.combos:
+                        run_one(budget, depth, key, suffix, seed, data, test)
+                        write_tables()
+    record = write_tables()
+    plots(record, budget)
     print((RESULTS / "seed000_tables.md").read_text())
 
 

@@ -8,6 +8,7 @@ import torch
 from sepconv.data.dataset import ImageDataset
 from sepconv.errors import SepconvError
 from sepconv.recipe import load_recipe, recipe_from_dict, run_recipe, with_overrides
+from sepconv.train.engine import TrainConfig
 
 from .conftest import assert_one_line_error
 
@@ -113,3 +114,17 @@ def test_cli_compress_bad_recipe(run_cli, tmp_path: Path) -> None:
     assert_one_line_error(
         run_cli("compress", "--recipe", ok, "--threads", "0", "--out", tmp_path / "o"), "--threads"
     )
+
+
+def test_cli_compress_warmup_is_checked_before_anything_is_written(run_cli, tmp_path: Path) -> None:
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("model: resnet20\n")
+    out = tmp_path / "o"
+    result = run_cli("compress", "--recipe", ok, "--epochs", "2", "--warmup-epochs", "3", "--out", out)
+    assert_one_line_error(result, "warm-up")
+    assert not out.exists()
+
+
+def test_warmup_override_reaches_the_training_config() -> None:
+    recipe = with_overrides(recipe_from_dict({"name": "r", "model": "resnet20"}), warmup_epochs=1.5)
+    assert TrainConfig.from_dict(recipe.train).make_schedule().warmup_epochs == 1.5

@@ -33,6 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--round-to", type=int, help="keep a multiple of this many channels per layer/group")
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float)
+    p.add_argument(
+        "--warmup-epochs",
+        type=float,
+        help="linear lr warm-up (epochs); deep ResNets on the colour charts need about 1",
+    )
     p.add_argument("--batch-size", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", action="store_true", help="continue from OUT/train/last.pt")
@@ -64,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         round_to=args.round_to,
         epochs=args.epochs,
         lr=args.lr,
+        warmup_epochs=args.warmup_epochs,
         batch_size=args.batch_size,
         seed=args.seed,
     )

@@ -93,6 +93,7 @@ class TrainConfig:
             raise SepconvError(f"clip_grad_norm must be a non-negative number, got {self.clip_grad_norm}")
         if self.crop_padding < 0:
             raise SepconvError(f"crop padding must not be negative, got {self.crop_padding}")
+        self.make_schedule()  # its own checks (name, warm-up, milestones) now, before any folder is made
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
