@@ -101,6 +101,16 @@ class Budget:
     epochs: int
     warmup: float  # epochs of linear lr warm-up
 
+    @property
+    def suffix(self) -> str:
+        """Result-file suffix: none for the default budget, so other budgets never overwrite it."""
+        if self == DEFAULT_BUDGET:
+            return ""
+        return f"_{self.data}_e{self.epochs}_w{self.warmup:g}"
+
+
+DEFAULT_BUDGET = Budget("colorchart", 10, 1.0)
+
 
 def run_dir(budget: Budget, depth: int, key: str, seed: int) -> Path:
     root = RUNS if budget.data == "colorchart" else RUNS.with_name(f"seed000-{budget.data}")
@@ -339,12 +349,12 @@ def tables_markdown(record: dict[str, Any], budget: Budget) -> str:
             )
     lines += [
         "",
-        "![accuracy per criterion and depth](seed000_accuracy.png)",
+        f"![accuracy per criterion and depth](seed000_accuracy{budget.suffix}.png)",
         "",
-        "![MACs and params](seed000_counts.png)",
+        f"![MACs and params](seed000_counts{budget.suffix}.png)",
         "",
     ]
-    lines += [f"![curves ResNet-{d}](seed000_curves_resnet{d}.png)" for d in record["runs"]]
+    lines += [f"![curves ResNet-{d}](seed000_curves_resnet{d}{budget.suffix}.png)" for d in record["runs"]]
     return "\n".join(lines) + "\n"
 
 
@@ -375,7 +385,7 @@ def plots(record: dict[str, Any], budget: Budget) -> None:
             ax.grid(alpha=0.3)
         axes[1].legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(RESULTS / f"seed000_curves_resnet{depth}.png", dpi=110)
+        fig.savefig(RESULTS / f"seed000_curves_resnet{depth}{budget.suffix}.png", dpi=110)
         plt.close(fig)
 
     depths = list(record["runs"])
@@ -390,7 +400,7 @@ def plots(record: dict[str, Any], budget: Budget) -> None:
     ax.set(ylabel="test accuracy % (final epoch, mean ± std over seeds)", ylim=(90, 100.5))
     ax.legend(fontsize=7, ncol=4)
     fig.tight_layout()
-    fig.savefig(RESULTS / "seed000_accuracy.png", dpi=110)
+    fig.savefig(RESULTS / f"seed000_accuracy{budget.suffix}.png", dpi=110)
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))  # Figure 10: MACs and params
@@ -405,7 +415,7 @@ def plots(record: dict[str, Any], budget: Budget) -> None:
         ax.set(title=title + ", compacted models", yscale="log")
     axes[1].legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(RESULTS / "seed000_counts.png", dpi=110)
+    fig.savefig(RESULTS / f"seed000_counts{budget.suffix}.png", dpi=110)
     plt.close(fig)
 
 
@@ -426,8 +436,10 @@ def without_warmup(budget: Budget, depths: list[int], seeds: list[int]) -> dict[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depths", type=int, nargs="+", default=[20, 32, 56], choices=[20, 32, 56])
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--warmup-epochs", type=float, default=1.0, help="linear lr warm-up (epochs)")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_BUDGET.epochs)
+    parser.add_argument(
+        "--warmup-epochs", type=float, default=DEFAULT_BUDGET.warmup, help="linear lr warm-up (epochs)"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="train these seeds")
     parser.add_argument(
         "--table-seeds", type=int, nargs="+", help="seeds the tables aggregate (default: --seeds)"
@@ -436,7 +448,7 @@ def main() -> None:
         "--combos", nargs="+", default=[k for k, _, _ in COMBOS], choices=[k for k, _, _ in COMBOS]
     )
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--data", default="colorchart")
+    parser.add_argument("--data", default=DEFAULT_BUDGET.data)
     parser.add_argument("--assemble-only", action="store_true", help="train nothing; rebuild the tables")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -463,8 +475,8 @@ def main() -> None:
             "runs": assemble(budget, all_depths, table_seeds),
             "without_warmup": without_warmup(budget, all_depths, table_seeds),
         }
-        _write(RESULTS / "seed000_tables.json", json.dumps(record, indent=2))
-        _write(RESULTS / "seed000_tables.md", tables_markdown(record, budget))
+        _write(RESULTS / f"seed000_tables{budget.suffix}.json", json.dumps(record, indent=2))
+        _write(RESULTS / f"seed000_tables{budget.suffix}.md", tables_markdown(record, budget))
         return record
 
     if not args.assemble_only:
@@ -476,7 +488,7 @@ def main() -> None:
                         write_tables()
     record = write_tables()
     plots(record, budget)
-    print((RESULTS / "seed000_tables.md").read_text())
+    print((RESULTS / f"seed000_tables{budget.suffix}.md").read_text())
 
 
 if __name__ == "__main__":
