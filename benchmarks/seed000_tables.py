@@ -397,8 +397,12 @@ def plots(record: dict[str, Any], budget: Budget) -> None:
         errors = [100 * r["accuracy_std"] if r else 0.0 for r in rows]
         ax.bar(np.arange(len(depths)) + i * width, values, width, yerr=errors, capsize=2, label=label)
     ax.set_xticks(np.arange(len(depths)) + 0.4 - width / 2, [f"ResNet-{d}" for d in depths])
-    ax.set(ylabel="test accuracy % (final epoch, mean ± std over seeds)", ylim=(90, 100.5))
-    ax.legend(fontsize=7, ncol=4)
+    lowest = min(100 * row["accuracy"] for runs in record["runs"].values() for row in runs.values())
+    ax.set(
+        ylabel="test accuracy % (final epoch,\nmean ± std over seeds)",
+        ylim=(min(90.0, 5 * np.floor(lowest / 5) - 5), 100.5),  # every bar visible, stalled ones too
+    )
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.1))
     fig.tight_layout()
     fig.savefig(RESULTS / f"seed000_accuracy{budget.suffix}.png", dpi=110)
     plt.close(fig)
