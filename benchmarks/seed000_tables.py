@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -155,6 +156,7 @@ def finished_summary(out: Path, epochs: int) -> dict[str, Any] | None:
     return summary if summary.get("epochs") == epochs else None
 
 
+@functools.cache  # the tables are rebuilt after every run; the counts never change
 def paper_convention(depth: int, key: str) -> dict[str, float] | None:
     """Params/MACs as the paper counts them (every conv scaled by 1 - P, spec 02 §9)."""
     from sepconv.measure.paper_counts import paper000_counts
@@ -172,8 +174,11 @@ def paper_convention(depth: int, key: str) -> dict[str, float] | None:
 
 
 def history(budget: Budget, depth: int, key: str, seed: int) -> list[dict[str, Any]]:
-    doc = json.loads((run_dir(budget, depth, key, seed) / "train" / "history.json").read_text())
-    return doc["epochs"] if isinstance(doc, dict) else doc
+    from sepconv.report.curves import history_records
+
+    return history_records(
+        json.loads((run_dir(budget, depth, key, seed) / "train" / "history.json").read_text())
+    )
 
 
 STALL_MARGIN = 0.05  # a run this far below its depth's baseline (mean over seeds) is called stalled

@@ -247,11 +247,12 @@ def _plots(out: Path, runs: dict[str, dict[str, Any]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .report.curves import history_records
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for key, s in runs.items():
-        history = json.loads((out / key / "train" / "history.json").read_text())
-        epochs = history["epochs"] if isinstance(history, dict) else history
-        xs = [e["epoch"] + 1 for e in epochs]
+        epochs = history_records(json.loads((out / key / "train" / "history.json").read_text()))
+        xs = [e["epoch"] for e in epochs]  # already 1-based
         axes[0].plot(xs, [100 * e["test_accuracy"] for e in epochs], label=s["method"])
         axes[1].plot(xs, [e["train_loss"] for e in epochs], label=s["method"])
     axes[0].set(xlabel="epoch", ylabel="test accuracy %", title="accuracy")
