@@ -12,6 +12,14 @@ too; the counted model is the physically compacted one (``sepconv.graph.compact_
 zeroed one. Beside our counts stands the paper's convention (``sepconv.measure.paper_counts``:
 every conv scaled by 1 - P) and the paper's numbers.
 
+The colour charts saturate (every ResNet-20 run ends at 99.9-100 %; one test image is 0.048 %),
+so they cannot rank the criteria. ``--data fashion-mnist`` runs the same recipes on Fashion-MNIST,
+where they can be told apart; its tables go to files named after the budget, and ``--combos``
+trains a subset of the eight methods when the machine's time is short:
+
+    nice .venv/bin/python benchmarks/seed000_tables.py --data fashion-mnist --depths 20 --seeds 0 1 2 \
+        --epochs 5 --combos baseline fpgm-only sfp-only ours-only
+
 Accuracy: the final epoch's test accuracy of the compacted model (``accuracy``) and the best epoch's
 test accuracy of the masked model during training (``best``, the paper's choice: "we saved the best
 model"); we do not tune anything on the test split. With several seeds, mean ± sample std.
@@ -111,6 +119,10 @@ class Budget:
 
 
 DEFAULT_BUDGET = Budget("colorchart", 10, 1.0)
+DATA_TITLES = {
+    "colorchart": "the Color Perception Test Chart (our generator)",
+    "fashion-mnist": "Fashion-MNIST (1x28x28, 60,000 training and 10,000 test images)",
+}
 
 
 def run_dir(budget: Budget, depth: int, key: str, seed: int) -> Path:
@@ -156,9 +168,18 @@ def finished_summary(out: Path, epochs: int) -> dict[str, Any] | None:
     return summary if summary.get("epochs") == epochs else None
 
 
+@functools.cache
+def input_shape(data: str) -> tuple[int, int, int]:
+    """(C, H, W) of the data's images, on which the counts depend (colour charts 3x32x32)."""
+    from sepconv.data import get_dataset
+
+    c, h, w = get_dataset(data, train=False).images.shape[1:]
+    return int(c), int(h), int(w)
+
+
 @functools.cache  # the tables are rebuilt after every run; the counts never change
-def paper_convention(depth: int, key: str) -> dict[str, float] | None:
-    """Params/MACs as the paper counts them (every conv scaled by 1 - P, spec 02 §9)."""
+def paper_convention(depth: int, key: str, data: str) -> dict[str, float] | None:
+    """Params/MACs as the paper counts them (every conv scaled by 1 - P, spec 02 §9), on our input."""
     from sepconv.measure.paper_counts import paper000_counts
 
     if key.startswith("baseline"):
@@ -166,10 +187,11 @@ def paper_convention(depth: int, key: str) -> dict[str, float] | None:
     from sepconv.convert import to_separable
     from sepconv.models import create_model
 
-    model = create_model(f"resnet{depth}")
+    shape = input_shape(data)
+    model = create_model(f"resnet{depth}", in_channels=shape[0])
     if key.endswith("dsc"):
         model, _ = to_separable(model)
-    counts = paper000_counts(model, 0.4, (3, 32, 32))
+    counts = paper000_counts(model, 0.4, shape)
     return {"macs": counts.macs, "params": counts.params}
 
 
@@ -191,8 +213,9 @@ def stalled(row: dict[str, Any], baseline: float) -> bool:
 def assemble(budget: Budget, depths: list[int], seeds: list[int]) -> dict[str, dict[str, Any]]:
     """Every finished run of this budget, read from its run folder (the folders are the record, so
     several processes can train disjoint runs at once), aggregated over seeds. A depth's rows
-    aggregate the same seeds: those whose eight runs have all finished (or, before any has, the
-    seeds each run has), so that the means of one depth compare like with like."""
+    aggregate the same seeds: those for which every method this depth has runs of has finished (or,
+    before any has, the seeds each run has), so that the means of one depth compare like with like.
+    A budget may train a subset of the eight methods (``--combos``)."""
     runs: dict[str, dict[str, Any]] = {}
     for depth in depths:
         done = {
@@ -200,8 +223,9 @@ def assemble(budget: Budget, depths: list[int], seeds: list[int]) -> dict[str, d
             for key, _, _ in COMBOS
             for seed in seeds
         }
-        complete = [s for s in seeds if all(done[(key, s)] is not None for key, _, _ in COMBOS)]
-        for key, _, _ in COMBOS:
+        methods = [key for key, _, _ in COMBOS if any(done[(key, s)] is not None for s in seeds)]
+        complete = [s for s in seeds if all(done[(key, s)] is not None for key in methods)]
+        for key in methods:
             per_seed = {}
             for seed in complete or seeds:
                 summary = done[(key, seed)]
@@ -226,7 +250,7 @@ def assemble(budget: Budget, depths: list[int], seeds: list[int]) -> dict[str, d
                 row[field] = float(values.mean())
                 row[f"{field}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
             row["seeds"] = per_seed
-            row["paper_convention"] = paper_convention(depth, key)
+            row["paper_convention"] = paper_convention(depth, key, budget.data)
             runs.setdefault(str(depth), {})[key] = row
     return runs
 
@@ -240,10 +264,51 @@ def _per_seed(row: dict[str, Any], field: str, scale: float = 1.0) -> str:
     return ", ".join(f"{scale * r[field]:.2f}" for r in row["seeds"].values())
 
 
+def criteria_by_seed(record: dict[str, Any]) -> list[str]:
+    """Ours (PCA-FPGM) minus FPGM and minus SFP, seed by seed: runs with the same seed share the
+    initial weights and the order of the batches, so the paired difference leaves out most of the
+    seed-to-seed spread that the means carry."""
+    rows = []
+    for depth, runs in record["runs"].items():
+        for variant in ("only", "dsc"):
+            ours = runs.get(f"ours-{variant}")
+            for rival in ("fpgm", "sfp"):
+                other = runs.get(f"{rival}-{variant}")
+                if ours is None or other is None:
+                    continue
+                seeds = [s for s in ours["seeds"] if s in other["seeds"]]
+                diffs = np.array(
+                    [100 * (ours["seeds"][s]["accuracy"] - other["seeds"][s]["accuracy"]) for s in seeds]
+                )
+                if diffs.size == 0:
+                    continue
+                spread = f" ± {diffs.std(ddof=1):.2f}" if diffs.size > 1 else ""
+                wins = int((diffs >= 0).sum())
+                tag = "DSC" if variant == "dsc" else "only"
+                rows.append(
+                    f"| {depth} | Ours-{tag} − {rival.upper()}-{tag} | {','.join(seeds)}"
+                    f" | {', '.join(f'{d:+.2f}' for d in diffs)} | {diffs.mean():+.2f}{spread}"
+                    f" | {wins} of {diffs.size} |"
+                )
+    if not rows:
+        return []
+    return [
+        "",
+        "## Criteria compared seed by seed",
+        "",
+        "Final accuracy of Ours (PCA-FPGM) minus that of FPGM and of SFP at the same rate, depth and seed,"
+        " in points. `≥ 0` counts the seeds where Ours is at least as accurate.",
+        "",
+        "| depth | difference | seeds | per seed | mean ± std | ≥ 0 |",
+        "|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
 def tables_markdown(record: dict[str, Any], budget: Budget) -> str:
     warmup = budget.warmup
     lines = [
-        "# Seed 000, Tables 1-2, on the Color Perception Test Chart (our generator)",
+        f"# Seed 000, Tables 1-2, on {DATA_TITLES.get(budget.data, budget.data)}",
         "",
         f"{record['epochs']} epochs per run, same budget for every method: batch 32, SGD Nesterov, lr 0.05"
         f" cosine{f' after {warmup:g} epoch(s) of linear warm-up' if warmup else ', no warm-up'}, wd 5e-4;"
@@ -293,8 +358,8 @@ def tables_markdown(record: dict[str, Any], budget: Budget) -> str:
                 lines += [
                     "",
                     f"ResNet-{depth} {labels[key]} (seed {seed}) {where}: training loss per epoch {losses}"
-                    " (ln 10 = 2.30); it did not get off an optimisation plateau of the colour charts within"
-                    " the budget.",
+                    " (ln 10 = 2.30); it did not get off an optimisation plateau of this data within the"
+                    " budget.",
                 ]
     if record.get("without_warmup"):
         lines += [
@@ -303,7 +368,7 @@ def tables_markdown(record: dict[str, Any], budget: Budget) -> str:
             "",
             "The same runs without warm-up (lr 0.05 from the first step). Without it most runs end their"
             " first epoch with a loss above ln 10 = 2.30. Under either budget some runs stall on a"
-            " plateau (at chance, or at a partial accuracy) for the rest of the 10 epochs, and which run"
+            f" plateau (at chance, or at a partial accuracy) for the rest of the {record['epochs']} epochs, and which run"
             " stalls changes with the seed: compare methods on seed means, not on single runs.",
             "",
             "| depth | method | seeds | no warm-up: acc % | per seed | first-epoch loss per seed"
@@ -321,6 +386,7 @@ def tables_markdown(record: dict[str, Any], budget: Budget) -> str:
                     f"| {depth} | {label} | {','.join(old['seeds'])} | {_pm(old, 'accuracy')}"
                     f" | {_per_seed(old, 'accuracy', 100)} | {_per_seed(old, 'first_loss')} | {new_text} |"
                 )
+    lines += criteria_by_seed(record)
     lines += [
         "",
         "## Table 2 — MACs and parameters",
