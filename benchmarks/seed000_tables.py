@@ -173,8 +173,8 @@ def input_shape(data: str) -> tuple[int, int, int]:
     """(C, H, W) of the data's images, on which the counts depend (colour charts 3x32x32)."""
     from sepconv.data import get_dataset
 
-    c, h, w = get_dataset(data, train=False).images.shape[1:]
-    return int(c), int(h), int(w)
+    test = get_dataset(data, train=False)
+    return (test.in_channels, *test.image_size)
 
 
 @functools.cache  # the tables are rebuilt after every run; the counts never change
