@@ -43,7 +43,7 @@ PAPER_BASELINE = 0.9542  # seed 000, Table 1, ResNet-20 baseline
 
 
 def _write_json(path: Path, record: dict) -> None:
-    from sepconv.checkpoint import atomic_write_bytes
+    from sepconv.io import atomic_write_bytes
 
     text = json.dumps(record, indent=2)
     atomic_write_bytes(path, lambda f: f.write(text.encode()))
@@ -122,10 +122,11 @@ def to_grayscale(dataset):  # -> ImageDataset
 
 
 def train(args: argparse.Namespace) -> None:
+    from sepconv.recipe import load_recipe
+
     import sepconv
     from sepconv.data import get_dataset
     from sepconv.data.colorchart import ChartSpec, generate_colorchart
-    from sepconv.recipe import load_recipe
     from sepconv.train.engine import TrainConfig
 
     torch.set_num_threads(args.threads)

@@ -217,7 +217,7 @@ def main() -> None:
         "targets": {"seconds": TIME_TARGET_S, "atol": ERROR_TARGET, "rtol": 1e-4},
         "rows": rows,
     }
-    from sepconv.checkpoint import atomic_write_bytes
+    from sepconv.io import atomic_write_bytes
 
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(args.out / "compaction.json", lambda f: f.write(json.dumps(record, indent=2).encode()))

@@ -1,7 +1,7 @@
 """[He23] §4.1 sanity check (Table 2): relative errors of channel decomposition, depth-wise
 decomposition and depth-wise decomposition with compensation on random data, 10 runs.
 
-Protocol of ../shared/specs/05-depthwise-decomposition.md §8 (the 64-channel reading): W is
+Protocol of spec 05 (depth-wise decomposition) §8 (the 64-channel reading): W is
 128 outputs × 64 inputs × 3×3, i.i.d. N(0, 1); the input patches X are (64·9) × 3,000, i.i.d.
 N(0, 1); seeds 0-9 (W and X drawn from one generator per seed); no centring; relative error
 ‖Y − Ŷ‖_F / ‖Y‖_F. Channel decomposition runs at the same cost as the multiplier-1 separable layer

@@ -49,7 +49,7 @@ FINETUNE_MODES = ("frozen", "clipped", "batch")
 
 
 def _write(path: Path, text: str) -> None:
-    from sepconv.checkpoint import atomic_write_bytes
+    from sepconv.io import atomic_write_bytes
 
     atomic_write_bytes(path, lambda f: f.write(text.encode()))
 

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 import sepconv
-from sepconv.checkpoint import atomic_write_bytes
 from sepconv.data.dataset import BatchLoader, ImageDataset
+from sepconv.io import atomic_write_bytes
 from sepconv.train.callbacks import Callback
 from sepconv.train.engine import TrainConfig, Trainer
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 import sepconv
-from sepconv.checkpoint import atomic_write_bytes
+from sepconv.io import atomic_write_bytes
 from sepconv.train.engine import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,10 +1,10 @@
 """Realized speed-up: does the separable, pruned ResNet-20 run faster, not just count fewer MACs?
 
 Every figure is a ratio from one interleaved run (A, B, A, B, ... call by call; median over the
-pairs), because the shared 2-core machine swings 2× between runs (see ../shared/notes). Two threads
+pairs), because the shared 2-core machine swings 2× between runs (see the project's shared notes on performance). Two threads
 everywhere: ``torch.set_num_threads(2)``, ONNX Runtime ``intra_op_num_threads=2``, ``ORT_ENABLE_ALL``.
 Untrained weights (timing does not depend on their values). Both runtimes run the deployment form
-of each model (:func:`sepconv.export.prepare_for_deployment`: BN folded, option-A shortcuts as 1×1
+of each model (:func:`sepconv.deploy.rewrites.prepare_for_deployment`: BN folded, option-A shortcuts as 1×1
 selection convs).
 
 Sections (all written to ``benchmarks/results/latency.json``, summarised in ``latency.md``):
@@ -53,7 +53,7 @@ import torch
 import torch.nn as nn
 
 import sepconv
-from sepconv.checkpoint import atomic_write_bytes
+from sepconv.io import atomic_write_bytes
 from sepconv.measure.latency import BenchmarkReport, benchmark, bound_ort_call, time_interleaved
 from sepconv.threads import torch_threads
 
@@ -182,7 +182,7 @@ def run_target_repeats(
 
 def run_channels_last(models: dict[str, nn.Module], repeats: dict[int, int]) -> dict[str, Any]:
     """Same model, NCHW vs channels_last, interleaved: speed-up of channels_last (>1 = it helps)."""
-    from sepconv.export import prepare_for_deployment
+    from sepconv.deploy.rewrites import prepare_for_deployment
 
     torch.set_num_threads(THREADS)
     out: dict[str, Any] = {}
@@ -225,7 +225,8 @@ def run_ort_settings(models: dict[str, nn.Module], repeats: dict[int, int], budg
     """
     import onnxruntime as ort
 
-    from sepconv.export import export_onnx_bytes, use_shared_ort_pool
+    from sepconv.deploy.onnx import export_onnx_bytes
+    from sepconv.deploy.ort import use_shared_ort_pool
 
     level = ort.GraphOptimizationLevel
     # configuration: (optimisation level, (shortcuts as 1x1 conv, narrow separable stem merged))
@@ -240,7 +241,7 @@ def run_ort_settings(models: dict[str, nn.Module], repeats: dict[int, int], budg
     }
     pair = ("resnet20", HEADLINE)
     onnx = {
-        (n, rw): export_onnx_bytes(models[n], SIZE, shortcuts_as_conv=rw[0], merge_narrow_separable=rw[1])[0]
+        (n, rw): export_onnx_bytes(models[n], input_size=SIZE, shortcuts_as_conv=rw[0], merge_narrow_separable=rw[1])[0]
         for n in pair
         for rw in {rw for _, rw in configs.values()}
     }
@@ -285,14 +286,15 @@ def run_dispatch_floor(models: dict[str, nn.Module], budget: float) -> dict[str,
     (dispatch, thread hand-off); what the 32×32 input adds on top is the compute."""
     import onnx
 
-    from sepconv.export import export_onnx_bytes, ort_session, use_shared_ort_pool
+    from sepconv.deploy.onnx import export_onnx_bytes
+    from sepconv.deploy.ort import ort_session, use_shared_ort_pool
 
     use_shared_ort_pool(THREADS)
     sizes = {"full": SIZE, "tiny": (SIZE[0], 4, 4)}
     calls, nodes = {}, {}
     for name in ("resnet20", HEADLINE):
         for key, size in sizes.items():
-            data = export_onnx_bytes(models[name], size, dynamic_batch=False, batch_size=1)[0]
+            data = export_onnx_bytes(models[name], input_size=size, dynamic_batch=False, batch_size=1)[0]
             if key == "full":  # the 4x4 export is the same graph
                 nodes[name] = len(onnx.load_from_string(data).graph.node)
             x = np.random.default_rng(1).standard_normal((1, *size), dtype=np.float32)
@@ -330,11 +332,11 @@ def thread_pool_child(mode: str, repeats: dict[int, int], budget: float) -> dict
     (run in a fresh process: the shared pool cannot coexist with per-session pools)."""
     import onnxruntime as ort
 
-    from sepconv.export import export_onnx_bytes
+    from sepconv.deploy.onnx import export_onnx_bytes
 
     with torch_threads(1):  # building is not timed; one thread avoids OpenMP spinning
         pair = [sepconv.create_model("resnet20"), pruned_separable_resnet20(dict(VARIANTS)[HEADLINE])]
-        data = [export_onnx_bytes(m, SIZE)[0] for m in pair]
+        data = [export_onnx_bytes(m, input_size=SIZE)[0] for m in pair]
     shared = mode in (POOL_MODES[0], POOL_MODES[3])
     if shared:
         ort.set_global_thread_pool_sizes(1 if mode == POOL_MODES[3] else THREADS, 1)

@@ -97,7 +97,7 @@ PAPER: dict[int, dict[str, tuple[float, float, float]]] = {
 
 
 def _write(path: Path, text: str) -> None:
-    from sepconv.checkpoint import atomic_write_bytes
+    from sepconv.io import atomic_write_bytes
 
     atomic_write_bytes(path, lambda f: f.write(text.encode()))
 

@@ -2,7 +2,7 @@
 
 For each registered model: the default (CIFAR) layout at 3×32×32 and at 1×28×28 (``in_channels=1``),
 10 classes. For every model with an ImageNet layout (``imagenet=True``): 3×224×224, 1000 classes,
-checked against the exact reference counts of ../shared/specs/00-overview.md where there is one.
+checked against the exact reference counts of spec 00 (overview) where there is one.
 Counting is deterministic, so no timing and no repetition is involved. Writes
 ``benchmarks/results/zoo_table.md`` and ``.json``::
 
@@ -20,13 +20,13 @@ from typing import Any
 import torch
 
 import sepconv
-from sepconv.checkpoint import atomic_write_bytes
+from sepconv.io import atomic_write_bytes
 from sepconv.models import create_model, list_models, model_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
-# ../shared/specs/00-overview.md §3 (ImageNet layouts at 224², 1000 classes; DenseNet on CIFAR-100).
+# spec 00 (overview) §3 (ImageNet layouts at 224², 1000 classes; DenseNet on CIFAR-100).
 REFERENCES: dict[tuple[str, str], tuple[int, int]] = {
     ("mobilenet_v1", "width_mult=1.0"): (4_231_976, 568_740_352),
     ("mobilenet_v2", "width_mult=1.0"): (3_504_872, 300_774_272),
@@ -121,7 +121,7 @@ def to_markdown(data: dict[str, Any]) -> str:
     lines += [
         "",
         "ImageNet layouts (`imagenet=True`), 3×224×224, 1000 classes; references from",
-        "`../shared/specs/00-overview.md` where the spec gives one.",
+        "spec 00 (overview) where the spec gives one.",
         "",
         "| model | options | params | MACs | reference (params / MACs) | exact |",
         "|---|---|---:|---:|---:|:-:|",

@@ -103,7 +103,7 @@ def test_cli_bench_corrupt_inputs_are_one_line_errors(run_cli, tmp_path) -> None
 
 
 def test_onnx_file_with_fixed_batch_runs_only_that_batch(tmp_path) -> None:
-    from sepconv.export import export_onnx
+    from sepconv.deploy.onnx import export_onnx
 
     export_onnx("resnet20_dsc", tmp_path / "m.onnx", dynamic_batch=False, batch_size=2)
     report = benchmark(str(tmp_path / "m.onnx"), batches=[2], repeats=2, warmup=0)

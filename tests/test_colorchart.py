@@ -1,4 +1,4 @@
-"""The colour-chart generator (spec ../shared/specs/01-color-chart-dataset.md §8, plus the issue's
+"""The colour-chart generator (spec spec 01 (colour-chart data set) §8, plus the issue's
 luminance requirement): determinism, splits, packing, colour invariants, files, CLI and cache."""
 
 from __future__ import annotations

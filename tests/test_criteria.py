@@ -1,4 +1,4 @@
-"""Criteria of spec 02 §3-§5 (/work/shared/specs/02-pca-fpgm-soft-pruning.md) and §10.4-§10.6.
+"""Criteria of spec 02 §3-§5 spec 02 (PCA-FPGM soft pruning) and §10.4-§10.6.
 
 The FPGM references below are independent numpy/scipy transcriptions of the authors' code
 (he-y/filter-pruning-geometric-median, ``pruning_cifar10.py``, ``Mask.get_filter_codebook`` and

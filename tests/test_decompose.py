@@ -1,7 +1,7 @@
 """Depth-wise decomposition, channel decomposition, response sampling and folding (issue 7).
 
-References: ../shared/specs/05-depthwise-decomposition.md (§10 lists the properties tested here)
-and ../shared/seeds/003-depthwise-decomposition.txt (Algorithms 1-2, §3.6, §4.1).
+References: spec 05 (depth-wise decomposition) (§10 lists the properties tested here)
+and the seed-003 paper (Algorithms 1-2, §3.6, §4.1).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from sepconv.convert.sampling import (
     layer_generator,
 )
 from sepconv.errors import SepconvError
+from sepconv.models.arch import get_arch
 
 from .conftest import assert_one_line_error
 
@@ -502,8 +503,8 @@ def test_fold_and_decompose_a_separable_resnet_and_reload_both(tmp_path: Path) -
     # Every decomposed bias went into the following BN: the separable model's exact layout.
     p0, p1 = (sepconv.profile(copy.deepcopy(m).float(), (3, 8, 8)) for m in (dsc, restored))
     assert (p1.params, p1.macs) == (p0.params, p0.macs) == (rep.params_after, rep.macs_after)
-    assert restored.sepconv_arch["name"] == "resnet20_dsc"
-    assert [t["name"] for t in restored.sepconv_arch["transforms"]] == ["fold_separable", "decompose"]
+    assert get_arch(restored).name == "resnet20_dsc"
+    assert get_arch(restored).names() == ["fold_separable", "decompose"]
     for model, name in ((folded, "folded.pt"), (restored, "restored.pt")):
         model = model.float()
         save_model(tmp_path / name, model)
@@ -592,15 +593,15 @@ def test_bad_arguments_are_one_line_errors() -> None:
     dwnet = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4))
     images = torch.randn(4, 3, 8, 8)
     cases = [
-        (lambda: decompose(model, images, method="channel", speedup=1.0), "speed-up"),
-        (lambda: decompose(model, images, method="channel", speedup=0.5), "speed-up"),
+        (lambda: decompose(model, images, method="channel", speedup=1.0), "speedup must be > 1"),
+        (lambda: decompose(model, images, method="channel", speedup=0.5), "speedup must be > 1"),
         (lambda: decompose(model, images, method="dw", speedup=4), "speed-up"),
         (lambda: decompose(model, images, method="channel", speedup=1e9), "out of reach"),
         (lambda: decompose(dwnet, torch.randn(2, 4, 8, 8), layers="0"), "already depthwise"),
         (lambda: decompose(dwnet, torch.randn(2, 4, 8, 8)), "no regular"),
         (lambda: decompose(model, images[:0]), "no images"),
         (lambda: decompose(model, []), "no images"),
-        (lambda: decompose(model, images, method="svd"), "unknown decomposition method"),
+        (lambda: decompose(model, images, method="svd"), "method must be one of"),
         (lambda: decompose(model, images, multiplier=0), "multiplier"),
         (lambda: decompose(model, images, layers="nothing*"), "matches"),
         (lambda: decompose(model, images, layers="bn"), "not a Conv2d"),
@@ -664,11 +665,12 @@ def test_cli_decompose_and_finetune(tmp_path: Path, run_cli) -> None:
     assert all(torch.equal(before[k], after[k]) for k in before if "running_" in k)
 
     for args, needle in [
-        (("--speedup", "0.5", "--method", "channel"), "--speedup"),
-        (("--method", "svd"), "invalid choice"),
+        (("--speedup", "0.5", "--method", "channel"), "speedup must be > 1"),
+        (("--method", "svd"), "method must be one of"),
         (("--layers", "layer9.*"), "matches"),
-        (("--finetune-epochs", "1", "--clip-grad-norm", "-1"), "clip_grad_norm"),
-        (("--finetune-epochs", "1", "--lr", "0"), "learning rate"),
+        (("--finetune-epochs", "1", "--finetune-clip-grad-norm", "-1"), "clip_grad_norm must be >= 0"),
+        (("--finetune-epochs", "1", "--finetune-lr", "0"), "lr must be > 0"),
+        (("--finetune-lr", "0.1",), "without --finetune-epochs"),
     ]:
         bad = run_cli("decompose", ckpt, "--data", data, "--images", "4", "--out", tmp_path / "bad", *args)
         assert_one_line_error(bad, needle)

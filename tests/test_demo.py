@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sepconv.demo import run_demo
+from sepconv.pipeline.demo import run_demo
 
 
 @pytest.fixture(autouse=True)
@@ -19,7 +19,7 @@ def test_demo_writes_the_whole_study(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     summary = run_demo(out, epochs=1, data="colorchart:n=700,seed=3", bench_repeats=3, quiet=True)
     baseline, pruned = summary["rows"]
-    assert baseline["method"] == "Baseline" and pruned["method"].startswith("Ours (PCA-FPGM)-DSC 40%")
+    assert baseline["method"] == "Baseline" and pruned["method"].startswith("DSC + PCA-FPGM 40%")
     # Separable + group-coupled 40% pruning, physically compacted: far fewer MACs and params.
     assert pruned["macs_drop"] > 0.9 and pruned["params_drop"] > 0.9
     deploy = summary["deployment"]

@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 
 import sepconv
 from sepconv.cli import main as cli_main
+from sepconv.deploy.onnx import ExportError, export_onnx
+from sepconv.deploy.ort import load_onnx, ort_session
+from sepconv.deploy.rewrites import prepare_for_deployment
 from sepconv.errors import SepconvError
-from sepconv.export import ExportError, export_onnx, load_onnx, ort_session, prepare_for_deployment
 from sepconv.nn import ZeroPadShortcut
 
 from .conftest import assert_one_line_error
@@ -167,7 +169,7 @@ def test_bad_onnx_files_are_one_line_errors(tmp_path) -> None:
 
 def test_cli_export_prints_the_verification(tmp_path, capsys) -> None:
     out = tmp_path / "r20.onnx"
-    assert cli_main(["export", "resnet20_dsc", "--out", str(out), "--batch", "2"]) == 0
+    assert cli_main(["export", "resnet20_dsc", "--out", str(out), "--batch-size", "2"]) == 0
     stdout = capsys.readouterr().out
     match = re.search(r"ONNX Runtime matches PyTorch: max abs diff (\S+)", stdout)
     assert match and float(match.group(1)) <= 1e-4, stdout
@@ -182,7 +184,7 @@ def test_cli_export_errors_are_one_line(run_cli, tmp_path, capsys) -> None:
     assert_one_line_error(run_cli("export", corrupt, "--out", tmp_path / "x.onnx"), "broken.pt")
     for argv in (
         ["export", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.onnx")],
-        ["export", "resnet20", "--out", str(tmp_path / "x.onnx"), "--batch", "zero"],
+        ["export", "resnet20", "--out", str(tmp_path / "x.onnx"), "--batch-size", "zero"],
         ["export", "resnet20", "--out", str(tmp_path / "x.onnx"), "--input-size", "3,32"],
     ):
         assert cli_main(argv) == 2

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 import sepconv
 from sepconv.checkpoint import load_model, save_model
-from sepconv.convert.fold_bn import fold_batchnorm
+from sepconv.deploy.fold_bn import fold_batchnorm
+from sepconv.models.arch import get_arch
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -184,7 +185,7 @@ def test_inplace_and_checkpoint_round_trip(tmp_path) -> None:
     model = randomize_batchnorms(sepconv.create_model("resnet20_dsc"), g)
     folded, report = fold_batchnorm(model)
     assert len(report.folded) == 19
-    assert folded.sepconv_arch["transforms"][-1]["name"] == "fold_batchnorm"
+    assert get_arch(folded).names()[-1] == "fold_batchnorm"
     save_model(tmp_path / "folded.pt", folded)
     loaded = load_model(str(tmp_path / "folded.pt")).eval()
     assert batchnorm_count(loaded) == 0

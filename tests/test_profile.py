@@ -12,7 +12,7 @@ from sepconv.errors import SepconvError
 
 from .conftest import assert_one_line_error
 
-# Seed 000, Table 2 baselines (also ../shared/specs/00-overview.md).
+# Seed 000, Table 2 baselines (also spec 00 (overview)).
 REFERENCE = {
     "resnet20": (269_722, 40_551_040),
     "resnet32": (464_154, 68_862_592),

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 import sepconv
 from sepconv.convert import to_separable
 from sepconv.errors import SepconvError
-from sepconv.models.registry import build_from_arch, get_arch
+from sepconv.models.arch import Architecture, get_arch
+from sepconv.models.registry import build_from_arch
 from sepconv.nn import SeparableConv2d
 
 # spec 00 §3: DSC ResNets, stem converted, multiplier 1, no middle BN, stride on the DW.
@@ -27,11 +28,9 @@ DSC_REFERENCE = {
 def test_dsc_reference_counts_are_exact(name: str) -> None:
     prof = sepconv.profile(name)
     assert (prof.params, prof.macs) == DSC_REFERENCE[name]
-    assert get_arch(sepconv.create_model(name)) == {
-        "name": name,
-        "config": {"num_classes": 10, "in_channels": 3, "base_width": 16},
-        "transforms": [],
-    }
+    assert get_arch(sepconv.create_model(name)) == Architecture(
+        name, {"num_classes": 10, "in_channels": 3, "base_width": 16}
+    )
 
 
 def test_to_separable_on_resnet20_equals_the_zoo_variant_and_reports_the_savings() -> None:
@@ -148,7 +147,7 @@ def test_bad_arguments_are_one_line_errors() -> None:
     model = sepconv.create_model("resnet20")
     with pytest.raises(SepconvError, match="matches no regular"):
         to_separable(model, include="nothing.*")
-    with pytest.raises(SepconvError, match="unknown activation"):
+    with pytest.raises(SepconvError, match="mid_act must be one of"):
         to_separable(model, mid_act="swishy")
     with pytest.raises(SepconvError, match="multiplier"):
         to_separable(model, multiplier=0)

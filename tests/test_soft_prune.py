@@ -1,7 +1,7 @@
 """The soft-pruning schedule (spec 02 §2, §6, §10.3, §10.7) and the paper000 counts (§9, §10.2).
 
-Spec: /work/shared/specs/02-pca-fpgm-soft-pruning.md. Table 2: seed 000
-(/work/shared/seeds/000-pca-dsc-filter-pruning-color-chart.txt).
+Spec: spec 02 (PCA-FPGM soft pruning). Table 2: seed 000
+(the seed-000 paper).
 """
 
 from __future__ import annotations
@@ -378,7 +378,7 @@ def test_layers_and_per_layer_rates() -> None:
         lambda: SoftPruner(FPGM(rate_norm=0.5), 0.5),  # norm and distance steps prune every filter
         lambda: SoftPruner("l2", 0.4, coupling="stage"),
         lambda: SoftPruner("l2", 0.4, round_to=0),
-        lambda: SoftPruner("l2", 0.4, round_to="8"),
+        lambda: SoftPruner("l2", 0.4, round_to=2.5),
         lambda: SoftPruner("l2", 0.4, coupling="group"),  # no input shape outside a training run
     ],
 )

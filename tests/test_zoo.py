@@ -27,7 +27,7 @@ NEW_FAMILIES = (
     "densenet_bc_100",
 )
 
-# ../shared/specs/00-overview.md §3: exact (params, MACs) per image.
+# spec 00 (overview) §3: exact (params, MACs) per image.
 REFERENCE_224 = {
     "mobilenet_v1 1.0": ("mobilenet_v1", {"width_mult": 1.0}, (4_231_976, 568_740_352)),
     "torchvision mobilenet_v2()": ("mobilenet_v2", {"width_mult": 1.0}, (3_504_872, 300_774_272)),
@@ -108,7 +108,7 @@ def test_imagenet_reference_counts_are_exact(label: str) -> None:
 
 
 def test_densenet_bc_100_cifar100_counts_are_exact() -> None:
-    # ../shared/specs/03-ldsconv.md §7 (the CIFAR layout is the default).
+    # spec 03 (LdsConv) §7 (the CIFAR layout is the default).
     prof = sepconv.profile(create_model("densenet_bc_100", num_classes=100), input_size=(3, 32, 32))
     assert (prof.params, prof.macs) == (800_032, 287_960_472)
 
@@ -290,7 +290,7 @@ def test_arch_rebuilds_the_same_model(name: str) -> None:
     x = _input(2, 1, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), model(x))
-    assert get_arch(rebuilt)["config"] == get_arch(model)["config"]
+    assert get_arch(rebuilt).config == get_arch(model).config
 
 
 def test_convs_are_kaiming_initialised() -> None:

@@ -8,10 +8,8 @@ dict); training checkpoints add optimizer, scheduler, epoch, RNG state and metri
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,51 +18,14 @@ import torch
 import torch.nn as nn
 
 from .errors import CheckpointError, SepconvError
-from .models.registry import build_from_arch, create_model, get_arch
+from .io import atomic_write_bytes
+from .models.arch import get_arch
+from .models.registry import build_from_arch, create_model
 
 FORMAT = "sepconv-checkpoint"
-VERSION = 1
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], write: Any) -> None:
-    """Write a file through ``write(fileobj)`` so that ``path`` is either the old or the new file,
-    never a half-written one: temporary file in the same folder, fsync, then rename."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise SepconvError(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
-    # mkstemp creates the file 0600; give it the permissions a plain open() would have.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
-    """Create the folder ``path`` if needed and prove that a file can be written in it.
-
-    Called before long jobs so that an unwritable output folder fails in one line at once, not
-    after an hour of training.
-    """
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(prefix=".write-test.", dir=path):
-            pass
-    except OSError as exc:
-        raise SepconvError(f"cannot write to {path}: {exc.strerror or exc}") from None
-    return path
+# 1: sepconv 0.1 (architecture descriptions without a version); 2: versioned descriptions. The
+# payload layout is unchanged; the description migrates itself (models.arch.migrate).
+VERSION = 2
 
 
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
@@ -100,7 +61,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def model_payload(model: nn.Module) -> dict[str, Any]:
     """What a checkpoint needs to rebuild ``model``: its architecture and its weights."""
-    return {"arch": get_arch(model), "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    arch = get_arch(model)
+    return {
+        "arch": arch.to_dict() if arch is not None else None,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
 
 
 def save_model(path: str | os.PathLike[str], model: nn.Module, **extra: Any) -> None:
@@ -114,7 +79,9 @@ def model_from_checkpoint(payload: dict[str, Any], source: str = "checkpoint") -
             f"{source} has no architecture description (a user model: rebuild it in Python)"
         )
     try:
-        model = build_from_arch(arch)
+        model = build_from_arch(arch, f"the architecture description of {source}")
+    except CheckpointError:
+        raise
     except SepconvError as exc:
         raise CheckpointError(f"{source}: {exc}") from None
     load_weights(model, payload["model"], source)

@@ -7,6 +7,8 @@ never with a traceback. Bugs in sepconv itself stay ordinary exceptions.
 
 from __future__ import annotations
 
+import difflib
+
 
 class SepconvError(Exception):
     """A problem with the user's input, reported in one line."""
@@ -40,7 +42,12 @@ class TrainingDivergedError(SepconvError):
 
 
 def did_you_mean(name: str, choices: list[str]) -> str:
-    import difflib
-
     close = difflib.get_close_matches(name, choices, n=3)
     return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type name if it has none), cut to ``limit``:
+    third-party messages can run over many lines, and ours are one line."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..errors import SepconvError
+from ..measure.latency import benchmark
 from .profile import parse_input_size
 
 
@@ -39,8 +40,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..measure.latency import benchmark
-
     report = benchmark(
         args.model,
         vs=args.vs,

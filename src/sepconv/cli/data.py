@@ -7,6 +7,11 @@ import json
 import os
 import sys
 
+from tqdm import tqdm
+
+from ..data.colorchart import ChartSpec, generate_colorchart
+from ..data.registry import get_dataset, list_datasets
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="generate, list and describe data sets")
@@ -58,8 +63,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _progress_bar():  # a bar only for people watching a terminal; logs and pipes stay clean
     if not sys.stderr.isatty():
         return None, lambda: None
-    from tqdm import tqdm
-
     bars: dict[str, tqdm] = {}
 
     def update(stage: str, done: int, total: int) -> None:
@@ -77,8 +80,6 @@ def _progress_bar():  # a bar only for people watching a terminal; logs and pipe
 
 
 def run_colorchart(args: argparse.Namespace) -> int:
-    from ..data.colorchart import ChartSpec, generate_colorchart
-
     spec = ChartSpec(
         n=args.n,
         classes=args.classes,
@@ -109,8 +110,6 @@ def run_colorchart(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from ..data.registry import list_datasets
-
     entries = list_datasets()
     if args.json:
         print(json.dumps([{"name": e.name, "help": e.help, "needs_arg": e.needs_arg} for e in entries]))
@@ -122,8 +121,6 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from ..data.registry import get_dataset
-
     train = get_dataset(args.spec, train=True)
     test = get_dataset(args.spec, train=False)
     info = {

@@ -3,154 +3,109 @@ channel-decomposed) ones post-training ([He23], [Zhang16]), optionally fine-tune
 
 Writes ``OUT/model.pt`` (the final model: fine-tuned if ``--finetune-epochs`` > 0, in which case the
 model straight after decomposition is ``OUT/decomposed.pt`` and the training run ``OUT/finetune/``)
-and ``OUT/decompose.json`` (the per-layer report).
+and ``OUT/decompose.json`` (the per-layer report). The decomposition's flags are the ``decompose``
+method's options, the fine-tuning's the training settings, each prefixed ``--finetune-``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
+from typing import Any
 
+from ..checkpoint import load_model, save_model
+from ..convert.decompose import DecomposeOptions
+from ..data.registry import get_dataset
 from ..errors import SepconvError
+from ..io import atomic_write_text, ensure_writable_dir
+from ..methods.base import StepContext
+from ..methods.decompose import Decompose
+from ..options import describe
+from ..threads import set_torch_threads
+from ..train.api import train
+from ..train.config import TrainConfig
+from ..train.evaluation import check_model_fits_data
+from .flags import add_option_flags, given_options
+
+_DEST = "decompose__"
+_FINETUNE_DEST = "finetune__"
+# Fine-tuning a decomposition: a small constant learning rate and frozen BatchNorm (docs/DESIGN.md).
+FINETUNE_DEFAULTS = {"epochs": 0, "lr": 1e-4, "schedule": "constant", "bn_frozen": True}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("decompose", help="decompose trained convs into depthwise-separable ones")
     p.add_argument("checkpoint", help="trained checkpoint (or a zoo name, for fresh weights)")
-    p.add_argument("--method", choices=("channel", "dw", "dw-comp"), default="dw-comp")
     p.add_argument("--data", required=True, help="data set spec whose training images are sampled")
-    p.add_argument("--images", type=int, default=300, help="images to sample (default 300)")
-    p.add_argument("--positions", type=int, default=10, help="positions per image (default 10)")
-    p.add_argument("--layers", help="comma-separated names or fnmatch patterns (default: every k×k conv)")
-    p.add_argument(
-        "--speedup", type=float, help="channel method: MAC reduction per layer (default: same cost as dw)"
-    )
-    p.add_argument("--multiplier", type=int, default=1, help="depth multiplier m of the dw methods")
-    p.add_argument("--passes", type=int, default=1, help="dw-comp: sweeps over the channels")
-    p.add_argument("--symmetric", action="store_true", help="fit each layer on the original's inputs only")
-    p.add_argument("--identity-bn", action="store_true", help="put an identity BatchNorm between DW and PW")
-    p.add_argument("--seed", type=int, default=0, help="image subset is fixed; this seeds the positions")
-    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
-    p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune afterwards (paper: 10)")
-    p.add_argument(
-        "--lr", type=float, default=1e-4, help="fine-tuning learning rate, constant (default 1e-4)"
-    )
-    p.add_argument("--weight-decay", type=float, default=5e-4, help="fine-tuning weight decay")
-    p.add_argument(
-        "--clip-grad-norm",
-        type=float,
-        default=0.0,
-        help="fine-tuning: clip the gradients' global L2 norm at this value (0 = off)",
-    )
-    p.add_argument(
-        "--train-bn",
-        action="store_true",
-        help="fine-tune with BatchNorm on batch statistics (default: frozen, on the running statistics, "
-        "which a low-rank decomposition needs)",
-    )
-    p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--out", required=True, help="output folder: model.pt, decompose.json")
+    p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    add_option_flags(p.add_argument_group("decomposition"), DecomposeOptions, _DEST)
+    finetune = p.add_argument_group("fine-tuning (after decomposition; --finetune-epochs 0 = none)")
+    add_option_flags(
+        finetune,
+        TrainConfig,
+        _FINETUNE_DEST,
+        defaults=FINETUNE_DEFAULTS,
+        names={i.name: f"--finetune-{i.name.replace('_', '-')}" for i in describe(TrainConfig)},
+    )
     p.set_defaults(run=run)
 
 
-def _check(args: argparse.Namespace) -> None:
-    if args.images < 1:
-        raise SepconvError(f"--images must be at least 1, got {args.images}")
-    if args.positions < 1:
-        raise SepconvError(f"--positions must be at least 1, got {args.positions}")
-    if args.batch_size < 1:
-        raise SepconvError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.finetune_epochs < 0:
-        raise SepconvError(f"--finetune-epochs must not be negative, got {args.finetune_epochs}")
-    if args.finetune_epochs > 0:  # the trainer's own checks, before the decomposition's work
-        from ..train.engine import TrainConfig
-
-        TrainConfig(
-            epochs=args.finetune_epochs,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            clip_grad_norm=args.clip_grad_norm,
-            bn_frozen=not args.train_bn,
-        )
-    if args.speedup is not None and not (math.isfinite(args.speedup) and args.speedup > 1):
-        raise SepconvError(f"--speedup must be a number > 1, got {args.speedup:g}")
-
-
 def run(args: argparse.Namespace) -> int:
-
-    from ..checkpoint import ensure_writable_dir, load_model, save_model
-    from ..convert.decompose import decompose
-    from ..data.dataset import BatchLoader
-    from ..data.registry import get_dataset
-    from ..threads import set_torch_threads
-    from ..train.evaluation import check_model_fits_data, limit_dataset
-
-    _check(args)
+    options = DecomposeOptions.from_dict(given_options(args, _DEST), "decompose")
+    finetune = _finetune_config(given_options(args, _FINETUNE_DEST))  # checked before any work
     set_torch_threads(args.threads)
     out = ensure_writable_dir(args.out)
     data = get_dataset(args.data, train=True)
     model = load_model(args.checkpoint, num_classes=data.num_classes, in_channels=data.in_channels)
     check_model_fits_data(model, data, args.checkpoint)
-    loader = BatchLoader(limit_dataset(data, args.images), batch_size=args.batch_size, train=False)
 
-    decomposed, report = decompose(
-        model,
-        loader,
-        method=args.method,
-        layers=args.layers,
-        speedup=args.speedup,
-        multiplier=args.multiplier,
-        positions_per_image=args.positions,
-        seed=args.seed,
-        asymmetric=not args.symmetric,
-        passes=args.passes,
-        identity_bn=args.identity_bn,
-        log=None if args.json else print,
+    ctx = StepContext(
+        out, lambda train_split: data if train_split else get_dataset(args.data, train=False), quiet=args.json
     )
-    summary = report.to_dict()
-    finetune: dict[str, object] | None = None
-    if args.finetune_epochs > 0:
-        from ..train.api import train
-
+    decomposed, report = Decompose(options).apply(model, ctx)
+    summary: dict[str, Any] = report.to_dict()
+    if finetune is not None:
         save_model(out / "decomposed.pt", decomposed, decompose=summary)
-        trainer = train(
-            decomposed,
-            args.data,
-            out=out / "finetune",
-            epochs=args.finetune_epochs,
-            lr=args.lr,
-            schedule="constant",
-            momentum=0.9,
-            weight_decay=args.weight_decay,
-            bn_frozen=not args.train_bn,
-            clip_grad_norm=args.clip_grad_norm,
-            quiet=True,
-        )
+        trainer = train(decomposed, args.data, out=out / "finetune", config=finetune, quiet=True)
         decomposed = trainer.model
         last = trainer.history[-1] if trainer.history else {}
-        finetune = {
-            "epochs": args.finetune_epochs,
-            "lr": args.lr,
-            "bn_frozen": not args.train_bn,
-            "clip_grad_norm": args.clip_grad_norm,
+        summary["finetune"] = {
+            **finetune.to_dict(),
             "test_accuracy": last.get("test_accuracy"),
             "test_loss": last.get("test_loss"),
         }
-        summary["finetune"] = finetune
     save_model(out / "model.pt", decomposed, decompose=summary)
-    (out / "decompose.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "decompose.json", json.dumps(summary, indent=2) + "\n")
 
     if args.json:
         print(json.dumps(summary))
         return 0
     print(report.table())
     print(report.summary())
-    if finetune is not None and finetune["test_accuracy"] is not None:
+    tuned = summary.get("finetune")
+    if tuned and tuned["test_accuracy"] is not None:
         print(
-            f"fine-tuned {args.finetune_epochs} epoch(s) at lr {args.lr:g}: test accuracy {100 * float(finetune['test_accuracy']):.2f}%"
-        )  # type: ignore[arg-type]
+            f"fine-tuned {tuned['epochs']} epoch(s) at lr {tuned['lr']:g}: "
+            f"test accuracy {100 * float(tuned['test_accuracy']):.2f}%"
+        )
     print(f"wrote {Path(out) / 'model.pt'}")
     return 0
+
+
+def _finetune_config(given: dict[str, Any]) -> TrainConfig | None:
+    settings = {**FINETUNE_DEFAULTS, **given}
+    raw_epochs = settings.pop("epochs")
+    try:
+        n = int(raw_epochs)
+    except (TypeError, ValueError):
+        raise SepconvError(f"--finetune-epochs must be an integer, got {raw_epochs!r}") from None
+    if n < 0:
+        raise SepconvError(f"--finetune-epochs must not be negative, got {n}")
+    if n == 0:
+        if given.keys() - {"epochs"}:
+            raise SepconvError("fine-tuning options given without --finetune-epochs")
+        return None
+    return TrainConfig.from_dict({**settings, "epochs": n}, "fine-tuning")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..pipeline.demo import run_demo
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -18,7 +20,5 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
-
     run_demo(args.out, epochs=args.epochs, data=args.data, bench_repeats=args.bench_repeats, quiet=args.quiet)
     return 0

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..checkpoint import load_checkpoint, model_from_checkpoint
+from ..data.registry import get_dataset
 from ..errors import SepconvError
+from ..measure.profile import profile
+from ..threads import set_torch_threads
+from ..train.evaluation import check_model_fits_data, evaluate, limit_dataset
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,13 +25,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
-    from ..checkpoint import load_checkpoint, model_from_checkpoint
-    from ..data.registry import get_dataset
-    from ..measure.profile import profile
-    from ..threads import set_torch_threads
-    from ..train.evaluation import check_model_fits_data, evaluate, limit_dataset
-
     set_torch_threads(args.threads)
     if args.batch_size < 1:
         raise SepconvError(f"--batch-size must be at least 1, got {args.batch_size}")

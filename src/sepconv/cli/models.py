@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..models.registry import list_models, model_entry
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the models of the zoo")
@@ -14,8 +16,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models.registry import list_models, model_entry
-
     names = list_models(args.pattern)
     if args.json:
         print(json.dumps([{"name": n, "description": model_entry(n).description} for n in names]))

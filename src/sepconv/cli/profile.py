@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..errors import SepconvError
+from ..measure.profile import profile
 
 
 def parse_input_size(text: str | None) -> tuple[int, int, int] | None:
@@ -32,8 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..measure.profile import profile
-
     size = parse_input_size(args.input_size)
     prof = profile(args.model, size, num_classes=args.num_classes, in_channels=args.in_channels)
     if args.json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..report.study import write_reports
 from .bench import parse_int_list
 
 
@@ -30,8 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report.study import write_reports
-
     bench = None
     if args.bench:
         bench = {

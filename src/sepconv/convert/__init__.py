@@ -1,16 +1,8 @@
-"""Structural conversions: separable replacement, decomposition, BN folding.
+"""Structural conversions of trained or fresh models: separable replacement, folding separable
+pairs into regular convs, post-training decomposition. Each module registers its replay with
+:func:`sepconv.models.arch.register_transform` (and its zoo variants) when imported."""
 
-Importing this package imports every module in it, so that each transformation registers its
-replay function (``registry._ensure_transforms_loaded`` relies on it to rebuild checkpoints).
-"""
-
-import importlib as _importlib
-import pkgutil as _pkgutil
-
-from .fold_bn import FoldReport, fold_batchnorm
+from . import decompose, fold, separable  # noqa: F401  (registration)
 from .separable import SeparableReport, to_separable
 
-for _module in _pkgutil.iter_modules(__path__):
-    _importlib.import_module(f"{__name__}.{_module.name}")
-
-__all__ = ["FoldReport", "SeparableReport", "fold_batchnorm", "to_separable"]
+__all__ = ["SeparableReport", "to_separable"]

@@ -1,6 +1,6 @@
 """Post-training decomposition of trained regular convolutions ([He23], [Zhang16]).
 
-Notation of ../shared/specs/05-depthwise-decomposition.md §1: a conv computes ``Y = W·X`` with
+Notation of spec 05 (depth-wise decomposition) §1: a conv computes ``Y = W·X`` with
 ``X`` the (c·k²)×N input patches; ``X_i``/``W_i`` are input channel i's rows/columns and
 ``Y_i = W_i·X_i``. Three methods turn one ``nn.Conv2d`` into real ``nn.Conv2d`` modules:
 
@@ -34,14 +34,17 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
 
 from ..errors import SepconvError, UnknownNameError, did_you_mean
-from ..models.registry import get_arch, record_transform, register_transform, set_arch
+from ..measure.profile import profile
+from ..models.arch import get_arch, record_transform, register_transform, set_arch
 from ..nn.modules import replace_submodule
+from ..options import Options, option
+from ..report.protocol import ReportMixin
 from ..threads import torch_threads
 from .fold import is_depthwise, sole_consumers
 from .sampling import F64, LayerStats, ResponseSampler
@@ -171,6 +174,41 @@ def _channel_bases(factors: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tens
 
 
 # --------------------------------------------------------------------------------------------
+# Options
+
+
+@dataclass
+class DecomposeOptions(Options):
+    """What :func:`decompose` decomposes and how (also ``sepconv decompose``'s flags and the
+    ``decompose`` method's recipe options)."""
+
+    method: Literal["channel", "dw", "dw-comp"] = option(
+        "dw-comp", "channel ([Zhang16]), dw (Algorithm 1) or dw-comp (Algorithm 2, error compensation)"
+    )
+    layers: list[str] | None = option(None, "names or fnmatch patterns of the convs (default: every k×k conv)")
+    speedup: float | None = option(
+        None, "channel method: MAC reduction per layer (default: a separable layer's cost)", low=1, low_open=True
+    )
+    multiplier: int = option(1, "depth multiplier m of the dw methods", low=1, high=64)
+    images: int | None = option(300, "training images to sample responses from (None: all given)", low=1)
+    positions: int = option(10, "positions sampled per image", low=1, high=65536)
+    seed: int = option(0, "seed of the sampled positions", low=0, high=2**63 - 1)
+    batch_size: int = option(256, "images per forward pass while sampling", low=1, high=65536)
+    center: bool = option(True, "fit centred responses; the pointwise bias restores the means", cli=False)
+    asymmetric: bool = option(True, "fit on the partly decomposed network's inputs ([He23] §3.6)")
+    passes: int = option(1, "dw-comp: sweeps over the channels", low=1, high=100)
+    order: Literal["natural", "energy"] = option("natural", "dw-comp: channel order")
+    identity_bn: bool = option(False, "an identity BatchNorm between DW and PW (ShuffleNet's layout)")
+    strategy: Literal["auto", "lockstep", "replay"] = option("auto", "how the networks are run", cli=False)
+
+    def validate(self) -> None:
+        if self.speedup is not None and self.method != "channel":
+            raise SepconvError(
+                "a speed-up target applies to method 'channel'; the dw methods' cost is set by the multiplier"
+            )
+
+
+# --------------------------------------------------------------------------------------------
 # Reports
 
 
@@ -196,7 +234,7 @@ class LayerDecomposition:
 
 
 @dataclass
-class DecomposeReport:
+class DecomposeReport(ReportMixin):
     method: str
     rows: list[LayerDecomposition] = field(default_factory=list)
     images: int = 0
@@ -622,17 +660,26 @@ def decompose(
     batches mean fewer, larger operations, which matters most on shared cores.
     """
     start = time.perf_counter()
-    _check_method(method)
-    _check_options(passes, order)
-    if speedup is not None:
-        if method != "channel":
-            raise SepconvError(
-                "a speed-up target applies to method 'channel'; the dw methods' cost is set by the multiplier"
-            )
-        if isinstance(speedup, bool) or not isinstance(speedup, (int, float)) or not speedup > 1:
-            raise SepconvError(f"the speed-up must be a number > 1, got {speedup!r}")
-        if not math.isfinite(speedup):
-            raise SepconvError("the speed-up must be finite")
+    # One validation of every setting (types, ranges, combinations), before any work.
+    DecomposeOptions.from_dict(
+        {
+            "method": method,
+            "layers": [layers] if isinstance(layers, str) else (None if layers is None else list(layers)),
+            "speedup": speedup,
+            "multiplier": multiplier,
+            "images": n_images,
+            "positions": positions_per_image,
+            "seed": seed,
+            "batch_size": batch_size,
+            "center": center,
+            "asymmetric": asymmetric,
+            "passes": passes,
+            "order": order,
+            "identity_bn": identity_bn,
+            "strategy": strategy,
+        },
+        "decompose",
+    )
     names = select_layers(model, layers)
     widths = {
         name: _width(model.get_submodule(name), name, method, speedup, multiplier, None) for name in names
@@ -729,8 +776,6 @@ def _reader_after_identities(root: nn.Module, consumers: dict[str, str], name: s
 def _model_totals(
     report: DecomposeReport, before: nn.Module, after: nn.Module, sampler: ResponseSampler
 ) -> None:
-    from ..measure.profile import profile
-
     first = next(iter(sampler.source))
     size = tuple(int(s) for s in first.shape[1:])
     try:

@@ -23,7 +23,6 @@ intermediate values and each module is called once.
 from __future__ import annotations
 
 import copy
-import inspect
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -33,9 +32,11 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from ..errors import UnknownNameError
-from ..models.registry import model_entry, record_transform, register_model, register_transform
+from ..models.arch import record_transform, register_transform
+from ..models.registry import register_variant
 from ..nn.modules import replace_submodule
+from ..report.protocol import ReportMixin
+from . import separable  # noqa: F401  (registers the _dsc variants that FOLDED_VARIANTS folds)
 
 F64 = torch.float64
 _ACTIVATIONS = (
@@ -239,7 +240,7 @@ def merge_separable(dw: nn.Conv2d, pw: nn.Conv2d, bn: nn.BatchNorm2d | None = No
 
 
 @dataclass
-class FoldSeparableReport:
+class FoldSeparableReport(ReportMixin):
     """``folded``: (dw, bn or None, pw) names merged into one conv each (the conv takes the DW's
     name; the BN and PW become ``nn.Identity``)."""
 
@@ -279,7 +280,7 @@ def fold(model: nn.Module, inplace: bool = False) -> tuple[nn.Module, FoldSepara
     return result, report
 
 
-fold_separable = fold  # the name used by ../shared/specs/05-depthwise-decomposition.md §7
+fold_separable = fold  # the name used by spec 05 (depth-wise decomposition) §7
 
 
 def _replay_fold(model: nn.Module, pairs: Iterable[dict[str, Any]] = ()) -> nn.Module:
@@ -318,37 +319,8 @@ def folded_architecture(model: nn.Module) -> nn.Module:
     return model
 
 
-class _FoldedVariantBuilder:
-    """Builder of ``BASE_folded``: the base model's builder, then :func:`folded_architecture`. It
-    exposes the base builder's signature so that ``create_model`` checks options against it."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-
-    @property
-    def __signature__(self) -> inspect.Signature:
-        return inspect.signature(model_entry(self.base).builder)
-
-    def __call__(self, **config: Any) -> nn.Module:
-        return folded_architecture(model_entry(self.base).builder(**config))
-
-
-def register_folded_variants(bases: Iterable[str]) -> list[str]:
-    """Register ``BASE_folded`` for each registered ``BASE`` (unknown ones are skipped, so the
-    zoo can list models that other modules may not provide); returns the new names."""
-    added = []
-    for base in bases:
-        try:
-            entry = model_entry(base)
-        except UnknownNameError:
-            continue
-        name = f"{base}_folded"
-        register_model(
-            name,
-            _FoldedVariantBuilder(base),
-            description=f"{entry.description or base}; every DW+PW pair folded into a regular conv",
-            family=entry.family,
-            **entry.defaults,
-        )
-        added.append(name)
-    return added
+# The zoo's folded variants ([He23] §4.3): separable nets with every DW+PW pair as one regular conv,
+# to be trained and then decomposed back with `sepconv decompose`.
+FOLDED_VARIANTS = [f"resnet{d}_dsc" for d in (20, 32, 44, 56, 110)] + ["mobilenet_v1", "mobilenet_v2", "shufflenet_v2"]
+for _base in FOLDED_VARIANTS:
+    register_variant(_base, "folded", folded_architecture, "every DW+PW pair folded into a regular conv")

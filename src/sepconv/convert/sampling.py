@@ -51,6 +51,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data.dataset import BatchLoader, ImageDataset
 from ..errors import SepconvError
 
 F64 = torch.float64
@@ -300,8 +301,6 @@ class ImageSource:
     iterable of batches; re-iterable (a one-shot iterator is cached)."""
 
     def __init__(self, images: Any, n_images: int | None = None, batch_size: int = 256) -> None:
-        from ..data.dataset import BatchLoader, ImageDataset
-
         if n_images is not None and n_images < 1:
             raise SepconvError(f"the number of images must be positive, got {n_images}")
         if batch_size < 1:

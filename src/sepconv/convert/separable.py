@@ -14,23 +14,39 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch.nn as nn
 
 from ..errors import SepconvError
-from ..models.registry import model_entry, record_transform, register_model, register_transform
+from ..measure.profile import profile
+from ..models.arch import record_transform, register_transform
+from ..models.registry import register_variant
 from ..nn.modules import replace_submodule
 from ..nn.separable import MID_ACTIVATIONS, SeparableConv2d
+from ..options import Options, option
+from ..report.protocol import ReportMixin
 
 Include = str | Sequence[str]
 
 
 @dataclass
-class SeparableReport:
+class SeparableOptions(Options):
+    """How :func:`to_separable` converts (also the ``separable`` method's recipe options)."""
+
+    multiplier: int = option(1, "depth multiplier of the depthwise convs", low=1, high=64)
+    include: str | list[str] = option(
+        "all", "all, all_but_stem, or fnmatch patterns of the regular k×k convs to replace"
+    )
+    mid_bn: bool = option(False, "a BatchNorm between the depthwise and the pointwise conv")
+    mid_act: str | None = option(
+        None, "an activation between the depthwise and the pointwise conv", choices=tuple(sorted(MID_ACTIVATIONS))
+    )
+
+
+@dataclass
+class SeparableReport(ReportMixin):
     """What :func:`to_separable` replaced and what it saved."""
 
     replaced: list[str]
@@ -41,7 +57,7 @@ class SeparableReport:
     input_size: tuple[int, ...]
     skipped: list[str] = field(default_factory=list)  # regular convs the include filter left out
 
-    def __str__(self) -> str:
+    def summary(self) -> str:
         return (
             f"replaced {len(self.replaced)} conv(s); params {self.params_before:,} -> {self.params_after:,}, "
             f"MACs {self.macs_before:,} -> {self.macs_after:,} at {tuple(self.input_size)}"
@@ -73,8 +89,6 @@ def to_separable(
     an fnmatch pattern on qualified module names, or a list of such patterns.
     ``input_size`` (C, H, W) is only used for the MACs in the report (default: the model's).
     """
-    from ..measure.profile import profile
-
     before = profile(model, input_size)
     result, replaced, skipped = convert_to_separable(model, multiplier, include, mid_bn, mid_act, inplace)
     record_transform(
@@ -105,11 +119,15 @@ def convert_to_separable(
 
     Returns the model, the names of the replaced convs and of the regular convs left out.
     """
-    if int(multiplier) != multiplier or multiplier < 1:
-        raise SepconvError(f"depth multiplier must be a positive integer, got {multiplier!r}")
-    if mid_act is not None and str(mid_act).lower() not in MID_ACTIVATIONS:
-        known = ", ".join(sorted(MID_ACTIVATIONS))
-        raise SepconvError(f"unknown activation {mid_act!r}; choose one of {known}")
+    SeparableOptions.from_dict(  # one validation of every setting
+        {
+            "multiplier": multiplier,
+            "include": include if isinstance(include, str) else list(include),
+            "mid_bn": mid_bn,
+            "mid_act": None if mid_act is None else str(mid_act).lower(),
+        },
+        "separable conversion",
+    )
     result = model if inplace else copy.deepcopy(model)
     candidates = [name for name, m in result.named_modules() if is_regular_spatial_conv(m)]
     chosen = _select(result, candidates, include)
@@ -151,33 +169,12 @@ def _replay(
 register_transform("to_separable", _replay)
 
 
-class _SeparableVariantBuilder:
-    """Builder of ``BASE_dsc``: the base model's builder followed by :func:`convert_to_separable`.
-
-    It exposes the base builder's signature so that ``create_model`` checks options against it.
-    """
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-
-    @property
-    def __signature__(self) -> inspect.Signature:
-        return inspect.signature(model_entry(self.base).builder)
-
-    def __call__(self, **config: Any) -> nn.Module:
-        model = model_entry(self.base).builder(**config)
-        return convert_to_separable(model, inplace=True)[0]
+def _separable_architecture(model: nn.Module) -> nn.Module:
+    return convert_to_separable(model, inplace=True)[0]
 
 
-def register_separable_variant(base: str) -> str:
-    """Register ``BASE_dsc`` (stem included, multiplier 1, no middle BN, stride on the DW)."""
-    entry = model_entry(base)
-    name = f"{base}_dsc"
-    register_model(
-        name,
-        _SeparableVariantBuilder(base),
-        description=f"{entry.description or base}; every regular k×k conv made depthwise-separable",
-        family=entry.family,
-        **entry.defaults,
-    )
-    return name
+# The zoo's separable ("DSC") variants, spec 02 §1: stem included, multiplier 1, no middle BN,
+# stride on the DW. Only families built from regular convs (the mobile nets are separable already).
+SEPARABLE_VARIANTS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "vgg16", "densenet_bc_100")
+for _base in SEPARABLE_VARIANTS:
+    register_variant(_base, "dsc", _separable_architecture, "every regular k×k conv made depthwise-separable")

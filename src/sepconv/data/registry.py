@@ -33,13 +33,11 @@ def register_dataset(name: str, load: Loader, help: str, needs_arg: bool = False
 
 
 def list_datasets() -> list[DatasetEntry]:
-    _ensure_loaded()
     return [_DATASETS[k] for k in sorted(_DATASETS)]
 
 
 def get_dataset(spec: str, train: bool = True) -> ImageDataset:
     """Load the training (``train=True``) or test split of the data set named by ``spec``."""
-    _ensure_loaded()
     name, _, arg = spec.partition(":")
     entry = _DATASETS.get(name)
     if entry is None:
@@ -51,13 +49,3 @@ def get_dataset(spec: str, train: bool = True) -> ImageDataset:
     ds = entry.load(arg or None, train)
     ds.name = spec
     return ds
-
-
-_loaded = False
-
-
-def _ensure_loaded() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        from . import builtin  # noqa: F401  (registers the built-in data sets)

@@ -32,7 +32,8 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..errors import SepconvError
-from ..models.registry import record_transform, register_transform
+from ..models.arch import record_transform, register_transform
+from ..report.protocol import ReportMixin
 from .analysis import ChannelGraph, Rewrite, analyse
 from .constants import Overrides, border_sensitive_layers, channel_constants, consumer_offsets
 from .movement import remeasure
@@ -43,7 +44,7 @@ PruneSpec = Mapping[str, Any] | str
 
 
 @dataclass
-class CompactReport:
+class CompactReport(ReportMixin):
     """What :func:`compact` removed, folded and saved."""
 
     params_before: int
@@ -59,7 +60,7 @@ class CompactReport:
     graph_rewritten: bool = False
     seconds: float = 0.0
 
-    def __str__(self) -> str:
+    def summary(self) -> str:
         lines = [
             f"removed {sum(self.removed.values())} channel(s) in {len(self.removed)} group(s); "
             f"params {self.params_before:,} -> {self.params_after:,}, MACs {self.macs_before:,} -> "

@@ -16,45 +16,68 @@ import numpy as np
 import torch
 from scipy.optimize import Bounds, LinearConstraint, milp
 
+from ..errors import SepconvError
 from .analysis import ChannelGraph
+from .budget import Budget
 from .groups import ChannelGroup
 
 
-def budget(group: ChannelGroup, ratio: float) -> int:
-    """floor(ratio·size) chains, but never the whole group."""
-    if not 0.0 <= ratio <= 1.0:
-        from ..errors import SepconvError
+class RemovalPlan(dict[str, list[int]]):
+    """``{group id: [chain indices to remove]}`` for :func:`~.compact.compact`, plus the groups
+    that lose fewer channels than the count rule asked because their balance forbids more."""
 
-        raise SepconvError(f"pruning ratio must be in [0, 1], got {ratio}")
-    return min(int(np.floor(ratio * group.size + 1e-9)), group.size - 1)
+    def __init__(self, plan: Mapping[str, list[int]], shortfalls: Mapping[str, tuple[int, int]]) -> None:
+        super().__init__(plan)
+        self.shortfalls: dict[str, tuple[int, int]] = dict(shortfalls)  # id -> (asked, removed)
+
+    def summary(self) -> str:
+        line = f"remove {sum(map(len, self.values()))} channel(s) in {len(self)} group(s)"
+        if self.shortfalls:
+            worst = ", ".join(f"{g} {got} of {asked}" for g, (asked, got) in list(self.shortfalls.items())[:3])
+            line += (
+                f"; {len(self.shortfalls)} balanced group(s) lose fewer than asked, since every block "
+                f"must lose equally many ({worst})"
+            )
+        return line
 
 
 def plan_removal(
     cg: ChannelGraph,
-    ratio: float,
+    ratio: float | Budget | Mapping[str, int],
     scores: Mapping[str, np.ndarray | torch.Tensor] | None = None,
     groups: Iterable[str] | None = None,
     generator: np.random.Generator | None = None,
-) -> dict[str, list[int]]:
-    """A removal plan ``{group id: [chain indices]}`` for :func:`~.compact.compact`.
+) -> RemovalPlan:
+    """A removal plan for :func:`~.compact.compact`.
 
-    ``scores[group_id]`` (one per chain, higher = keep) decides which chains go; groups without
-    scores use random scores from ``generator`` (seeded 0 by default). Only prunable groups are
-    considered (all of them unless ``groups`` names some).
+    ``ratio`` is a pruning rate, a :class:`~.budget.Budget` (rate, ``round_to``, ``min_keep``)
+    or ready counts ``{group id: channels to remove}``. ``scores[group_id]`` (one per chain,
+    higher = keep) decides which chains go; groups without scores use random scores from
+    ``generator`` (seeded 0 by default). Only prunable groups are considered (all of them unless
+    ``groups`` names some, or ``ratio`` gives counts for some).
     """
     generator = generator if generator is not None else np.random.default_rng(0)
-    wanted = set(groups) if groups is not None else None
+    if isinstance(ratio, Mapping):
+        counts = {str(k): int(v) for k, v in ratio.items()}
+        wanted = set(counts) if groups is None else set(groups) & set(counts)
+    else:
+        rule = ratio if isinstance(ratio, Budget) else Budget(float(ratio))
+        wanted = set(groups) if groups is not None else None
+        counts = {g.id: rule.count(g.size) for g in cg.groups if g.prunable}
     chosen = [g for g in cg.groups if g.prunable and (wanted is None or g.id in wanted)]
+    missing = sorted((wanted or set()) - {g.id for g in chosen})
+    if missing:
+        raise SepconvError(f"no prunable channel group {missing[0]!r} in the model")
     score_of: dict[str, np.ndarray] = {}
     for g in chosen:
+        if not 0 <= counts[g.id] < g.size:
+            raise SepconvError(f"group {g.id} has {g.size} channels; cannot remove {counts[g.id]}")
         given = None if scores is None else scores.get(g.id)
         if given is None:
             score_of[g.id] = generator.random(g.size)
         else:
             value = given.detach().cpu().numpy() if isinstance(given, torch.Tensor) else np.asarray(given)
             if value.shape != (g.size,):
-                from ..errors import SepconvError
-
                 raise SepconvError(f"scores of group {g.id} have shape {value.shape}, expected ({g.size},)")
             score_of[g.id] = value.astype(np.float64)
     constrained_chains = _constrained_chains(cg)
@@ -64,13 +87,15 @@ def plan_removal(
         if any(ch in constrained_chains for ch in g.chains):
             constrained.append(g)
             continue
-        count = budget(g, ratio)
-        if count > 0:
+        if counts[g.id] > 0:
             order = np.argsort(score_of[g.id], kind="stable")
-            plan[g.id] = sorted(int(k) for k in order[:count])
+            plan[g.id] = sorted(int(k) for k in order[: counts[g.id]])
     if constrained:
-        plan.update(_balanced(cg, constrained, ratio, score_of))
-    return {gid: idx for gid, idx in plan.items() if idx}
+        plan.update(_balanced(cg, constrained, counts, score_of))
+    shortfalls = {
+        g.id: (counts[g.id], len(plan.get(g.id, []))) for g in constrained if len(plan.get(g.id, [])) < counts[g.id]
+    }
+    return RemovalPlan({gid: idx for gid, idx in plan.items() if idx}, shortfalls)
 
 
 def _constrained_chains(cg: ChannelGraph) -> set[int]:
@@ -81,7 +106,7 @@ def _constrained_chains(cg: ChannelGraph) -> set[int]:
 
 
 def _balanced(
-    cg: ChannelGraph, groups: list[ChannelGroup], ratio: float, score_of: Mapping[str, np.ndarray]
+    cg: ChannelGraph, groups: list[ChannelGroup], counts: Mapping[str, int], score_of: Mapping[str, np.ndarray]
 ) -> dict[str, list[int]]:
     """Maximise the number of removed chains (within budgets), then minimise their scores."""
     variables = [(g, k, ch) for g in groups for k, ch in enumerate(g.chains)]
@@ -95,7 +120,7 @@ def _balanced(
         row[start : start + g.size] = 1
         rows.append(row)
         lower.append(0)
-        upper.append(budget(g, ratio))
+        upper.append(counts[g.id])
     for owner, blocks, _ in cg.balances:
         width = owner.size // blocks
         counts = np.zeros((blocks, n))
@@ -130,8 +155,10 @@ def _balanced(
         options={"time_limit": 10.0},
     )
     plan: dict[str, list[int]] = {}
-    if result.x is None:
-        return plan
+    if result.x is None:  # only a time-out: removing nothing is always feasible
+        raise SepconvError(
+            f"could not balance the removal over {len(groups)} constrained group(s) in time ({result.message})"
+        )
     for v, (g, k, _) in enumerate(variables):
         if result.x[v] > 0.5:
             plan.setdefault(g.id, []).append(k)

@@ -1,5 +1,1 @@
-"""Measurement: params/MACs (``profile``) and latency."""
-
-from .profile import LayerRow, Profile, profile
-
-__all__ = ["LayerRow", "Profile", "profile"]
+"""Measurement: exact params/MACs (:mod:`.profile`) and latency per runtime (:mod:`.latency`)."""

@@ -15,10 +15,10 @@ The CPUs this runs on are shared and noisy: one timing can swing 2× between run
   ~1.5x longer and moved the measured speed-up of a pruned model from 4.5x to 3.7x (interleaved
   runs, medians). A shared pool is also how one process serves several models.
 
-Both runtimes run the same deployment form of the model (:func:`sepconv.export.prepare_for_deployment`:
+Both runtimes run the same deployment form of the model (:func:`sepconv.deploy.rewrites.prepare_for_deployment`:
 BatchNorm folded, option-A shortcuts as 1×1 selection convs). PyTorch runs it under
 ``torch.inference_mode()`` (optionally in ``channels_last``); ONNX Runtime runs its verified export
-(:func:`sepconv.export.export_onnx_bytes`, dynamic batch axis), or an ``.onnx`` file given directly.
+(:func:`sepconv.deploy.onnx.export_onnx_bytes`, dynamic batch axis), or an ``.onnx`` file given directly.
 """
 
 from __future__ import annotations
@@ -36,7 +36,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..checkpoint import load_model
+from ..deploy.onnx import export_onnx_bytes
+from ..deploy.ort import load_onnx, ort_session, use_shared_ort_pool
+from ..deploy.rewrites import prepare_for_deployment
 from ..errors import SepconvError
+from ..models.arch import get_arch
+from .profile import default_input_size, profile
 
 RUNTIMES = ("torch", "onnxruntime")
 ModelSource = nn.Module | str | os.PathLike[str]
@@ -134,6 +140,9 @@ class BenchmarkReport:
         if self.notes:
             out["notes"] = self.notes
         return out
+
+    def summary(self) -> str:
+        return self.table()
 
     def table(self) -> str:
         header = ("model", "runtime", "batch", "median ms", "IQR ms", "images/s")
@@ -364,8 +373,6 @@ def bound_ort_call(session: Any, array: np.ndarray) -> Callable[[], Any]:
 
 def _timing_session(data: bytes, threads: int) -> Any:
     """A session on ONNX Runtime's process-wide pool of ``threads`` threads."""
-    from ..export import ort_session, use_shared_ort_pool
-
     pool = use_shared_ort_pool(threads)
     if pool != threads:
         raise SepconvError(
@@ -377,8 +384,8 @@ def _timing_session(data: bytes, threads: int) -> Any:
 
 def _label(source: ModelSource) -> str:
     if isinstance(source, nn.Module):
-        arch = getattr(source, "sepconv_arch", None)
-        return str(arch["name"]) if arch else type(source).__name__
+        arch = get_arch(source)
+        return arch.name if arch else type(source).__name__
     return str(source)
 
 
@@ -393,21 +400,15 @@ def _prepare(
     if isinstance(source, (str, os.PathLike)) and str(source).endswith(".onnx"):
         return _prepare_onnx_file(Path(source), label, input_size)
 
-    from ..checkpoint import load_model
-    from ..export import export_onnx_bytes, prepare_for_deployment
-    from .profile import default_input_size, profile
-
     module = load_model(source, **create_kwargs)
     size = tuple(int(s) for s in (input_size or default_input_size(module)))
     macs = profile(module, size).macs  # also checks that the model runs on this input size
     deployed, _ = prepare_for_deployment(module)
-    onnx_bytes = export_onnx_bytes(module, size, dynamic_batch=True)[0] if need_onnx else None
+    onnx_bytes = export_onnx_bytes(module, input_size=size, dynamic_batch=True)[0] if need_onnx else None
     return _Prepared(label, deployed if need_torch else None, onnx_bytes, macs, size)
 
 
 def _prepare_onnx_file(path: Path, label: str, input_size: Sequence[int] | None) -> _Prepared:
-    from ..export import load_onnx
-
     proto = load_onnx(path)
     graph_inputs = [i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
     if len(graph_inputs) != 1:

@@ -1,6 +1,6 @@
 """The ``paper000`` counting convention: how [Wen24] Table 2 counts a pruned model.
 
-Spec 02 §9 (/work/shared/specs/02-pca-fpgm-soft-pruning.md): on the *unpruned* model, every
+Spec 02 §9 spec 02 (PCA-FPGM soft pruning): on the *unpruned* model, every
 convolution's MACs and weights are multiplied by (1 − P); BatchNorm, the classifier and conv
 biases are left as they are. Every entry of the paper's Table 2 follows from it, e.g. ResNet-20 at
 P = 0.4: 0.6·40,550,400 + 640 = 24.33 M MACs and 0.6·267,696 + 2,026 = 162.64 K params.

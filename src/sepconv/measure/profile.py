@@ -16,7 +16,9 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..checkpoint import load_model
 from ..errors import SepconvError
+from ..models.arch import get_arch
 
 
 @dataclass
@@ -77,15 +79,22 @@ class Profile:
         return f"{self.model or 'model'}: {self.params:,} params, {self.macs:,} MACs per image at {tuple(self.input_size)}"
 
 
+def tensor_like(model: nn.Module) -> dict[str, Any]:
+    """``device``/``dtype`` keywords for an input that the model can run on: those of its first
+    floating-point parameter or buffer (CPU float32 for a model without any)."""
+    for t in (*model.parameters(), *model.buffers()):
+        if t.is_floating_point():
+            return {"device": t.device, "dtype": t.dtype}
+    return {"device": torch.device("cpu"), "dtype": torch.float32}
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def default_input_size(model: nn.Module) -> tuple[int, int, int]:
-    from ..models.registry import get_arch
-
     arch = get_arch(model)
-    in_ch = int(arch["config"].get("in_channels", 3)) if arch else 3
+    in_ch = int(arch.config.get("in_channels", 3)) if arch else 3
     return (in_ch, 32, 32)
 
 
@@ -98,8 +107,6 @@ def profile(
 
     ``input_size`` is (C, H, W); by default (in_channels, 32, 32).
     """
-    from ..checkpoint import load_model
-
     model = load_model(model_or_source, **create_kwargs)
     label = model_or_source if isinstance(model_or_source, (str, os.PathLike)) else type(model).__name__
     size = tuple(int(s) for s in (input_size or default_input_size(model)))
@@ -119,7 +126,7 @@ def profile(
     try:
         counter = FlopCounterMode(display=False)
         with torch.no_grad(), counter:
-            x = torch.zeros(1, *size)
+            x = torch.zeros(1, *size, **tensor_like(model))
             model(x)
     except (RuntimeError, ValueError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

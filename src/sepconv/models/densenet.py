@@ -12,7 +12,7 @@ BN → ReLU → global average pool → linear.
   adaptive pool here so other input sizes work; at 32×32 the two are the same.
 
 DenseNet-BC-100 (depth 100, growth 12, compression 0.5) on CIFAR-100 has 800,032 params and
-287,960,472 MACs (../shared/specs/03-ldsconv.md §7).
+287,960,472 MACs (spec 03 (LdsConv) §7).
 
 ImageNet layout (``imagenet=True``): the stem becomes the ImageNet DenseNet stem ``Conv 7×7/2 →
 BN → ReLU → MaxPool 3×3/2``, and a final BN precedes the pooling as before; the blocks follow
@@ -26,6 +26,7 @@ import torch.nn as nn
 
 from ..errors import SepconvError
 from ._common import flag, kaiming_init_, positive_float, positive_int
+from .registry import register_model
 
 BOTTLENECK_FACTOR = 4  # the 1×1 bottleneck makes 4·growth channels
 
@@ -114,6 +115,16 @@ class DenseNet(nn.Module):
         return self.fc(self.flatten(self.avgpool(x)))
 
 
+@register_model(
+    "densenet_bc_100",
+    description="DenseNet-BC-100, growth 12, compression 0.5 (Huang et al. 2017)",
+    family="densenet",
+    depth=100,
+    growth_rate=12,
+    compression=0.5,
+    bottleneck=True,
+    imagenet=False,
+)
 def densenet_bc(
     num_classes: int = 10,
     in_channels: int = 3,

@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._common import flag, kaiming_init_, make_divisible, positive_float
+from .registry import register_model
 
 # One tuple per bottleneck: (DW kernel k, expansion width, output width, SE ratio, stride).
 GHOSTNET_BLOCKS: tuple[tuple[int, int, int, float, int], ...] = (
@@ -176,6 +177,14 @@ class GhostNet(nn.Module):
         return self.classifier(self.dropout(x))
 
 
+@register_model(
+    "ghostnet",
+    description="GhostNet (Han et al. 2020) with squeeze-excite, CIFAR strides",
+    family="ghostnet",
+    width_mult=1.0,
+    se=True,
+    imagenet=False,
+)
 def ghostnet(
     num_classes: int = 10,
     in_channels: int = 3,

@@ -4,7 +4,7 @@ MobileNetV1: stem 3×3 conv (32) → BN → ReLU, then 13 depthwise-separable bl
 ``DW 3×3 → BN → ReLU → PW 1×1 → BN → ReLU`` with widths 64, 128², 256², 512⁶, 1024² (stride 2 at
 the first 128, 256, 512 and 1024), global average pool, ``Linear(1024, classes)``. ``width_mult``
 scales every width as TF-slim does (``max(8, int(c·width_mult))``). ImageNet layout: 4,231,976
-params / 568,740,352 MACs at 224² and 1000 classes (../shared/specs/00-overview.md).
+params / 568,740,352 MACs at 224² and 1000 classes (spec 00 (overview)).
 
 MobileNetV2: torchvision's ``mobilenet_v2`` — inverted residuals ``PW expand → BN → ReLU6 →
 DW 3×3 → BN → ReLU6 → PW project → BN`` (no expansion PW when t = 1; identity shortcut when the
@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from ._common import flag, kaiming_init_, make_divisible, positive_float
+from .registry import register_model
 
 # (output width, stride) of the 13 depthwise-separable blocks of MobileNetV1.
 MOBILENET_V1_BLOCKS: tuple[tuple[int, int], ...] = (
@@ -147,6 +148,13 @@ class MobileNetV2(nn.Module):
         return self.classifier(self.flatten(self.avgpool(self.features(x))))
 
 
+@register_model(
+    "mobilenet_v1",
+    description="MobileNetV1 (Howard et al. 2017), stride-1 stem on CIFAR",
+    family="mobilenet",
+    width_mult=1.0,
+    imagenet=False,
+)
 def mobilenet_v1(
     num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0, imagenet: bool = False
 ) -> MobileNetV1:
@@ -155,6 +163,13 @@ def mobilenet_v1(
     )
 
 
+@register_model(
+    "mobilenet_v2",
+    description="MobileNetV2 (Sandler et al. 2018), torchvision widths, CIFAR strides",
+    family="mobilenet",
+    width_mult=1.0,
+    imagenet=False,
+)
 def mobilenet_v2(
     num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0, imagenet: bool = False
 ) -> MobileNetV2:

@@ -1,25 +1,26 @@
 """One registry for every model sepconv can build, in the manner of timm's ``create_model``.
 
-A model built here carries its *architecture description* in ``model.sepconv_arch``:
-``{"name": str, "config": dict, "transforms": [{"name": str, "kwargs": dict}, ...]}``.
-Structural transformations (separable conversion, compaction, decomposition...) append
-themselves to ``transforms``; :func:`build_from_arch` replays them on a freshly built model, so a
-checkpoint needs only this description plus a ``state_dict`` — no pickled code.
+Each family's file registers its models with the :func:`register_model` decorator; the package
+``sepconv.models`` imports every family file, and modules that derive variants (the separable
+``_dsc`` and folded ``_folded`` models of :mod:`sepconv.convert`) register those when imported.
+A model built here carries its :class:`~.arch.Architecture`; :func:`build_from_arch` rebuilds the
+structure a checkpoint describes.
 """
 
 from __future__ import annotations
 
-import copy
+import fnmatch
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch.nn as nn
 
 from ..errors import SepconvError, UnknownNameError, did_you_mean
+from .arch import Architecture, replay_transform, set_arch
 
-ARCH_ATTR = "sepconv_arch"
+Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
 
 
 @dataclass(frozen=True)
@@ -32,42 +33,54 @@ class ModelEntry:
 
 
 _MODELS: dict[str, ModelEntry] = {}
-_TRANSFORMS: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_model(
-    name: str, builder: Callable[..., nn.Module], *, description: str = "", family: str = "", **defaults: Any
-) -> None:
-    """Register ``builder(num_classes=, in_channels=, **cfg)`` under ``name`` with default config."""
-    if name in _MODELS:
-        raise ValueError(f"model {name!r} registered twice")
-    _MODELS[name] = ModelEntry(name, builder, dict(defaults), description, family)
+    name: str, *, description: str = "", family: str = "", **defaults: Any
+) -> Callable[[Builder], Builder]:
+    """Decorator: register ``builder(num_classes=, in_channels=, **cfg)`` under ``name``.
 
+    ``defaults`` are the config a plain ``create_model(name)`` uses (and records)."""
 
-def register_transform(name: str, replay: Callable[..., nn.Module]) -> None:
-    """Register how to replay a structural transformation: ``replay(model, **kwargs) -> model``."""
-    _TRANSFORMS[name] = replay
+    def register(builder: Builder) -> Builder:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} registered twice")
+        _MODELS[name] = ModelEntry(name, builder, dict(defaults), description, family)
+        return builder
+
+    return register
 
 
 def list_models(pattern: str | None = None) -> list[str]:
     """Names of all registered models, sorted; ``pattern`` is an fnmatch filter."""
-    _ensure_zoo_loaded()
     names = sorted(_MODELS)
-    if pattern:
-        import fnmatch
-
-        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
-    return names
+    return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
 
 
 def model_entry(name: str) -> ModelEntry:
-    _ensure_zoo_loaded()
     try:
         return _MODELS[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise UnknownNameError(
-            f"unknown model {name!r}{did_you_mean(name, list(_MODELS))}; `sepconv models` lists them"
+            f"unknown model {name!r}{did_you_mean(str(name), list(_MODELS))}; `sepconv models` lists them"
         ) from None
+
+
+def model_config(name: str, num_classes: int = 10, in_channels: int = 3, **cfg: Any) -> dict[str, Any]:
+    """The full config ``create_model`` would use: the entry's defaults, ``cfg`` and the two
+    data-dependent sizes; unknown keys are a one-line error."""
+    entry = model_entry(name)
+    config = {**entry.defaults, **cfg, "num_classes": num_classes, "in_channels": in_channels}
+    params = inspect.signature(entry.builder).parameters
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = [k for k in config if k not in params and not accepts_any]
+    if unknown:
+        raise SepconvError(f"model {name!r} has no option {', '.join(map(repr, unknown))}")
+    for key in ("num_classes", "in_channels"):
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SepconvError(f"{key} must be a positive integer, got {value!r}")
+    return config
 
 
 def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **cfg: Any) -> nn.Module:
@@ -75,84 +88,45 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **cfg: 
 
     ``cfg`` overrides the entry's defaults (e.g. ``width_mult=0.5``); unknown keys are an error.
     """
-    entry = model_entry(name)
-    config = {**entry.defaults, **cfg, "num_classes": int(num_classes), "in_channels": int(in_channels)}
-    params = inspect.signature(entry.builder).parameters
-    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    unknown = [k for k in config if k not in params and not accepts_any]
-    if unknown:
-        raise SepconvError(f"model {name!r} has no option {', '.join(map(repr, unknown))}")
-    if config["num_classes"] < 1 or config["in_channels"] < 1:
-        raise SepconvError("num_classes and in_channels must be positive")
-    model = entry.builder(**config)
-    set_arch(model, {"name": name, "config": config, "transforms": []})
+    config = model_config(name, num_classes, in_channels, **cfg)
+    model = model_entry(name).builder(**config)
+    set_arch(model, Architecture(name, config))
     return model
 
 
-def get_arch(model: nn.Module) -> dict[str, Any] | None:
-    """The architecture description of a model built by sepconv, or None for a user's model."""
-    arch = getattr(model, ARCH_ATTR, None)
-    return copy.deepcopy(arch) if arch is not None else None
-
-
-def set_arch(model: nn.Module, arch: dict[str, Any] | None) -> None:
-    # Stored as a plain attribute (not a buffer): it is metadata, never part of state_dict.
-    object.__setattr__(model, ARCH_ATTR, copy.deepcopy(arch) if arch is not None else None)
-
-
-def record_transform(source: nn.Module, result: nn.Module, name: str, **kwargs: Any) -> None:
-    """Give ``result`` the architecture of ``source`` plus one more replayable transformation.
-
-    A user model without an architecture description stays without one (it cannot be rebuilt
-    from a checkpoint anyway; its weights still save).
-    """
-    arch = get_arch(source)
-    if arch is None:
-        set_arch(result, None)
-        return
-    arch["transforms"].append({"name": name, "kwargs": copy.deepcopy(kwargs)})
-    set_arch(result, arch)
-
-
-def build_from_arch(arch: dict[str, Any]) -> nn.Module:
-    """Rebuild the structure described by ``arch`` (fresh weights)."""
-    try:
-        name, config = arch["name"], dict(arch["config"])
-        transforms = list(arch.get("transforms", []))
-    except (KeyError, TypeError):
-        raise SepconvError("malformed architecture description (needs name, config, transforms)") from None
-    model = create_model(name, **config)
-    for step in transforms:
-        tname = step.get("name")
-        if tname not in _TRANSFORMS:
-            _ensure_transforms_loaded()
-        if tname not in _TRANSFORMS:
-            raise SepconvError(f"architecture uses unknown transformation {tname!r}")
-        before = get_arch(model)
-        model = _TRANSFORMS[tname](model, **step.get("kwargs", {}))
-        # The replay function may or may not have recorded itself; make the history exact.
-        before["transforms"].append(copy.deepcopy(step))
-        set_arch(model, before)
+def build_from_arch(arch: Architecture | dict[str, Any], source: str = "architecture description") -> nn.Module:
+    """Rebuild the structure described by ``arch`` (fresh weights); a dict is validated first."""
+    if not isinstance(arch, Architecture):
+        arch = Architecture.from_dict(arch, source)
+    model = create_model(arch.name, **arch.config)
+    for k, step in enumerate(arch.transforms):
+        model = replay_transform(model, step)
+        # Whatever the replay recorded, the history is exactly the description's first k+1 steps.
+        set_arch(model, Architecture(arch.name, arch.config, arch.transforms[: k + 1]))
     return model
 
 
-_zoo_loaded = False
+class _VariantBuilder:
+    """Builder of a derived model: the base model's builder, then ``derive``. It exposes the base
+    builder's signature so that ``create_model`` checks options against it."""
+
+    def __init__(self, base: str, derive: Callable[[nn.Module], nn.Module]) -> None:
+        self.base, self.derive = base, derive
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return inspect.signature(model_entry(self.base).builder)
+
+    def __call__(self, **config: Any) -> nn.Module:
+        return self.derive(model_entry(self.base).builder(**config))
 
 
-def _ensure_zoo_loaded() -> None:
-    global _zoo_loaded
-    if not _zoo_loaded:
-        _zoo_loaded = True
-        from . import zoo  # noqa: F401  (registers every model)
-
-
-def _ensure_transforms_loaded() -> None:
-    # Transformations register their replay functions when their module is imported.
-    import importlib
-
-    for mod in ("sepconv.convert", "sepconv.graph"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:  # a sub-package not built yet
-            if exc.name != mod:
-                raise
+def register_variant(base: str, suffix: str, derive: Callable[[nn.Module], nn.Module], what: str) -> str:
+    """Register ``BASE_SUFFIX``, built as ``derive(BASE)`` with BASE's defaults; ``what`` completes
+    the base's description. Returns the new name."""
+    entry = model_entry(base)
+    name = f"{base}_{suffix}"
+    register_model(name, description=f"{entry.description or base}; {what}", family=entry.family, **entry.defaults)(
+        _VariantBuilder(base, derive)
+    )
+    return name

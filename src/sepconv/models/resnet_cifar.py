@@ -3,10 +3,13 @@ parameter-free option-A shortcuts)."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
 
 from ..nn import ZeroPadShortcut
+from .registry import register_model
 
 
 class BasicBlock(nn.Module):
@@ -69,3 +72,12 @@ def cifar_resnet(
     depth: int, num_classes: int = 10, in_channels: int = 3, base_width: int = 16
 ) -> CifarResNet:
     return CifarResNet(depth, num_classes, in_channels, base_width)
+
+
+for _depth in (20, 32, 44, 56, 110):
+    register_model(
+        f"resnet{_depth}",
+        description=f"CIFAR ResNet-{_depth}, option-A shortcuts (He et al. 2016)",
+        family="resnet",
+        base_width=16,
+    )(partial(cifar_resnet, _depth))

@@ -30,6 +30,7 @@ import torch.nn as nn
 from ..errors import SepconvError
 from ..nn import ChannelShuffle
 from ._common import flag, kaiming_init_, one_of, positive_float
+from .registry import register_model
 
 STAGE_REPEATS = (4, 8, 4)
 STEM_WIDTH = 24
@@ -195,6 +196,14 @@ class ShuffleNetV2(nn.Module):
         return self.fc(self.flatten(self.avgpool(self.conv5(x))))
 
 
+@register_model(
+    "shufflenet_v1",
+    description="ShuffleNet V1 (Zhang et al. 2018), g=3, 1.0x, CIFAR stem",
+    family="shufflenet",
+    groups=3,
+    width_mult=1.0,
+    imagenet=False,
+)
 def shufflenet_v1(
     num_classes: int = 10,
     in_channels: int = 3,
@@ -208,6 +217,13 @@ def shufflenet_v1(
     return ShuffleNetV1(num_classes, in_channels, g, scale, flag("imagenet", imagenet))
 
 
+@register_model(
+    "shufflenet_v2",
+    description="ShuffleNet V2 (Ma et al. 2018), 1.0x, CIFAR stem",
+    family="shufflenet",
+    width_mult=1.0,
+    imagenet=False,
+)
 def shufflenet_v2(
     num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0, imagenet: bool = False
 ) -> ShuffleNetV2:

@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from ._common import flag, kaiming_init_, one_of
+from .registry import register_model
 
 VGG16_CFG: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512,
@@ -62,6 +63,13 @@ class VGG(nn.Module):
         return self.classifier(self.flatten(self.avgpool(self.features(x))))
 
 
+@register_model(
+    "vgg16",
+    description="VGG-16-BN, CIFAR form of PFEC/FPGM (Linear-BN-ReLU-Linear head)",
+    family="vgg",
+    classifier="fpgm",
+    imagenet=False,
+)
 def vgg16(
     num_classes: int = 10, in_channels: int = 3, classifier: str = "fpgm", imagenet: bool = False
 ) -> VGG:

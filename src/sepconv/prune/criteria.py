@@ -6,7 +6,7 @@ already removed scores ``-inf``, so "prune the ``n`` lowest scores" (:func:`sele
 only selection rule a policy needs. How many filters go at a pruning rate is
 :meth:`Criterion.n_pruned` (the FPGM family adds its norm step to the count).
 
-Criteria (spec 02, /work/shared/specs/02-pca-fpgm-soft-pruning.md §3-§5):
+Criteria (spec 02, spec 02 (PCA-FPGM soft pruning) §3-§5):
 
 * ``L1Norm`` / ``L2Norm`` — SFP [He et al. 2018]: prune the smallest filter norms.
 * ``FPGM`` — [He et al. 2019] with the official code's mask semantics: an optional norm step
@@ -26,13 +26,13 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from ..errors import SepconvError, UnknownNameError, did_you_mean
+from ..graph.budget import check_rate, exact_rate, floor_count
 
 __all__ = [
     "FPGM",
@@ -40,13 +40,18 @@ __all__ = [
     "L2Norm",
     "PCAFPGM",
     "Criterion",
+    "BNScale",
+    "GroupView",
+    "NormView",
     "PCAResult",
     "check_rate",
+    "criterion_key",
     "distance_sums",
     "floor_count",
     "get_criterion",
     "list_criteria",
     "pca_reduce",
+    "register_criterion",
     "select_pruned",
 ]
 
@@ -56,34 +61,12 @@ _RANK_TOL = 1e-12  # spec §5: eigenvalues below 1e-12 * lambda_1 are numerical 
 
 
 # ---------------------------------------------------------------------------------------------
-# rates and counts
-
-
-def check_rate(rate: float, what: str = "pruning rate") -> float:
-    """A pruning rate must lie in [0, 1): pruning every filter of a layer breaks the network."""
-    try:
-        value = float(rate)
-    except (TypeError, ValueError):
-        raise SepconvError(f"{what} must be a number in [0, 1), got {rate!r}") from None
-    if not (0.0 <= value < 1.0):  # also rejects NaN
-        raise SepconvError(f"{what} must be in [0, 1), got {rate!r}")
-    return value
-
-
-def _exact(rate: float) -> Fraction:
-    # The rate as the user wrote it (0.9 -> 9/10), so floor(10 * (1 - 0.9)) is 1, not the 0 that
-    # binary floating point gives (10 * 0.09999999999999998). Spec §4's hand example needs this.
-    return Fraction(repr(float(rate)))
-
-
-def floor_count(n: int, rate: float) -> int:
-    """``floor(n * rate)`` with the rate taken as its shortest decimal representation."""
-    return math.floor(n * _exact(rate))
+# rates and counts: the one rule lives in sepconv.graph.budget
 
 
 def _norm_step_count(n: int, rate_norm: float) -> int:
     """``floor(n * (1 - rate_norm))``: how many filters the FPGM norm step removes."""
-    return math.floor(n * (1 - _exact(rate_norm)))
+    return math.floor(n * (1 - exact_rate(rate_norm)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,18 +101,77 @@ def _filters(weight: Tensor) -> Tensor:
     return weight.detach().to(device="cpu", dtype=torch.float64).reshape(weight.shape[0], -1)
 
 
-class Criterion(ABC):
-    """Importance of each output channel of a conv weight; higher = keep.
+@dataclass(frozen=True)
+class NormView:
+    """A BatchNorm on a group's chains: ``index[k]`` holds the BN channel(s) of chain k (a
+    (size, k) table), and ``activation`` the module applied to the BN's output (None when unknown
+    or when nothing follows it directly)."""
 
+    name: str
+    module: torch.nn.Module
+    index: Tensor
+    activation: torch.nn.Module | None = None
+
+    def gamma(self) -> Tensor:
+        """γ per chain (the mean over the chain's channels when it holds several)."""
+        weight = self.module.weight
+        ones = torch.ones(self.module.num_features, dtype=torch.float64)
+        return (ones if weight is None else weight.detach().to("cpu", torch.float64))[self.index].mean(-1)
+
+    def beta(self) -> Tensor:
+        """β per chain (the mean over the chain's channels when it holds several)."""
+        bias = self.module.bias
+        zeros = torch.zeros(self.module.num_features, dtype=torch.float64)
+        return (zeros if bias is None else bias.detach().to("cpu", torch.float64))[self.index].mean(-1)
+
+
+@dataclass(frozen=True)
+class GroupView:
+    """What a criterion sees of one channel group: ``size`` channels, one score each.
+
+    ``filters``: for each conv/linear layer writing the group, its name and a (size, k) table of
+    the k output rows each channel occupies there (k = 1 for a plain conv). ``norms``: the
+    BatchNorms on the group's chains. ``statistics``: optional per-channel statistics gathered
+    on data by the caller (e.g. ``"taylor"``: mean |activation · gradient|), keyed by name.
+    With layer coupling a group is one conv's filters; with group coupling it is every filter
+    that writes the same channels (residual streams, depthwise chains).
+    """
+
+    model: torch.nn.Module
+    size: int
+    filters: tuple[tuple[str, Tensor], ...]
+    norms: tuple[NormView, ...] = ()
+    statistics: dict[str, Tensor] | None = None
+
+    def weights(self) -> Tensor:
+        """One row per channel: the filters of every layer writing it, concatenated."""
+        parts = [
+            self.model.get_submodule(name).weight.detach()[table.flatten()].reshape(self.size, -1)
+            for name, table in self.filters
+        ]
+        return torch.cat(parts, dim=1)
+
+
+class Criterion(ABC):
+    """Importance of each channel of a group; higher = keep.
+
+    Weight criteria implement :meth:`score` on a filter matrix; :meth:`score_group` hands them the
+    group's concatenated filters. Criteria that need more (BatchNorm parameters, activations,
+    gradients) override :meth:`score_group`, which receives the whole :class:`GroupView`.
     ``n_prune`` is how many channels the caller will remove. Criteria whose ranking depends on it
     may use it; those here rank the same whatever it is and only check it is possible.
     """
 
     name: ClassVar[str] = ""
+    uses_norms: ClassVar[bool] = False  # score_group reads GroupView.norms (found by tracing)
 
     @abstractmethod
     def score(self, weight: Tensor, n_prune: int | None = None) -> Tensor:
         """Float64 importance per output channel of ``weight`` (−inf: removed by a norm step)."""
+
+    def score_group(self, group: GroupView, n_prune: int | None = None) -> Tensor:
+        """Float64 importance per channel of ``group`` (by default: :meth:`score` of its filters)."""
+        return self.score(group.weights(), n_prune)
 
     def n_pruned(self, n_filters: int, rate: float) -> int:
         """How many of ``n_filters`` filters go at pruning rate ``rate`` (floor(N * rate))."""
@@ -227,7 +269,7 @@ class FPGM(Criterion):
             )
         if rate_dist is not None:
             rate_dist = check_rate(rate_dist, "rate_dist")
-            if (1 - _exact(rate_norm)) + _exact(rate_dist) >= 1:
+            if (1 - exact_rate(rate_norm)) + exact_rate(rate_dist) >= 1:
                 raise SepconvError(
                     f"rate_norm={rate_norm} and rate_dist={rate_dist} together prune every filter"
                 )
@@ -252,12 +294,12 @@ class FPGM(Criterion):
                 raise SepconvError(f"{self.name}: give a pruning rate (or rate_dist)")
             rate_dist = check_rate(rate)
         else:
-            if rate is not None and _exact(check_rate(rate)) != _exact(self.rate_dist):
+            if rate is not None and exact_rate(check_rate(rate)) != exact_rate(self.rate_dist):
                 raise SepconvError(
                     f"{self.name}: pruning rate {rate} conflicts with rate_dist={self.rate_dist}; give only one"
                 )
             rate_dist = self.rate_dist
-        if (1 - _exact(self.rate_norm)) + _exact(rate_dist) >= 1:
+        if (1 - exact_rate(self.rate_norm)) + exact_rate(rate_dist) >= 1:
             raise SepconvError(f"rate_norm={self.rate_norm} and rate {rate_dist} together prune every filter")
         n_norm = _norm_step_count(n_filters, self.rate_norm)
         return n_norm + floor_count(n_filters, rate_dist)
@@ -405,6 +447,23 @@ class PCAFPGM(FPGM):
         }
 
 
+class BNScale(Criterion):
+    """|γ| of the BatchNorm on each channel (network slimming, Liu et al. 2017), averaged over the
+    group's BatchNorms; a group without BatchNorm falls back to its filters' L1 norm."""
+
+    name = "bn-scale"
+    uses_norms = True
+
+    def score(self, weight: Tensor, n_prune: int | None = None) -> Tensor:
+        return L1Norm().score(weight, n_prune)
+
+    def score_group(self, group: GroupView, n_prune: int | None = None) -> Tensor:
+        self._check_n_prune(group.size, n_prune)
+        if not group.norms:
+            return self.score(group.weights(), n_prune)
+        return torch.stack([norm.gamma().abs() for norm in group.norms]).mean(dim=0)
+
+
 # ---------------------------------------------------------------------------------------------
 # registry
 
@@ -433,6 +492,8 @@ _CRITERIA: dict[str, Callable[..., Criterion]] = {
     "pca-fpgm-l2": _fpgm("l2", PCAFPGM),
     "pca-fpgm-l1": _fpgm("l1", PCAFPGM),
     "pca-fpgm-cos": _fpgm("cos", PCAFPGM),
+    "bn-scale": BNScale,
+    "slimming": BNScale,  # the criterion under its method's name
 }
 
 
@@ -440,11 +501,23 @@ def list_criteria() -> list[str]:
     return sorted(_CRITERIA)
 
 
-def register_criterion(name: str, factory: Callable[..., Criterion]) -> None:
-    """Add a criterion under ``name`` (later modules: BN probability, ...)."""
-    if name in _CRITERIA:
+def criterion_key(name: str) -> str:
+    """The registry key of a criterion name: case and ``_``/``-`` do not matter."""
+    return str(name).strip().lower().replace("_", "-")
+
+
+def register_criterion(name: str, factory: Callable[..., Criterion] | None = None) -> Any:
+    """Add a criterion under ``name`` (any of ``my_l2``, ``my-l2``, ``My-L2`` finds it again).
+
+    ``register_criterion("mine", factory)`` or, as a class decorator, ``@register_criterion("mine")``.
+    Returns ``factory``."""
+    if factory is None:
+        return lambda cls: register_criterion(name, cls)
+    key = criterion_key(name)
+    if key in _CRITERIA and _CRITERIA[key] is not factory:
         raise ValueError(f"criterion {name!r} registered twice")
-    _CRITERIA[name] = factory
+    _CRITERIA[key] = factory
+    return factory
 
 
 def get_criterion(name: str | Criterion, **kwargs: Any) -> Criterion:
@@ -453,7 +526,7 @@ def get_criterion(name: str | Criterion, **kwargs: Any) -> Criterion:
         if kwargs:
             raise SepconvError("options can only be given with a criterion name")
         return name
-    key = str(name).strip().lower().replace("_", "-")
+    key = criterion_key(name)
     if key not in _CRITERIA:
         raise UnknownNameError(
             f"unknown criterion {name!r}{did_you_mean(key, list(_CRITERIA))}; choose from {', '.join(list_criteria())}"

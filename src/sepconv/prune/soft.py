@@ -1,6 +1,6 @@
 """Soft filter pruning: the SFP / FPGM / PCA-FPGM schedule as a training callback.
 
-Spec 02 §2 (/work/shared/specs/02-pca-fpgm-soft-pruning.md), after the authors' code::
+Spec 02 §2 spec 02 (PCA-FPGM soft pruning), after the authors' code::
 
     masks = compute_masks(model); apply(masks)            # train begin, after any pretrained load
     for e in 0..E-1:
@@ -41,10 +41,10 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import math
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.fx
@@ -52,17 +52,44 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..errors import CheckpointError, SepconvError
+from ..graph.analysis import analyse
+from ..graph.budget import Budget, check_rate
+from ..graph.groups import Member
+from ..graph.selection import plan_removal
+from ..options import Options, option
 from ..threads import torch_threads
 from ..train.callbacks import Callback
-from .criteria import Criterion, check_rate, get_criterion, select_pruned
+from .criteria import Criterion, GroupView, NormView, get_criterion, select_pruned
 
 if TYPE_CHECKING:
     from ..train.engine import Trainer
 
 __all__ = ["SoftPruner", "find_following_batchnorm", "is_depthwise", "prunable_convs"]
 
-BN_MODES = ("keep", "zero")
-COUPLINGS = ("layer", "group")
+@dataclass
+class SoftPruneOptions(Options):
+    """How :class:`SoftPruner` prunes (everything but the criterion); see its docstring."""
+
+    rate: float | None = option(
+        0.4, "fraction P of each layer's (group's) filters pruned; FPGM adds its norm step", low=0, high=1, high_open=True
+    )
+    grad_mask: bool = option(False, "zero masked filters' gradients every step (FPGM) or let them regrow (SFP)")
+    epoch_prune: int = option(1, "recompute the masks every this many epochs (and after the last)", low=1)
+    bn_mode: Literal["keep", "zero"] = option("keep", "keep BN of masked channels, or zero its gamma/beta too")
+    coupling: Literal["layer", "group"] = option(
+        "layer", "score each conv alone (the papers) or each coupled channel group (residual streams shrink too)"
+    )
+    round_to: int = option(1, "keep a multiple of this many channels per layer/group", low=1, high=4096)
+    layers: list[str] | None = option(None, "fnmatch patterns of the convs to prune (default: all but depthwise)")
+    per_layer_rates: dict[str, float] = option(
+        default_factory=dict, help="rate per layer name, overriding rate", cli=False
+    )
+
+    def validate(self) -> None:
+        for name, value in self.per_layer_rates.items():
+            self.per_layer_rates[name] = check_rate(value, f"rate of {name}")
+
+
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)  # not transposed convs: their filters lie on dim 1
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -138,7 +165,9 @@ class SoftPruner(Callback):
       the kept count the rate gives is rounded to the nearest multiple (at least one multiple;
       layers narrower than ``round_to`` are not rounded). Vectorised kernels run fastest on
       widths that fill their registers (benchmarks/results/latency.md); 1 = no rounding.
-      Balanced groups (grouped convs, chunks) are not rounded.
+      Every count follows one rule (:class:`~sepconv.graph.budget.Budget`), balanced groups
+      (grouped convs, chunks) included; where a balance makes it unreachable the shortfall is
+      recorded in :attr:`shortfalls` and :attr:`notes`.
 
     ``masks[name]`` is a CPU BoolTensor over the conv's output channels, True = kept.
     ``update_seconds`` lists the wall time of every mask recomputation (scoring, selection and
@@ -160,27 +189,28 @@ class SoftPruner(Callback):
         round_to: int = 1,
     ) -> None:
         self.criterion = get_criterion(criterion)
-        self.rate = None if rate is None else check_rate(rate)
-        if isinstance(epoch_prune, bool) or not isinstance(epoch_prune, int) or epoch_prune < 1:
-            raise SepconvError(f"epoch_prune must be a positive integer, got {epoch_prune!r}")
-        if bn_mode not in BN_MODES:
-            raise SepconvError(f"bn_mode must be one of {', '.join(BN_MODES)}, got {bn_mode!r}")
-        self.layers = [layers] if isinstance(layers, str) else (None if layers is None else list(layers))
-        self.grad_mask = bool(grad_mask)
-        self.epoch_prune = int(epoch_prune)
-        self.bn_mode = bn_mode
-        if coupling not in COUPLINGS:
-            raise SepconvError(f"coupling must be one of {', '.join(COUPLINGS)}, got {coupling!r}")
-        self.coupling = coupling
-        if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
-            raise SepconvError(f"round_to must be a positive integer, got {round_to!r}")
-        self.round_to = int(round_to)
+        if isinstance(layers, str):
+            layers = [layers]
+        opts = SoftPruneOptions.from_dict(
+            {
+                "rate": rate,
+                "layers": None if layers is None else list(layers),
+                "grad_mask": grad_mask,
+                "epoch_prune": epoch_prune,
+                "bn_mode": bn_mode,
+                "per_layer_rates": dict(per_layer_rates or {}),
+                "coupling": coupling,
+                "round_to": round_to,
+            },
+            "soft pruning",
+        )
+        self.options = opts
+        self.rate, self.layers, self.grad_mask = opts.rate, opts.layers, opts.grad_mask
+        self.epoch_prune, self.bn_mode, self.coupling = opts.epoch_prune, opts.bn_mode, opts.coupling
+        self.round_to, self.per_layer_rates = opts.round_to, opts.per_layer_rates
         self.input_shape = None if input_shape is None else tuple(int(v) for v in input_shape)
         self._groups: list[_Group] | None = None
         self._graph: Any = None
-        self.per_layer_rates = {
-            str(k): check_rate(v, f"rate of {k}") for k, v in (per_layer_rates or {}).items()
-        }
         self.masks: dict[str, Tensor] = {}
         self.bn_of: dict[str, str] = {}
         self.update_seconds: list[float] = []
@@ -188,6 +218,12 @@ class SoftPruner(Callback):
         self._factors: dict[tuple, tuple[Tensor, Tensor]] = {}
         self._restored = False
         self._names: list[str] | None = None
+        self._bn_after: dict[str, str] | None = None
+        # Balanced groups that lost fewer channels than the rule asks (id -> (asked, removed)),
+        # and one line per distinct shortfall for the run's report.
+        self.shortfalls: dict[str, tuple[int, int]] = {}
+        self.notes: list[str] = []
+        self._last_shortfall_line = ""
 
     # -- which layers, how many filters ------------------------------------------------------
 
@@ -225,14 +261,12 @@ class SoftPruner(Callback):
         return self.per_layer_rates.get(name, self.rate)
 
     def n_pruned(self, n_filters: int, rate: float | None) -> int:
-        """Filters to prune of ``n_filters`` at ``rate``: the criterion's count, then the kept
-        count rounded to a multiple of ``round_to``."""
-        n_prune = self.criterion.n_pruned(n_filters, rate)
-        if self.round_to == 1 or n_prune == 0 or n_filters < self.round_to:
-            return n_prune
-        multiple = self.round_to
-        kept = max(multiple, int(math.floor((n_filters - n_prune) / multiple + 0.5)) * multiple)
-        return max(0, n_filters - min(kept, n_filters))
+        """Filters to prune of ``n_filters`` at ``rate``: the one count rule
+        (:class:`~sepconv.graph.budget.Budget`) on the criterion's own count, so per-layer masks,
+        coupled groups and balanced groups all lose the same number at the same rate."""
+        base = self.criterion.n_pruned(n_filters, rate)
+        # The criterion's count replaces the rate's; the rule adds round_to and the floor.
+        return Budget(0.0 if rate is None else rate, self.round_to).count(n_filters, base)
 
     # -- masks -------------------------------------------------------------------------------
 
@@ -242,8 +276,6 @@ class SoftPruner(Callback):
             return self._groups
         if self.input_shape is None:
             raise SepconvError("coupling='group' needs the input shape (C, H, W): pass input_shape")
-        from ..graph.analysis import analyse
-
         names = set(self.layer_names(model))
         param = next(model.parameters())
         example = torch.zeros(1, *self.input_shape, dtype=param.dtype, device=param.device)
@@ -258,7 +290,9 @@ class SoftPruner(Callback):
             if not g.prunable or not convs or len(convs) < len(g.producers):
                 continue
             rows = [(m.name, [list(ch) for ch in m.channels]) for m in convs]
-            groups.append(_Group(g.id, g.size, rows, self._rate_of(convs[0].name), bool(g.balances)))
+            norms = [(m.name, [list(ch) for ch in m.channels]) for m in g.members if _is_batchnorm(model, m)]
+            group = _Group(g.id, g.size, rows, self._rate_of(convs[0].name), bool(g.balances), norms)
+            groups.append(group)
         for grp in groups:  # impossible rates fail now, not after an epoch
             self.criterion.n_pruned(grp.size, grp.rate)
         self._graph, self._groups = cg, groups
@@ -272,24 +306,26 @@ class SoftPruner(Callback):
         groups = self.coupled_groups(model)
         scores: dict[str, Tensor] = {}
         balanced: list[_Group] = []
+        counts: dict[str, int] = {}
         for grp in groups:
-            features = grp.features(model)
-            n_prune = self.n_pruned(grp.size, grp.rate)
-            scores[grp.id] = self.criterion.score(features, n_prune)
+            counts[grp.id] = self.n_pruned(grp.size, grp.rate)
+            scores[grp.id] = self.criterion.score_group(grp.view(model), counts[grp.id])
             if grp.balanced:
                 balanced.append(grp)
             else:
-                grp.mask(masks, select_pruned(scores[grp.id], n_prune).tolist())
+                grp.mask(masks, select_pruned(scores[grp.id], counts[grp.id]).tolist())
         if balanced:
-            from ..graph.selection import plan_removal
-
-            for rate in sorted({g.rate for g in balanced if g.rate is not None}):
-                same = [g for g in balanced if g.rate == rate]
-                plan = plan_removal(
-                    self._graph, rate, {g.id: scores[g.id] for g in same}, [g.id for g in same]
-                )
-                for g in same:
-                    g.mask(masks, plan.get(g.id, []))
+            # Balanced groups are chosen jointly (a block can hold chains of several groups), each
+            # asked for the same count as any other group of its size and rate.
+            plan = plan_removal(
+                self._graph, {g.id: counts[g.id] for g in balanced}, {g.id: scores[g.id] for g in balanced}
+            )
+            for g in balanced:
+                g.mask(masks, plan.get(g.id, []))
+            self.shortfalls = plan.shortfalls
+            if plan.shortfalls and plan.summary() != self._last_shortfall_line:
+                self._last_shortfall_line = plan.summary()
+                self.notes.append(f"soft pruning: {plan.summary()}")
         return masks
 
     @torch.no_grad()
@@ -301,11 +337,23 @@ class SoftPruner(Callback):
         for name in self.layer_names(model):
             weight = model.get_submodule(name).weight
             n_prune = self.n_pruned(weight.shape[0], self._rate_of(name))
-            pruned = select_pruned(self.criterion.score(weight, n_prune), n_prune)
+            pruned = select_pruned(self.criterion.score_group(self._layer_view(model, name), n_prune), n_prune)
             keep = torch.ones(weight.shape[0], dtype=torch.bool)
             keep[pruned] = False
             masks[name] = keep
         return masks
+
+    def _layer_view(self, model: nn.Module, name: str) -> GroupView:
+        """One conv's filters as a group (layer coupling), with the BatchNorm after it if any."""
+        rows = model.get_submodule(name).out_channels
+        norms: tuple[NormView, ...] = ()
+        if self.criterion.uses_norms:
+            if self._bn_after is None:
+                self._bn_after = find_following_batchnorm(model, self.layer_names(model))
+            if name in self._bn_after:
+                bn_name = self._bn_after[name]
+                norms = (NormView(bn_name, model.get_submodule(bn_name), torch.arange(rows).view(-1, 1)),)
+        return GroupView(model, rows, ((name, torch.arange(rows).view(-1, 1)),), norms)
 
     @torch.no_grad()
     def apply(self, model: nn.Module) -> None:
@@ -422,31 +470,40 @@ class SoftPruner(Callback):
 
 
 class _Group:
-    """A coupled channel group as soft pruning sees it: for each conv writing it, a (size, k)
-    table of the k channels each chain occupies in that conv's output."""
+    """A coupled channel group as soft pruning sees it: for each conv writing it (and each
+    BatchNorm on it), a (size, k) table of the k channels each chain occupies there."""
 
     def __init__(
-        self, id: str, size: int, rows: list[tuple[str, list[list[int]]]], rate: float | None, balanced: bool
+        self,
+        id: str,
+        size: int,
+        rows: list[tuple[str, list[list[int]]]],
+        rate: float | None,
+        balanced: bool,
+        norms: list[tuple[str, list[list[int]]]] = (),  # type: ignore[assignment]
     ) -> None:
         self.id, self.size, self.rate, self.balanced = id, size, rate, balanced
-        self.convs: list[tuple[str, Tensor]] = []
-        for name, chains in rows:
-            if len({len(ch) for ch in chains}) != 1:
-                raise SepconvError(f"group {id}: {name} holds unequal channel counts per chain")
-            self.convs.append((name, torch.tensor(chains, dtype=torch.long).view(size, -1)))
+        self.convs = [(name, _table(id, name, size, chains)) for name, chains in rows]
+        self.norms = [(name, _table(id, name, size, chains)) for name, chains in norms]
 
-    def features(self, model: nn.Module) -> Tensor:
-        """One row per chain: the filters of every conv writing that channel, concatenated."""
-        parts = [
-            model.get_submodule(name).weight.detach()[table.flatten()].reshape(self.size, -1)
-            for name, table in self.convs
-        ]
-        return torch.cat(parts, dim=1)
+    def view(self, model: nn.Module) -> GroupView:
+        norms = tuple(NormView(name, model.get_submodule(name), table) for name, table in self.norms)
+        return GroupView(model, self.size, tuple(self.convs), norms)
 
     def mask(self, masks: dict[str, Tensor], pruned: Sequence[int]) -> None:
         chosen = torch.as_tensor(list(pruned), dtype=torch.long)
         for name, table in self.convs:
             masks[name][table[chosen].flatten()] = False
+
+
+def _table(group: str, layer: str, size: int, chains: list[list[int]]) -> Tensor:
+    if len({len(ch) for ch in chains}) != 1:
+        raise SepconvError(f"group {group}: {layer} holds unequal channel counts per chain")
+    return torch.tensor(chains, dtype=torch.long).view(size, -1)
+
+
+def _is_batchnorm(model: nn.Module, member: Member) -> bool:
+    return member.role == "norm" and isinstance(model.get_submodule(member.name), _BN)
 
 
 def _one_intra_op_thread() -> contextlib.AbstractContextManager[None]:

@@ -7,8 +7,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from ..checkpoint import atomic_write_bytes
 from ..errors import SepconvError
+from ..io import atomic_write_bytes
 
 
 def history_records(history: Sequence[dict[str, Any]] | dict[str, Any]) -> list[dict[str, Any]]:

@@ -54,8 +54,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import atomic_write_bytes
+import numpy as np
+import torch.nn as nn
+
+from ..checkpoint import load_model
 from ..errors import SepconvError
+from ..io import atomic_write_bytes
+from ..measure.latency import benchmark
+from ..measure.profile import default_input_size, profile
+from ..models.arch import get_arch
+from ..models.registry import build_from_arch
 
 CHECKPOINT_NAMES = ("model.pt", "best.pt", "last.pt")
 
@@ -230,8 +238,6 @@ def _measure_static(model: StudyModel) -> None:
     """Params, MACs and per-layer widths from the checkpoint, where the files are silent."""
     if model.checkpoint is None:
         return
-    from ..checkpoint import load_model
-    from ..measure.profile import default_input_size, profile
 
     net = load_model(str(model.checkpoint))
     if model.params is None or model.macs is None:
@@ -244,17 +250,12 @@ def _measure_static(model: StudyModel) -> None:
 def layer_widths(model: Any) -> list[LayerWidth]:
     """Output width of every conv layer, beside its width in the unpruned architecture (the
     model's architecture description replayed without its ``compact`` steps)."""
-    import torch.nn as nn
-
-    from ..models.registry import build_from_arch, get_arch
-
     kept = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     totals: dict[str, int] = {}
     arch = get_arch(model)
-    if arch and any(t.get("name") == "compact" for t in arch.get("transforms", [])):
-        arch["transforms"] = [t for t in arch["transforms"] if t.get("name") != "compact"]
+    if arch and "compact" in arch.names():
         try:
-            reference = build_from_arch(arch)
+            reference = build_from_arch(arch.without("compact"))
         except SepconvError:
             reference = None
         if reference is not None:
@@ -272,7 +273,6 @@ def measure_latency(
 ) -> None:
     """Time every model with a checkpoint, interleaved with the baseline (the baseline alone when
     there is none), and store the rows and speed-ups in the study."""
-    from ..measure.latency import benchmark
 
     base = study.model(study.baseline) if study.baseline else None
     for m in study.models:
@@ -505,7 +505,6 @@ def _accuracy_vs_macs(study: Study) -> bytes:
 
 def _latency_bars(study: Study) -> bytes:
     import matplotlib.pyplot as plt
-    import numpy as np
 
     keys = latency_keys(study)
     models = [m for m in study.models if m.latency]
@@ -524,7 +523,6 @@ def _latency_bars(study: Study) -> bytes:
 
 def _width_plot(model: StudyModel) -> bytes:
     import matplotlib.pyplot as plt
-    import numpy as np
 
     widths = model.widths
     x = np.arange(len(widths))

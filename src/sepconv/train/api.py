@@ -14,10 +14,14 @@ from typing import Any
 
 import torch.nn as nn
 
-from ..checkpoint import ensure_writable_dir, load_checkpoint, load_model, save_model
+from ..checkpoint import load_checkpoint, load_model, save_model
 from ..data.dataset import ImageDataset
+from ..data.registry import get_dataset
 from ..errors import CheckpointError, SepconvError
-from ..models.registry import build_from_arch, get_arch
+from ..io import ensure_writable_dir
+from ..models.arch import Architecture, get_arch
+from ..models.registry import build_from_arch
+from ..report.curves import plot_history
 from . import distributed
 from .callbacks import Callback
 from .engine import TrainConfig, Trainer, check_same_arch
@@ -48,8 +52,6 @@ def train(
     ``resume=True`` continues from ``out/last.pt``; a path continues from that checkpoint.
     Under ``torchrun`` the processes train together (see :mod:`.distributed`).
     """
-    from ..data.registry import get_dataset
-
     known = set(TrainConfig().to_dict())
     unknown = sorted(set(settings) - known)
     if unknown:
@@ -93,14 +95,12 @@ def train(
 
 def write_final_outputs(trainer: Trainer, out: Path) -> None:
     """``model.pt`` (architecture + final weights + metrics) and ``curves.png``."""
-    from ..report.curves import plot_history
-
     last = trainer.history[-1] if trainer.history else {}
     metrics = {k: last.get(k) for k in ("test_accuracy", "test_loss", "train_accuracy", "train_loss")}
     save_model(out / "model.pt", trainer.model, metrics={**metrics, "epochs": trainer.start_epoch})
     if trainer.history:
         arch = get_arch(trainer.model)
-        plot_history(trainer.history, out / "curves.png", title=arch["name"] if arch else "")
+        plot_history(trainer.history, out / "curves.png", title=arch.name if arch else "")
 
 
 def _resume_path(resume: bool | str | os.PathLike[str], out: str | os.PathLike[str] | None) -> Path | None:
@@ -125,10 +125,11 @@ def _build_model(model: nn.Module | str | os.PathLike[str], data: ImageDataset) 
 def _model_to_resume(model: nn.Module, payload: dict[str, Any], source: str) -> nn.Module:
     """The model a training checkpoint continues: the one asked for, plus any structural
     transformations (conversion, compaction) that callbacks applied before the checkpoint."""
-    mine, theirs = get_arch(model), payload.get("arch")
-    if mine is None or theirs is None:
+    mine, raw = get_arch(model), payload.get("arch")
+    if mine is None or raw is None:
         return model
-    base = {**theirs, "transforms": theirs.get("transforms", [])[: len(mine.get("transforms", []))]}
+    theirs = Architecture.from_dict(raw, f"the architecture description of {source}")
+    base = Architecture(theirs.name, theirs.config, theirs.transforms[: len(mine.transforms)])
     check_same_arch(mine, base, source)
     if theirs == mine:
         return model

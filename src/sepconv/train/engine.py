@@ -19,7 +19,6 @@ import math
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,93 +27,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..checkpoint import atomic_write_bytes, ensure_writable_dir, load_weights, model_payload, save_checkpoint
+from ..checkpoint import load_weights, model_payload, save_checkpoint
 from ..data.dataset import BatchLoader, ImageDataset
 from ..errors import CheckpointError, SepconvError, TrainingDivergedError
-from ..models.registry import get_arch
+from ..io import atomic_write_bytes, ensure_writable_dir
+from ..models.arch import Architecture, get_arch
 from . import distributed
 from .callbacks import Callback, CallbackList
+from .config import TrainConfig
 from .evaluation import evaluation_sums, metrics_from_sums
 from .rng import capture_rng_state, restore_rng_state, seed_everything
-from .schedules import Schedule, make_schedule
+from .schedules import Schedule
 
 CHECKPOINT_KIND = "training"
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of one run (stored in checkpoints and history.json).
-
-    ``schedule`` is ``cosine``, ``step`` (×``gamma`` every ``step_size`` epochs), ``multistep``
-    (×``gamma`` at each of ``milestones``) or ``constant``; ``per_iteration`` says whether it moves
-    every batch or every epoch (see :mod:`.schedules`). ``crop_padding`` is the random-crop padding
-    of the training augmentation (flips follow the data set's ``flip`` flag). ``bn_frozen`` keeps
-    every BatchNorm in eval mode while training: it normalises with its running statistics and
-    does not update them (γ and β still learn). Fine-tuning a decomposed network needs it: a
-    low-rank decomposition shrinks the variance of some output channels, which the running
-    statistics (the original network's) absorb, while batch statistics would re-scale those
-    channels to unit variance and undo the approximation. ``clip_grad_norm`` > 0 rescales the
-    gradients whose global L2 norm exceeds it (after the callbacks' ``on_step``, so masked
-    gradients stay zero); a decomposed network whose narrow layers carry a whole layer's signal
-    can otherwise take one huge first step.
-    """
-
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    milestones: tuple[int, ...] = ()
-    step_size: int = 30
-    gamma: float = 0.2
-    warmup_epochs: float = 0.0
-    per_iteration: bool = True
-    seed: int = 0
-    crop_padding: int = 4
-    eval_batch_size: int = 512
-    bn_frozen: bool = False
-    clip_grad_norm: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.milestones = tuple(int(m) for m in self.milestones)
-        if self.epochs < 1:
-            raise SepconvError(f"epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise SepconvError(f"batch size must be at least 1, got {self.batch_size}")
-        if not self.lr > 0 or not math.isfinite(self.lr):
-            raise SepconvError(f"the learning rate must be a positive number, got {self.lr}")
-        if self.momentum < 0 or self.weight_decay < 0:
-            raise SepconvError("momentum and weight decay must not be negative")
-        if self.nesterov and self.momentum <= 0:
-            raise SepconvError("Nesterov momentum needs a momentum > 0")
-        if not self.clip_grad_norm >= 0 or not math.isfinite(self.clip_grad_norm):
-            raise SepconvError(f"clip_grad_norm must be a non-negative number, got {self.clip_grad_norm}")
-        if self.crop_padding < 0:
-            raise SepconvError(f"crop padding must not be negative, got {self.crop_padding}")
-        self.make_schedule()  # its own checks (name, warm-up, milestones) now, before any folder is made
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["milestones"] = list(self.milestones)
-        return out
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
-
-    def make_schedule(self) -> Schedule:
-        return make_schedule(
-            self.schedule,
-            self.epochs,
-            warmup_epochs=self.warmup_epochs,
-            per_iteration=self.per_iteration,
-            milestones=self.milestones,
-            step_size=self.step_size,
-            gamma=self.gamma,
-        )
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -370,7 +295,7 @@ class Trainer:
         """What ``history.json`` holds: the run's settings, its best epoch and one record per epoch."""
         arch = get_arch(self.model)
         return {
-            "model": arch["name"] if arch else type(self.model).__name__,
+            "model": arch.name if arch else type(self.model).__name__,
             "config": self.config.to_dict(),
             "schedule": self.schedule.config(),
             "best_test_accuracy": self.best_accuracy if self.best_accuracy >= 0 else None,
@@ -435,18 +360,20 @@ class Trainer:
             group.setdefault("initial_lr", group["lr"])
 
 
-def check_same_arch(mine: dict[str, Any] | None, theirs: dict[str, Any] | None, source: str) -> None:
+def check_same_arch(mine: Architecture | None, theirs: Any, source: str) -> None:
     """A one-line error when a checkpoint describes another architecture than the model's."""
-    if mine is None or theirs is None or mine == theirs:
+    if mine is None or theirs is None:
         return
-    if mine.get("name") != theirs.get("name"):
-        raise CheckpointError(f"{source} holds a {theirs.get('name')}, not a {mine.get('name')}")
-    mine_cfg, their_cfg = mine.get("config", {}), theirs.get("config", {})
+    theirs = Architecture.from_dict(theirs, f"the architecture description of {source}")
+    if mine == theirs:
+        return
+    if mine.name != theirs.name:
+        raise CheckpointError(f"{source} holds a {theirs.name}, not a {mine.name}")
     diff = [
-        f"{k}={their_cfg.get(k)!r} (not {mine_cfg.get(k)!r})"
-        for k in sorted(set(mine_cfg) | set(their_cfg))
-        if mine_cfg.get(k) != their_cfg.get(k)
+        f"{k}={theirs.config.get(k)!r} (not {mine.config.get(k)!r})"
+        for k in sorted(set(mine.config) | set(theirs.config))
+        if mine.config.get(k) != theirs.config.get(k)
     ]
     if diff:
-        raise CheckpointError(f"{source} holds a {theirs.get('name')} with {', '.join(diff)}")
-    raise CheckpointError(f"{source} holds a {theirs.get('name')} with other transformations applied")
+        raise CheckpointError(f"{source} holds a {theirs.name} with {', '.join(diff)}")
+    raise CheckpointError(f"{source} holds a {theirs.name} with other transformations applied")

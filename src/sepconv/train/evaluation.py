@@ -10,8 +10,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..checkpoint import load_model
 from ..data.dataset import BatchLoader, ImageDataset
+from ..data.registry import get_dataset
 from ..errors import SepconvError
+from ..models.arch import get_arch
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -56,10 +59,8 @@ def metrics_from_sums(loss_sum: float, correct: float, count: float) -> dict[str
 
 def check_model_fits_data(model: nn.Module, dataset: ImageDataset, source: str = "the model") -> None:
     """A one-line error when the model was built for other input channels or another class count."""
-    from ..models.registry import get_arch
-
     arch = get_arch(model)
-    config = arch["config"] if arch else {}
+    config = arch.config if arch else {}
     expected = {"in_channels": dataset.in_channels, "num_classes": dataset.num_classes}
     for key, wanted in expected.items():
         have = config.get(key)
@@ -94,9 +95,6 @@ def evaluate(
     split is used), an :class:`ImageDataset`, a :class:`BatchLoader` or any iterable of
     (images, labels) batches. ``limit`` keeps a fixed random subset of that many images.
     """
-    from ..checkpoint import load_model
-    from ..data.registry import get_dataset
-
     if isinstance(data, str):
         data = get_dataset(data, train=False)
     source = "the model" if isinstance(model, nn.Module) else str(model)

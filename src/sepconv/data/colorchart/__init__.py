@@ -1,5 +1,5 @@
 """The Colour Perception Test Chart: sepconv's built-in, generated data set of pseudo-isochromatic
-plates ([Wen24] §4; implementable spec ``../shared/specs/01-color-chart-dataset.md``).
+plates ([Wen24] §4; implementable spec spec 01 (colour-chart data set)).
 
 A plate is a disc of non-overlapping dots; dots inside a glyph take the figure colour, the rest the
 ground colour, both on one dichromat confusion line and equally luminous, with per-dot lightness

@@ -25,6 +25,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from ...errors import SepconvError, did_you_mean
+from ..cifar import CIFAR10, load_cifar_batches
 from ..dataset import ImageDataset
 from .generate import META_FILE, ChartSpec, generate_colorchart
 from .glyphs import CLASS_PRESETS
@@ -136,8 +137,6 @@ def _remove_stale_temporaries(root: Path, key: str) -> None:
 
 def load_colorchart(arg: str | None, train: bool) -> ImageDataset:
     """Registry loader for ``colorchart[:OPTIONS]`` (see the module docstring)."""
-    from ..cifar import CIFAR10, load_cifar_batches
-
     spec = parse_options(arg)
     # No flips: mirroring a glyph makes another (or no) class.
     dataset = load_cifar_batches(cached_colorchart(spec), train, CIFAR10, flip=False)

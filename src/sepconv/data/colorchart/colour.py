@@ -1,7 +1,7 @@
 """Colour science for pseudo-isochromatic plates: cone space, CIELAB, confusion lines, dichromats.
 
 All colours are linear sRGB in [0, 1] (numpy arrays whose last axis is R, G, B) unless a name
-says ``encoded``. Constants follow ``../shared/specs/01-color-chart-dataset.md`` §5.
+says ``encoded``. Constants follow spec 01 (colour-chart data set) §5.
 
 **Difference from the spec (the issue wins).** The spec puts figure and ground on a straight line
 ``c0 + t·d_a`` with ``d_a = M⁻¹e_a``: exactly one cone signal differs. For protan and deutan that

@@ -1,6 +1,6 @@
 """Writing a colour-chart data set: the plates of every split, in the CIFAR-10 python layout.
 
-Spec ``../shared/specs/01-color-chart-dataset.md`` §7, with the issue's changes:
+Spec spec 01 (colour-chart data set) §7, with the issue's changes:
 
 * the size is given as a total ``n`` (default 7,000), split into 10 batches of ``n/10`` plates
   (``data_batch_1..7`` train, ``test_batch_1..3`` test), each with ``n/(10·k)`` plates of each of
@@ -33,8 +33,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ...checkpoint import atomic_write_bytes
 from ...errors import SepconvError, did_you_mean
+from ...io import atomic_write_bytes
+from ..cifar import read_pickle  # the safe unpickler: a folder's meta must not run code
 from .colour import AXES
 from .glyphs import CLASS_PRESETS, GLYPHS
 from .packing import DotLayout, pack_pool_layout
@@ -265,7 +266,6 @@ def _existing_matches(root: Path, spec: ChartSpec, names: list[str]) -> dict | N
     meta_path = root / META_FILE
     if not meta_path.is_file() or not all((root / n).is_file() for n in names):
         return None
-    from ..cifar import read_pickle  # the safe unpickler: a folder's meta must not run code
 
     try:
         meta = read_pickle(meta_path)

@@ -1,7 +1,7 @@
 """Class shapes drawn without fonts: stroke polylines and filled polygons in the unit box.
 
 Unit-box coordinates: x to the right, y down, the glyph inside [0, 1]². The six glyphs ``2 5 8 A H
-K`` and the four animals follow the table of ``../shared/specs/01-color-chart-dataset.md`` §3; the
+K`` and the four animals follow the table of spec 01 (colour-chart data set) §3; the
 other digits and letters are this module's own design, drawn so that no two of a preset look
 alike under ±25° rotation (the plate never mirrors a glyph). ``0`` is slashed so that it stays
 apart from ``O`` when a user lists both.

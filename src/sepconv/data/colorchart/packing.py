@@ -1,6 +1,6 @@
 """Dot packing of a plate: random sequential addition (RSA) of non-overlapping discs in a disc.
 
-Spec ``../shared/specs/01-color-chart-dataset.md`` §4. The *reference semantics* are sequential:
+Spec spec 01 (colour-chart data set) §4. The *reference semantics* are sequential:
 proposals are drawn in blocks of 256 (``rng.random((256, 2))`` for the position, then
 ``rng.random(256)`` for the radius) and examined one after another; a proposal is accepted iff
 ``dx² + dy² >= (r + r_j + gap)²`` (float64) for every dot placed before it; a pass stops after

@@ -1,6 +1,7 @@
+
 """One pseudo-isochromatic plate: glyph mask + dot layout + colour pair -> a small uint8 image.
 
-Spec ``../shared/specs/01-color-chart-dataset.md`` §3–§6, with the differences the issue asks for:
+Spec spec 01 (colour-chart data set) §3–§6, with the differences the issue asks for:
 
 * the colour pair is isoluminant for a normal observer (see :mod:`.colour`);
 * the per-dot jitters are drawn by *stratified* sampling within the figure and within the ground
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .colour import AXES, ColourPair, relative_luminance, sample_pair, srgb_encode
+from .colour import AXES, ColourPair, relative_luminance, sample_pair, srgb_decode, srgb_encode
 from .glyphs import GLYPHS, GlyphPlacement, glyph_mask
 from .packing import DotLayout, pack_dots
 
@@ -88,8 +89,6 @@ class PlateDebug:
 
     def mean_luminance(self) -> tuple[float, float]:
         """Mean relative luminance (0–1) of the figure dots and of the ground dots, as drawn."""
-        from .colour import srgb_decode
-
         y = relative_luminance(srgb_decode(self.dot_colours))
         return float(y[self.figure].mean()), float(y[~self.figure].mean())
 

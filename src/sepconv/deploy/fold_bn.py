@@ -39,15 +39,16 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
-from ..models.registry import record_transform, register_transform
+from ..models.arch import record_transform, register_transform
 from ..nn.modules import replace_submodule
+from ..report.protocol import ReportMixin
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 @dataclass
-class FoldReport:
+class FoldReport(ReportMixin):
     """What :func:`fold_batchnorm` did.
 
     ``folded``: (conv name, BN name) pairs that were folded. ``skipped``: (BN name, reason) for

@@ -25,7 +25,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_bytes, ensure_writable_dir
+from ..checkpoint import load_model
+from ..data.colorchart.cache import cached_colorchart, parse_options
+from ..data.registry import get_dataset
+from ..deploy.onnx import export_onnx
+from ..io import atomic_write_text, ensure_writable_dir
+from ..measure.latency import benchmark
+from ..report.curves import history_records
+from ..report.study import write_reports
+from .recipe import load_recipe
+from .run import run_recipe
 
 # Seed 000, Tables 1-2, ResNet-20 rows (accuracy %, MACs, params) for the side-by-side columns.
 PAPER_RESNET20 = {
@@ -44,9 +53,6 @@ def run_demo(
     bench_repeats: int = 40,
     quiet: bool = False,
 ) -> dict[str, Any]:
-    from .data.registry import get_dataset
-    from .recipe import load_recipe, run_recipe, with_overrides
-
     out = ensure_writable_dir(out)
     started = time.perf_counter()
     log = _Log(quiet)
@@ -64,11 +70,11 @@ def run_demo(
     for i, (key, recipe_name) in enumerate(steps, start=2):
         # Kept widths rounded to multiples of 8: ONNX Runtime's blocked kernels run odd widths
         # (10/20/39) barely faster than the unpruned model (benchmarks/results/latency.md).
-        recipe = with_overrides(load_recipe(recipe_name), data=data, epochs=epochs, round_to=ROUND_TO)
-        log(
-            f"[{i}/5] {recipe.method}: training {epochs} epochs"
-            + (", then compacting" if recipe.prune else "")
-        )
+        recipe = load_recipe(recipe_name).with_settings({"data": data, "epochs": epochs})
+        prunes = any(step.name == "soft-prune" for step in recipe.steps)
+        if prunes:
+            recipe = recipe.with_settings({"soft-prune.round_to": ROUND_TO})
+        log(f"[{i}/5] {recipe.label}: training {epochs} epochs" + (", then compacting" if prunes else ""))
         runs[key] = run_recipe(recipe, out / key, data=train_set, test_data=test_set, quiet=quiet)
         s = runs[key]
         log(f"      accuracy {100 * s['accuracy']:.2f}%, params {s['params']:,}, MACs {s['macs']:,}")
@@ -78,9 +84,9 @@ def run_demo(
 
     log("[5/5] report")
     summary = _summary(runs, deploy, epochs, data, time.perf_counter() - started)
-    atomic_write_bytes(out / "summary.json", lambda f: f.write(json.dumps(summary, indent=2).encode()))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     _plots(out, runs)
-    (out / "report.md").write_text(_markdown(summary))
+    atomic_write_text(out / "report.md", _markdown(summary))
     pages = _study_report(out, runs, deploy, data)
     log(f"      {', '.join(str(p) for p in pages)}")
     log(f"done in {summary['wall_seconds'] / 60:.1f} min: {out / 'report.md'}")
@@ -99,18 +105,12 @@ class _Log:
 def _copy_preview(data: str, out: Path) -> None:
     if not data.startswith("colorchart"):
         return
-    from .data.colorchart.cache import cached_colorchart, parse_options
-
     folder = cached_colorchart(parse_options(data.partition(":")[2] or None), quiet=True)
     if (folder / "preview.png").is_file():
         shutil.copyfile(folder / "preview.png", out / "preview.png")
 
 
 def _deploy(out: Path, runs: dict[str, dict[str, Any]], test_set: Any, repeats: int) -> dict[str, Any]:
-    from .checkpoint import load_model
-    from .export import export_onnx
-    from .measure.latency import benchmark
-
     size = (test_set.in_channels, *test_set.image_size)
     small = load_model(out / "pca-fpgm-dsc-40" / "model.pt")
     base = load_model(out / "baseline" / "model.pt")
@@ -140,8 +140,6 @@ def _study_report(
     out: Path, runs: dict[str, dict[str, Any]], deploy: dict[str, Any], data: str
 ) -> list[Path]:
     """``study.json`` (the format ``sepconv report`` reads) and the report pages it gives."""
-    from .report.study import write_reports
-
     models = []
     for key, s in runs.items():
         models.append(
@@ -157,7 +155,7 @@ def _study_report(
             }
         )
     study = {"title": f"sepconv demo on {data}", "baseline": "baseline", "models": models}
-    atomic_write_bytes(out / "study.json", lambda f: f.write(json.dumps(study, indent=2).encode()))
+    atomic_write_text(out / "study.json", json.dumps(study, indent=2))
     return write_reports([out], out / "report")
 
 
@@ -242,14 +240,10 @@ def _markdown(summary: dict[str, Any]) -> str:
 
 
 def _plots(out: Path, runs: dict[str, dict[str, Any]]) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # heavy, and only needed here
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .report.curves import history_records
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2)
     for key, s in runs.items():
         epochs = history_records(json.loads((out / key / "train" / "history.json").read_text()))
         xs = [e["epoch"] for e in epochs]  # already 1-based
@@ -262,9 +256,9 @@ def _plots(out: Path, runs: dict[str, dict[str, Any]]) -> None:
         ax.legend()
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=120)
-    plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig = Figure(figsize=(9, 3.5))
+    axes = fig.subplots(1, 2)
     labels = [s["method"] for s in runs.values()]
     axes[0].bar(labels, [s["macs"] / 1e6 for s in runs.values()], color=["#777", "#2a7"])
     axes[0].set(ylabel="MACs (M)", title="MACs per image")
@@ -274,4 +268,3 @@ def _plots(out: Path, runs: dict[str, dict[str, Any]]) -> None:
         ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
     fig.savefig(out / "counts.png", dpi=120)
-    plt.close(fig)

@@ -1,0 +1,1 @@
+"""Deployment: BatchNorm folding and runtime rewrites, ONNX export with verification, runtimes."""

@@ -1,0 +1,301 @@
+"""ONNX export with a proof that ONNX Runtime computes what PyTorch computes.
+
+:func:`export_onnx` prepares an eval-mode copy for deployment (:mod:`.rewrites`: BatchNorm folded,
+option-A shortcuts as 1×1 convs, narrow separable pairs merged), exports it with PyTorch's
+TorchScript-based exporter (``dynamo=False``: the torch.export-based one needs ``onnxscript``,
+which is not a dependency), validates the file with ``onnx.checker``, runs it with ONNX Runtime on
+random inputs (batch 1 and 4 for a dynamic batch axis, else the fixed batch) and compares with the
+original PyTorch model in eval mode. The file is written, atomically, only once that comparison
+has passed: a written ``.onnx`` is a verified one. Its settings are one :class:`ExportOptions`.
+
+Graph inputs/outputs are named ``input`` and ``output`` (``output_0``, ``output_1``... for several).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import os
+import re
+import sys
+import tempfile
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..checkpoint import load_model
+from ..errors import SepconvError, first_line
+from ..io import atomic_write_bytes
+from ..options import Options, option
+from ..threads import torch_threads
+from .ort import load_onnx_bytes, ort_session
+from .rewrites import prepare_for_deployment
+
+DEFAULT_TOLERANCE = 1e-4
+VERIFY_BATCHES_DYNAMIC = (1, 4)
+INPUT_NAME = "input"
+
+
+class ExportError(SepconvError):
+    """A model that cannot be exported, or whose export does not reproduce PyTorch."""
+
+
+@dataclass
+class ExportReport:
+    path: str
+    opset: int
+    input_size: tuple[int, ...]
+    batch: int | None  # None = dynamic batch axis
+    max_abs_diff: float
+    tolerance: float
+    output_scale: float  # max |PyTorch output| over the checked inputs
+    checked_batches: list[int]
+    folded_batchnorms: int
+    file_bytes: int
+    shortcuts_as_conv: int = 0
+    merged_separable: int = 0
+    op_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def allowed_diff(self) -> float:
+        """``tolerance`` absolute for outputs up to 1 in magnitude, relative beyond: float32 cannot
+        hold larger outputs (an untrained ResNet-110's logits reach 1e9) to 1e-4 absolute."""
+        return self.tolerance * max(1.0, self.output_scale)
+
+    @property
+    def verified(self) -> bool:
+        return self.max_abs_diff <= self.allowed_diff
+
+    def verification_line(self) -> str:
+        line = f"ONNX Runtime matches PyTorch: max abs diff {self.max_abs_diff:.1e}"
+        if self.output_scale > 1.0:
+            line += f" (outputs up to {self.output_scale:.1e}, relative {self.max_abs_diff / self.output_scale:.1e})"
+        return line
+
+    def summary(self) -> str:
+        batch = "dynamic" if self.batch is None else str(self.batch)
+        ops = sum(self.op_counts.values())
+        return (
+            f"wrote {self.path} ({self.file_bytes:,} bytes, opset {self.opset}, batch {batch}, "
+            f"{ops} nodes, {self.folded_batchnorms} BatchNorm folded, "
+            f"{self.shortcuts_as_conv} shortcut(s) as 1x1 conv, "
+            f"{self.merged_separable} narrow separable pair(s) merged)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "opset": self.opset,
+            "input_size": list(self.input_size),
+            "batch": self.batch if self.batch is not None else "dynamic",
+            "max_abs_diff": self.max_abs_diff,
+            "tolerance": self.tolerance,
+            "output_scale": self.output_scale,
+            "verified": self.verified,
+            "checked_batches": self.checked_batches,
+            "folded_batchnorms": self.folded_batchnorms,
+            "shortcuts_as_conv": self.shortcuts_as_conv,
+            "merged_separable": self.merged_separable,
+            "file_bytes": self.file_bytes,
+            "op_counts": self.op_counts,
+        }
+
+
+@dataclass
+class ExportOptions(Options):
+    """How :func:`export_onnx` exports and checks a model (also ``sepconv export``'s flags)."""
+
+    input_size: tuple[int, ...] = option((3, 32, 32), "input C,H,W", low=1, high=8192, metavar="C,H,W")
+    opset: int = option(17, "ONNX opset", low=7, high=30)
+    dynamic_batch: bool = option(True, "a dynamic batch axis (else the fixed batch size)")
+    batch_size: int = option(1, "the fixed batch size when the batch axis is not dynamic", low=1, high=65536)
+    tolerance: float = option(
+        DEFAULT_TOLERANCE, "largest allowed |ONNX Runtime - PyTorch|", low=0, low_open=True, cli=False
+    )
+    fold_bn: bool = option(True, "fold BatchNorm into the convs")
+    shortcuts_as_conv: bool = option(True, "option-A shortcuts as 1x1 selection convs (faster in ONNX Runtime)")
+    merge_narrow_separable: bool = option(True, "merge separable pairs narrower than 8 channels into one conv")
+    seed: int = option(0, "seed of the random verification inputs", low=0, high=2**63 - 1, cli=False)
+
+    def validate(self) -> None:
+        if len(self.input_size) != 3:
+            raise SepconvError(f"input size must be C,H,W, got {','.join(map(str, self.input_size))}")
+
+
+def export_onnx(
+    model: nn.Module | str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    options: ExportOptions | None = None,
+    **settings: Any,
+) -> ExportReport:
+    """Export ``model`` (a module, zoo name or checkpoint path) to ``path`` and verify it.
+
+    ``settings`` override fields of ``options`` (``input_size=(1, 28, 28)``, ``opset=18``...).
+    Raises :class:`ExportError` naming the operator when the model cannot be exported, and when
+    ONNX Runtime's outputs differ from PyTorch's by more than the tolerance (nothing is written).
+    """
+    data, report = export_onnx_bytes(model, options, **settings)
+    atomic_write_bytes(path, lambda f: f.write(data))
+    report.path = str(path)
+    return report
+
+
+def export_onnx_bytes(
+    model: nn.Module | str | os.PathLike[str], options: ExportOptions | None = None, **settings: Any
+) -> tuple[bytes, ExportReport]:
+    """:func:`export_onnx` without the file: the verified ONNX bytes and the report."""
+    opts = options or ExportOptions()
+    if settings:
+        opts = opts.replace(**settings)
+    source = load_model(model)
+    with _one_torch_thread():
+        return _export_and_verify(source, opts)
+
+
+def _export_and_verify(source: nn.Module, opts: ExportOptions) -> tuple[bytes, ExportReport]:
+    reference = copy.deepcopy(source).eval()
+    deployed, changes = prepare_for_deployment(
+        reference, opts.fold_bn, opts.shortcuts_as_conv, opts.merge_narrow_separable
+    )
+    size = tuple(opts.input_size)
+    example_batch = 1 if opts.dynamic_batch else opts.batch_size
+    data = _torch_export(deployed, (example_batch, *size), opts.opset, opts.dynamic_batch)
+    proto = load_onnx_bytes(data, "the exported model")
+
+    batches = list(VERIFY_BATCHES_DYNAMIC) if opts.dynamic_batch else [opts.batch_size]
+    diff, scale = verify_against_torch(data, reference, size, batches, opts.seed)
+    report = ExportReport(
+        path="",
+        opset=opts.opset,
+        input_size=size,
+        batch=None if opts.dynamic_batch else opts.batch_size,
+        max_abs_diff=diff,
+        tolerance=opts.tolerance,
+        output_scale=scale,
+        checked_batches=batches,
+        folded_batchnorms=changes.folded_batchnorms,
+        file_bytes=len(data),
+        shortcuts_as_conv=changes.shortcuts_as_conv,
+        merged_separable=changes.merged_separable,
+        op_counts=dict(Counter(n.op_type for n in proto.graph.node).most_common()),
+    )
+    if not report.verified:
+        raise ExportError(
+            f"ONNX Runtime differs from PyTorch by {diff:.2e} (allowed {report.allowed_diff:.1e}); nothing written"
+        )
+    return data, report
+
+
+def verify_against_torch(
+    data: bytes, reference: nn.Module, input_size: tuple[int, ...], batches: list[int], seed: int = 0
+) -> tuple[float, float]:
+    """(max |ORT - PyTorch|, max |PyTorch|) over all outputs for random inputs at each batch size."""
+    session = ort_session(data)
+    generator = torch.Generator().manual_seed(seed)
+    worst = scale = 0.0
+    for batch in batches:
+        x = torch.randn(batch, *input_size, generator=generator)
+        with torch.inference_mode():
+            expected = _flatten_outputs(reference(x))
+        try:
+            got = session.run(None, {INPUT_NAME: x.numpy()})
+        except Exception as exc:  # noqa: BLE001
+            raise ExportError(f"ONNX Runtime failed to run the model ({first_line(exc)})") from None
+        if len(got) != len(expected):
+            raise ExportError(f"ONNX model has {len(got)} outputs, PyTorch {len(expected)}")
+        for e, g in zip(expected, got):
+            if tuple(e.shape) != tuple(g.shape):
+                raise ExportError(f"ONNX output shape {tuple(g.shape)} != PyTorch {tuple(e.shape)}")
+            diff = float(np.max(np.abs(e.numpy().astype(np.float64) - g.astype(np.float64)), initial=0.0))
+            if not np.isfinite(diff):
+                raise ExportError("ONNX Runtime or PyTorch produced NaN/inf on random inputs")
+            worst = max(worst, diff)
+            scale = max(scale, float(e.abs().max()) if e.numel() else 0.0)
+    return worst, scale
+
+
+def _torch_export(model: nn.Module, shape: tuple[int, ...], opset: int, dynamic_batch: bool) -> bytes:
+    x = torch.zeros(*shape)
+    try:
+        with torch.inference_mode():
+            n_outputs = len(_flatten_outputs(model(x)))
+    except (RuntimeError, ValueError) as exc:
+        raise SepconvError(f"cannot run the model on input {tuple(shape[1:])}: {first_line(exc)}") from None
+    output_names = ["output"] if n_outputs == 1 else [f"output_{i}" for i in range(n_outputs)]
+    dynamic_axes = {name: {0: "batch"} for name in [INPUT_NAME, *output_names]} if dynamic_batch else None
+    buffer = io.BytesIO()
+    try:
+        with _silenced():
+            torch.onnx.export(
+                model,
+                (x,),
+                buffer,
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+            )
+    except torch.onnx.errors.UnsupportedOperatorError as exc:
+        raise ExportError(f"cannot export to ONNX: {_unsupported_op_message(exc, opset)}") from None
+    except (torch.onnx.errors.OnnxExporterError, RuntimeError, ValueError, TypeError) as exc:
+        op = _operator_in(str(exc))
+        what = f"operator {op} failed" if op else first_line(exc)
+        raise ExportError(f"cannot export to ONNX (opset {opset}): {what}") from None
+    return buffer.getvalue()
+
+
+def _unsupported_op_message(exc: Exception, opset: int) -> str:
+    op = _operator_in(str(exc))
+    return f"operator {op} is not supported at opset {opset}" if op else first_line(exc)
+
+
+def _operator_in(text: str) -> str | None:
+    match = re.search(r"'?((?:aten|prim|onnx|quantized)::\w+)'?", text)
+    return match.group(1) if match else None
+
+
+def _one_torch_thread() -> contextlib.AbstractContextManager[None]:
+    """Export and verification are not timed; on a loaded 2-core machine PyTorch's second OpenMP
+    thread made them ~10x slower (threads spinning at barriers while the other core was busy)."""
+    return torch_threads(1)
+
+
+@contextlib.contextmanager
+def _silenced() -> Iterator[None]:
+    """Swallow the exporter's warnings and the graph dumps its C++ side prints to stdout/stderr,
+    which would break the CLI's one-line errors."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def _flatten_outputs(out: Any) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in _flatten_outputs(o)]
+    if isinstance(out, dict):
+        return [t for k in sorted(out) for t in _flatten_outputs(out[k])]
+    raise ExportError(f"the model returns {type(out).__name__}, not tensors")

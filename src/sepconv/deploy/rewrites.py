@@ -1,0 +1,111 @@
+"""Rewrites that make a model faster in a deployment runtime without changing what it computes.
+
+:func:`prepare_for_deployment` returns an eval-mode copy with
+
+* every depthwise-separable pair whose depthwise part has fewer than ``NARROW_DEPTHWISE`` (8)
+  input channels — in practice a separable stem on RGB input — merged back into the one regular
+  conv it equals (:func:`sepconv.convert.fold.merge_separable`): a depthwise conv that narrow
+  cannot use ONNX Runtime's blocked kernels and costs a layout reorder, whereas a regular conv
+  reads the 3-channel image directly. Measured on the project's 2-core machine (ONNX Runtime,
+  interleaved runs): 1.16× faster at batch 1 and 1.05× at batch 64 for the pruned separable
+  ResNet-20, for 365 K more MACs per image;
+* BatchNorm folded into the convs (:mod:`.fold_bn`);
+* every non-trivial option-A shortcut (:class:`~sepconv.nn.ZeroPadShortcut`: subsample, then
+  place channels among zeros) as a 1×1 conv with stride ``s`` and a 0/1 selection matrix. Both
+  compute exactly the same values, but the shortcut's ``index_copy`` exports as ~20
+  shape/ScatterElements nodes that ONNX Runtime runs outside its blocked (NCHWc) layout, with
+  layout reorders around them, whereas the conv joins the blocked graph and fuses with the
+  residual add and ReLU: 1.2× faster at batch 64 and 1.6× at batch 1 for a pruned separable
+  ResNet-20, at the cost of 262 K extra MACs per image in ResNet-20's two transition shortcuts.
+
+Each rewrite can be switched off.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from ..convert.fold import is_depthwise, is_pointwise, merge_separable
+from ..nn import SeparableConv2d, ZeroPadShortcut
+from .fold_bn import fold_batchnorm
+
+NARROW_DEPTHWISE = 8  # ONNX Runtime's blocked (NCHWc) kernels work on 8 or 16 channels at a time
+
+
+@dataclass
+class DeploymentChanges:
+    folded_batchnorms: int = 0
+    shortcuts_as_conv: int = 0
+    merged_separable: int = 0
+
+
+def prepare_for_deployment(
+    model: nn.Module,
+    fold_bn: bool = True,
+    shortcuts_as_conv: bool = True,
+    merge_narrow_separable: bool = True,
+) -> tuple[nn.Module, DeploymentChanges]:
+    """An eval-mode copy of ``model`` that computes the same values and runs faster: narrow
+    separable pairs merged, BatchNorm folded into convs, option-A shortcuts as 1×1 selection convs
+    (see the module docstring)."""
+    deployed = copy.deepcopy(model).eval()
+    changes = DeploymentChanges()
+    if merge_narrow_separable:  # first, so that the merged conv's BN folds into it
+        changes.merged_separable = _merge_narrow_separable(deployed)
+    if fold_bn:
+        deployed, fold_report = fold_batchnorm(deployed, inplace=True)
+        changes.folded_batchnorms = len(fold_report.folded)
+    if shortcuts_as_conv:
+        changes.shortcuts_as_conv = _shortcuts_as_conv(deployed)
+    return deployed.eval(), changes
+
+
+def shortcut_as_conv(shortcut: nn.Module) -> nn.Conv2d:
+    """The 1×1 conv (stride = the shortcut's) with a 0/1 weight that equals a ZeroPadShortcut:
+    output channel ``index[j]`` copies input channel ``j``, every other output channel is 0."""
+    conv = nn.Conv2d(shortcut.in_channels, shortcut.out_channels, 1, shortcut.stride, bias=False)
+    weight = torch.zeros(shortcut.out_channels, shortcut.in_channels, 1, 1)
+    weight[shortcut.index.cpu(), torch.arange(shortcut.in_channels), 0, 0] = 1.0
+    conv.weight = nn.Parameter(weight, requires_grad=False)
+    return conv
+
+
+def _merge_narrow_separable(model: nn.Module) -> int:
+    if isinstance(model, fx.GraphModule):  # its graph calls the parts, not the SeparableConv2d
+        return 0
+    count = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            parts = [n for n, _ in child.named_children()]
+            plain_pair = (
+                type(child) is SeparableConv2d
+                and parts == ["depthwise", "pointwise"]  # no BN or activation in between
+                and is_depthwise(child.depthwise)  # not already merged (the *_folded zoo models)
+                and is_pointwise(child.pointwise)
+            )
+            if plain_pair and child.depthwise.in_channels < NARROW_DEPTHWISE:
+                setattr(parent, name, merge_separable(child.depthwise, child.pointwise))
+                count += 1
+    return count
+
+
+def _shortcuts_as_conv(model: nn.Module) -> int:
+    count = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, ZeroPadShortcut) or type(child).forward is not ZeroPadShortcut.forward:
+                continue
+            identity = (
+                child.stride == 1
+                and child.in_channels == child.out_channels
+                and bool((child.index.cpu() == torch.arange(child.out_channels)).all())
+            )
+            if not identity:  # the identity case already exports as nothing at all
+                setattr(parent, name, shortcut_as_conv(child))
+                count += 1
+    return count

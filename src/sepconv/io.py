@@ -1,0 +1,105 @@
+"""File writing that never leaves a half-written file, and folders proven writable up front.
+
+A leaf module (it imports nothing of sepconv but :mod:`.errors`): checkpoints, data caches,
+reports and exports all write through :func:`atomic_write_bytes`, whose temporary files are named
+``.<name>.<random>.tmp`` beside the target. A process killed mid-write leaves such a file behind;
+:func:`clean_stale_temporaries` removes the ones that are old enough to belong to no live writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from .errors import SepconvError
+
+TEMP_SUFFIX = ".tmp"
+# mkstemp's random part is 8 characters of [a-z0-9_]; only our own names are ever removed.
+_OUR_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+_WRITE_TEST = re.compile(r"^\.write-test\.[a-z0-9_]{8}$")
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> None:
+    """Write a file through ``write(fileobj)`` so that ``path`` is either the old or the new file,
+    never a half-written one: temporary file in the same folder, fsync, then rename."""
+    path = Path(path)
+    if path.is_dir():
+        raise SepconvError(f"{path} is a folder, not a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except FileExistsError:
+        raise SepconvError(f"cannot write {path}: a part of {path.parent} is a file, not a folder") from None
+    except NotADirectoryError:
+        raise SepconvError(f"cannot write {path}: a part of {path.parent} is not a folder") from None
+    except OSError as exc:
+        raise SepconvError(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
+    # mkstemp creates the file 0600; give it the permissions a plain open() would have.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """:func:`atomic_write_bytes` of UTF-8 text."""
+    data = text.encode("utf-8")
+    atomic_write_bytes(path, lambda f: f.write(data))
+
+
+def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
+    """Create the folder ``path`` if needed and prove that a file can be written in it.
+
+    Called before long jobs so that an unwritable output folder fails in one line at once, not
+    after an hour of training.
+    """
+    path = Path(path)
+    try:
+        if path.exists() and not path.is_dir():
+            raise SepconvError(f"{path} is a file, not a folder")
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(prefix=".write-test.", dir=path):
+            pass
+    except FileExistsError:
+        raise SepconvError(f"cannot create the folder {path}: a part of it is a file") from None
+    except NotADirectoryError:
+        raise SepconvError(f"cannot create the folder {path}: a part of it is not a folder") from None
+    except OSError as exc:
+        raise SepconvError(f"cannot write to {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def clean_stale_temporaries(folder: str | os.PathLike[str], min_age_s: float = 60.0) -> list[Path]:
+    """Remove our own temporary files (``.<name>.XXXXXXXX.tmp``) left in ``folder`` by a killed
+    writer, if at least ``min_age_s`` old (a live writer renames its file within seconds).
+
+    Returns the removed paths. Files of other naming are never touched.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    now = time.time()
+    for entry in folder.iterdir():
+        if not (_OUR_TEMPORARY.match(entry.name) or _WRITE_TEST.match(entry.name)):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_file() and now - entry.stat().st_mtime >= min_age_s:
+                entry.unlink()
+                removed.append(entry)
+    return removed

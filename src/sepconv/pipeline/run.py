@@ -1,0 +1,157 @@
+"""Running a recipe: build the starting model, run its steps in order, evaluate, save.
+
+``run_recipe`` seeds everything with the recipe's seed, builds (or loads) the starting model, then
+walks the steps. A method step runs :meth:`~sepconv.methods.base.Method.apply` at once; if the
+method acts while training, its callbacks join the next ``train`` step and its
+:meth:`~sepconv.methods.base.Method.after_training` runs after that step. Each ``train`` step
+trains in its own folder (``OUT/train``, ``OUT/train-2``...). At the end the model is evaluated
+on the test split and written as ``OUT/model.pt`` (loadable without code) with ``OUT/summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from ..checkpoint import load_model, save_model
+from ..data.dataset import ImageDataset
+from ..data.registry import get_dataset
+from ..errors import CheckpointError
+from ..io import atomic_write_text, clean_stale_temporaries, ensure_writable_dir
+from ..measure.profile import profile
+from ..methods.base import Method, StepContext, get_method
+from ..report.protocol import StepReport, jsonable
+from ..train.api import train
+from ..train.config import TrainConfig
+from ..train.evaluation import check_model_fits_data, evaluate
+from ..train.rng import seed_everything
+from .recipe import TRAIN, Recipe
+
+
+def run_recipe(
+    recipe: Recipe,
+    out: str | os.PathLike[str],
+    *,
+    data: ImageDataset | None = None,
+    test_data: ImageDataset | None = None,
+    quiet: bool = False,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Run every step of ``recipe``; returns (and writes) the summary.
+
+    ``data``/``test_data`` may be given as loaded :class:`ImageDataset`s to share them between
+    recipes of one study. ``resume`` continues each train step from its ``last.pt``.
+    """
+    out = ensure_writable_dir(out)
+    for folder in (out, *(out / _train_dir(k) for k in range(len(recipe.train_steps())))):
+        clean_stale_temporaries(folder)
+    train_dirs = [out / _train_dir(k) for k in range(len(recipe.train_steps()))]
+    if resume and not any((d / "last.pt").is_file() for d in train_dirs):
+        raise CheckpointError(f"nothing to resume in {out}: no train step has written last.pt")
+    given = {True: data, False: test_data}
+
+    def load(train_split: bool) -> ImageDataset:
+        dataset = given[train_split]
+        return dataset if dataset is not None else get_dataset(recipe.data, train=train_split)
+
+    ctx = StepContext(out, load, recipe.seed, quiet, resume, log=(lambda line: None) if quiet else print)
+    if not resume:
+        seed_everything(recipe.seed)
+    model = _starting_model(recipe, ctx.data)
+
+    record: dict[str, Any] = {"train_seconds": 0.0, "epochs": None, "best_accuracy": None}
+    unpruned = masked = None
+    pending: list[Method] = []
+    reports: list[StepReport | Any] = []
+    trained = 0
+    for step in recipe.steps:
+        if step.name == TRAIN:
+            if unpruned is None:
+                unpruned = profile(model, ctx.input_size)
+            model = _train(model, step.options, pending, ctx, out / _train_dir(trained), record)  # type: ignore[arg-type]
+            trained += 1
+            masked = evaluate(model, ctx.test_data)
+            for method in pending:
+                model, report = method.after_training(model, ctx)
+                reports.append((method.name, report))
+            pending = []
+            continue
+        method = get_method(step.name)(step.options)
+        started = time.perf_counter()
+        model, report = method.apply(model, ctx)
+        reports.append((method.name, report))
+        ctx.log(f"{method.name}: {report.summary()} ({time.perf_counter() - started:.1f} s)")
+        if method.needs_training:
+            pending.append(method)
+    final_eval = evaluate(model, ctx.test_data)
+    final_profile = profile(model, ctx.input_size)
+    if unpruned is None:
+        unpruned = final_profile
+    summary = {
+        "recipe": recipe.to_dict(),
+        "method": recipe.label,
+        "model": recipe.model,
+        "separable": recipe.separable,
+        "data": recipe.data,
+        "epochs": record["epochs"],
+        "train_seconds": record["train_seconds"],
+        "params": final_profile.params,
+        "macs": final_profile.macs,
+        "unpruned_params": unpruned.params,
+        "unpruned_macs": unpruned.macs,
+        "accuracy": final_eval["accuracy"],
+        "loss": final_eval["loss"],
+        "masked_accuracy": masked["accuracy"] if masked else None,
+        "best_accuracy": record["best_accuracy"],
+        "steps": [{"step": name, "summary": r.summary(), **jsonable(r.to_dict())} for name, r in reports],
+        "checkpoint": "model.pt",
+    }
+    save_model(
+        out / "model.pt", model, metrics={"accuracy": final_eval["accuracy"], "loss": final_eval["loss"]}
+    )
+    atomic_write_text(out / "summary.json", json.dumps(jsonable(summary), indent=2))
+    return summary
+
+
+def _train_dir(k: int) -> str:
+    return TRAIN if k == 0 else f"{TRAIN}-{k + 1}"
+
+
+def _starting_model(recipe: Recipe, data: ImageDataset) -> nn.Module:
+    model = load_model(
+        recipe.model, num_classes=data.num_classes, in_channels=data.in_channels, **recipe.model_config
+    )
+    check_model_fits_data(model, data, recipe.model)
+    return model
+
+
+def _train(
+    model: nn.Module,
+    config: TrainConfig,
+    pending: list[Method],
+    ctx: StepContext,
+    folder: Path,
+    record: dict[str, Any],
+) -> nn.Module:
+    callbacks = [cb for method in pending for cb in method.callbacks(model, ctx)]
+    started = time.perf_counter()
+    trainer = train(
+        model,
+        ctx.data,
+        test_data=ctx.test_data,
+        out=folder,
+        config=config,
+        callbacks=callbacks,
+        resume=ctx.resume and (folder / "last.pt").is_file(),
+        quiet=ctx.quiet,
+    )
+    record["train_seconds"] += time.perf_counter() - started
+    record["epochs"] = int(trainer.config.epochs)
+    accuracies = [h.get("test_accuracy") for h in trainer.history if h.get("test_accuracy") is not None]
+    record["best_accuracy"] = max(accuracies) if accuracies else None
+    return trainer.model

@@ -1,0 +1,65 @@
+"""Training settings: one declaration that recipes, checkpoints and the command line share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..errors import SepconvError
+from ..options import Options, option
+from .schedules import Schedule, make_schedule
+
+
+@dataclass
+class TrainConfig(Options):
+    """Hyper-parameters of one run (stored in checkpoints and history.json).
+
+    ``schedule`` is ``cosine``, ``step`` (×``gamma`` every ``step_size`` epochs), ``multistep``
+    (×``gamma`` at each of ``milestones``) or ``constant``; ``per_iteration`` says whether it moves
+    every batch or every epoch (see :mod:`.schedules`). ``crop_padding`` is the random-crop padding
+    of the training augmentation (flips follow the data set's ``flip`` flag). ``bn_frozen`` keeps
+    every BatchNorm in eval mode while training: it normalises with its running statistics and
+    does not update them (γ and β still learn). Fine-tuning a decomposed network needs it: a
+    low-rank decomposition shrinks the variance of some output channels, which the running
+    statistics (the original network's) absorb, while batch statistics would re-scale those
+    channels to unit variance and undo the approximation. ``clip_grad_norm`` > 0 rescales the
+    gradients whose global L2 norm exceeds it (after the callbacks' ``on_step``, so masked
+    gradients stay zero); a decomposed network whose narrow layers carry a whole layer's signal
+    can otherwise take one huge first step.
+    """
+
+    epochs: int = option(30, "training epochs", low=1, high=100_000)
+    batch_size: int = option(128, "global batch (split over torchrun processes)", low=1, high=1_000_000)
+    lr: float = option(0.1, "base learning rate", low=0, low_open=True)
+    momentum: float = option(0.9, "SGD momentum", low=0, high=1, high_open=True)
+    nesterov: bool = option(False, "Nesterov momentum")
+    weight_decay: float = option(5e-4, "L2 weight decay", low=0, high=1)
+    schedule: Literal["cosine", "step", "multistep", "constant"] = option("cosine", "learning-rate schedule")
+    milestones: tuple[int, ...] = option(
+        default_factory=tuple, help="multistep: epochs at which lr *= gamma, e.g. 60,120,160", low=1
+    )
+    step_size: int = option(30, "step: lr *= gamma every this many epochs", low=1)
+    gamma: float = option(0.2, "decay factor of the step and multistep schedules", low=0, low_open=True, high=1)
+    warmup_epochs: float = option(0.0, "linear learning-rate warm-up length in epochs", low=0)
+    per_iteration: bool = option(True, "move the schedule every batch (else once per epoch)")
+    seed: int = option(0, "seed of weights, batch order and augmentation", low=0, high=2**63 - 1)
+    crop_padding: int = option(4, "random-crop padding of the augmentation (0 = no crop)", low=0, high=1024)
+    eval_batch_size: int = option(512, "batch size of evaluation", low=1, high=1_000_000)
+    bn_frozen: bool = option(False, "keep BatchNorm on its running statistics while training")
+    clip_grad_norm: float = option(0.0, "clip the gradients' global L2 norm at this value (0 = off)", low=0)
+
+    def validate(self) -> None:
+        if self.nesterov and self.momentum <= 0:
+            raise SepconvError("Nesterov momentum needs a momentum > 0")
+        self.make_schedule()  # its own checks (warm-up, milestones) now, before any folder is made
+
+    def make_schedule(self) -> Schedule:
+        return make_schedule(
+            self.schedule,
+            self.epochs,
+            warmup_epochs=self.warmup_epochs,
+            per_iteration=self.per_iteration,
+            milestones=self.milestones,
+            step_size=self.step_size,
+            gamma=self.gamma,
+        )
