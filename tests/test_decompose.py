@@ -24,7 +24,7 @@ import sepconv
 from sepconv.checkpoint import load_model, save_model
 from sepconv.convert.decompose import channel_rank, decompose, decompose_conv, fit_depthwise, select_layers
 from sepconv.convert.fold import fold, merge_separable
-from sepconv.convert.sampling import (
+from sepconv.convert.decompose.sampling import (
     LayerStats,
     ResponseSampler,
     conv_geometry,
@@ -228,14 +228,20 @@ def test_each_compensated_channel_fit_is_optimal_under_perturbation() -> None:
     center=st.booleans(),
     seed=st.integers(0, 100_000),
 )
-def test_compensation_never_does_worse_than_algorithm_1(c, n, k2, m, samples, center, seed) -> None:
+def test_compensated_sweeps_only_ever_lower_the_error(c, n, k2, m, samples, center, seed) -> None:
+    """Algorithm 2 is block coordinate descent from A = 0: each channel's fit minimises the whole
+    residual over its own block, so the error starts below ‖Y‖ and no further sweep raises it.
+    (It is not always below Algorithm 1's error: hypothesis found layers where the independent fits
+    win by 0.1 %, e.g. c=6, n=5, k²=4, m=1, 80 samples, seed 43387.)"""
     w, x = random_layer(c, n, k2, samples, seed)
     xc = x - x.mean(1, keepdim=True) if center else x
     y = w.reshape(n, -1) @ xc
     errors = [
-        float((y - fit(w, x, comp, m=m, center=center).reshape(n, -1) @ xc).norm()) for comp in (False, True)
+        float((y - fit(w, x, True, m=m, center=center, passes=p).reshape(n, -1) @ xc).norm()) for p in (1, 2, 3)
     ]
-    assert errors[1] <= errors[0] + 1e-9 * float(y.norm())
+    tol = 1e-9 * float(y.norm())
+    assert errors[0] <= float(y.norm()) + tol
+    assert errors[1] <= errors[0] + tol and errors[2] <= errors[1] + tol
 
 
 def test_more_passes_never_increase_the_error() -> None:

@@ -129,7 +129,7 @@ def migrate(raw: Any, source: str = "architecture description") -> dict[str, Any
         "version": VERSION,
         "name": data["name"],
         "config": data["config"],
-        "transforms": list(data.get("transforms") or []),
+        "transforms": data.get("transforms", []),
     }
 
 

@@ -51,8 +51,8 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data.dataset import BatchLoader, ImageDataset
-from ..errors import SepconvError
+from ...data.dataset import BatchLoader, ImageDataset
+from ...errors import SepconvError
 
 F64 = torch.float64
 # ``auto`` sampling holds every image's live activations only if the images themselves take at
