@@ -36,7 +36,7 @@ from ..errors import SepconvError
 from . import ops
 from .groups import Balance, ChannelGroup, Member, Owner
 from .movement import ChannelMap, channel_map, evaluate, index_tensor
-from .trace import RunRecord, node_label, record_run, trace
+from .trace import RunRecord, channel_leaves, node_label, record_run, trace
 
 _CONV = nn.modules.conv._ConvNd
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
@@ -146,7 +146,7 @@ def dependency_groups(model: nn.Module, example_input: torch.Tensor) -> list[Cha
 
 class _Analysis:
     def __init__(self, model: nn.Module, example_input: torch.Tensor) -> None:
-        self.gm = trace(model)
+        self.gm = trace(model, leaves=channel_leaves(), purpose="channel analysis")
         self.record = record_run(self.gm, example_input)
         self.input_shape = tuple(example_input.shape)
         self.batch = int(example_input.shape[0]) if example_input.dim() else 1
