@@ -3,7 +3,7 @@
 Importing this package registers the ``compact`` replay used to rebuild compacted checkpoints.
 """
 
-from .analysis import ChannelGraph, analyse, dependency_groups
+from .analysis import ChannelGraph, Rewrite, analyse, dependency_groups
 from .compact import CompactReport, apply_compaction, compact, compact_zeros
 from .constants import channel_constants, consumer_offsets
 from .groups import Balance, ChannelGroup, Member
@@ -14,6 +14,7 @@ __all__ = [
     "ChannelGroup",
     "CompactReport",
     "Member",
+    "Rewrite",
     "analyse",
     "apply_compaction",
     "channel_constants",

@@ -1,0 +1,74 @@
+"""What the channel analysis learnt about one model: :class:`ChannelGraph`.
+
+It holds the traced GraphModule and its recorded run, the owners (tensors and layer channel
+dimensions) with the chain of every one of their channels, the groups, and what compaction has to
+respect or rewrite (balances, shuffles, literal channel counts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch.fx as fx
+
+from .groups import ChannelGroup, Owner
+from .movement import ChannelMap
+from .trace import RunRecord
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """A literal channel count in the graph (split sizes, slice bounds) that compaction must update."""
+
+    node: str
+    kind: str  # "split", "slice", "narrow"
+    source: str  # node name of the channel tensor being split or sliced
+
+
+@dataclass
+class ChannelGraph:
+    """Everything the analysis learnt about one model (see :func:`~.analysis.analyse`)."""
+
+    gm: fx.GraphModule
+    record: RunRecord
+    input_shape: tuple[int, ...]
+    owners: list[Owner]
+    chain_of: np.ndarray  # element -> chain number
+    num_chains: int
+    groups: list[ChannelGroup]
+    tensor_owner: dict[str, Owner]
+    site_owner: dict[tuple[str, str], Owner]  # (layer or attribute name, role) -> owner
+    maps: dict[str, ChannelMap]  # movement nodes whose results are channel tensors
+    shuffles: dict[str, int]
+    rewrites: list[Rewrite]
+    balances: list[tuple[Owner, int, str]]
+    zero_elements: np.ndarray  # ZeroPadShortcut output channels that are always zero
+    module_calls: dict[str, list[str]]
+    producers: list[Owner]  # output sites of regular/grouped convs and linear layers
+    flags: dict[int, str] = field(default_factory=dict)
+
+    def group(self, group_id: str) -> ChannelGroup:
+        for g in self.groups:
+            if g.id == group_id:
+                return g
+        from ..errors import UnknownNameError, did_you_mean
+
+        raise UnknownNameError(
+            f"unknown channel group {group_id!r}{did_you_mean(group_id, [g.id for g in self.groups])}"
+        )
+
+    def chains(self, owner: Owner) -> np.ndarray:
+        """The chain of each channel of ``owner``."""
+        return self.chain_of[owner.base : owner.base + owner.size]
+
+    def kept(self, owner: Owner, removed: np.ndarray) -> list[int]:
+        """Channels of ``owner`` that survive when the chains flagged in ``removed`` go."""
+        return np.flatnonzero(~removed[self.chains(owner)]).tolist()
+
+    def node(self, name: str) -> fx.Node:
+        nodes = self.__dict__.get("_nodes")
+        if nodes is None or name not in nodes:  # built lazily; rebuilt if the graph changed
+            nodes = {n.name: n for n in self.gm.graph.nodes}
+            self.__dict__["_nodes"] = nodes
+        return nodes[name]
