@@ -2,7 +2,9 @@
 
 It holds the traced GraphModule and its recorded run, the owners (tensors and layer channel
 dimensions) with the chain of every one of their channels, the groups, and what compaction has to
-respect or rewrite (balances, shuffles, literal channel counts).
+respect or rewrite (balances, shuffles, literal channel counts). The conveniences at the end
+answer what pruning methods ask of a group: its BatchNorms (and the activation after each) and
+the layers that read its channels.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch.fx as fx
+import torch.nn as nn
 
-from .groups import ChannelGroup, Owner
+from .groups import ChannelGroup, Member, Owner
 from .movement import ChannelMap
+from .queries import Activation, GraphQueries
 from .trace import RunRecord
 
 
@@ -24,6 +28,15 @@ class Rewrite:
     node: str
     kind: str  # "split", "slice", "narrow"
     source: str  # node name of the channel tensor being split or sliced
+
+
+@dataclass(frozen=True)
+class ChainBatchNorm:
+    """A BatchNorm on a group's chains."""
+
+    name: str  # qualified module name
+    channels: tuple[tuple[int, ...], ...]  # per chain of the group, the BN's channel(s) on it
+    activation: Activation | None  # what directly follows the BN; None = nothing (linear)
 
 
 @dataclass
@@ -72,3 +85,29 @@ class ChannelGraph:
             nodes = {n.name: n for n in self.gm.graph.nodes}
             self.__dict__["_nodes"] = nodes
         return nodes[name]
+
+    # ------------------------------------------------------------------ for pruning methods
+    @property
+    def queries(self) -> GraphQueries:
+        """:class:`~.queries.GraphQueries` on this analysis' own trace (built on first use)."""
+        queries = self.__dict__.get("_queries")
+        if queries is None:
+            queries = self.__dict__["_queries"] = GraphQueries.of_graph(self.gm)
+        return queries
+
+    def batchnorms(self, group: ChannelGroup) -> list[ChainBatchNorm]:
+        """The BatchNorms on ``group``'s chains (graph order), each with its channel(s) per chain
+        and the activation that directly follows it (BN-probability pruning needs BN → act)."""
+        found: list[ChainBatchNorm] = []
+        for member in group.members:
+            if member.role != "norm":
+                continue
+            if isinstance(self.gm.get_submodule(member.name), nn.modules.batchnorm._BatchNorm):
+                activation = self.queries.following_activation(member.name)
+                found.append(ChainBatchNorm(member.name, member.channels, activation))
+        return found
+
+    def consumers(self, group: ChannelGroup) -> list[Member]:
+        """The conv/linear layers that read ``group``'s channels as inputs (role ``in``), each
+        with its input column(s) per chain."""
+        return [m for m in group.members if m.role == "in"]
