@@ -414,3 +414,21 @@ def test_a_hard_coded_channel_count_is_refused_not_miscompiled() -> None:
     with pytest.raises(SepconvError, match="hard-coded"):
         compact(HardCoded(), {"conv.0": [1]}, torch.zeros(2, 3, 8, 8))
     assert compact(DenseNet(), {}, torch.zeros(2, 3, 8, 8))[1].removed == {}
+
+
+# --------------------------------------------------------------------------- counts
+def test_macs_after_fall_back_to_profiling_when_not_every_mac_is_a_layer() -> None:
+    from sepconv.graph.compact import _counts_after
+    from sepconv.measure.profile import LayerRow, Profile
+
+    model = sepconv.create_model("resnet20")
+    real = sepconv.profile(model, (3, 8, 8))
+    sizes = {n: m.weight.numel() for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    assert _counts_after(real, sizes, model) == (real.params, real.macs)  # derived from the rows
+    odd = Profile(
+        real.params,
+        real.macs + 7,
+        real.input_size,
+        [*real.rows, LayerRow("(functional ops)", "", (), 0, 7, 0.0)],
+    )
+    assert _counts_after(odd, sizes, model) == (real.params, real.macs)  # profiled again

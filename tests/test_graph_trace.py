@@ -86,7 +86,7 @@ def test_only_through_keeps_modules_without_a_match_single_calls() -> None:
     with pytest.raises(SepconvError, match="cannot trace Net"):
         trace(model, only_through=nn.Conv2d)
     # Wanted by name: only the stem holds stem.0, so everything else is a single call.
-    assert called(trace(model, only_through={"stem.0"})) == ["stem.0", "stem.1", "stem.2", "scale", "branch", "head"]
+    assert called(trace(model, only_through={"stem.0"})) == called(gm)
 
 
 def test_untraceable_modules_are_split_into_their_children() -> None:

@@ -66,6 +66,7 @@ class Walk:
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor) -> None:
         self.gm = trace(model, leaves=channel_leaves(), purpose="channel analysis")
+        self.modules = dict(self.gm.named_modules())
         self.record = record_run(self.gm, example_input)
         self.input_shape = tuple(example_input.shape)
         self.batch = int(example_input.shape[0]) if example_input.dim() else 1
@@ -96,7 +97,7 @@ class Walk:
             for arg in self.tensor_args(node):
                 self.flag(self.inp(arg), "model output")
         elif node.op == "call_module":
-            handlers.visit_module(self, node, self.gm.get_submodule(str(node.target)))
+            handlers.visit_module(self, node, self.modules[str(node.target)])
         elif node.op == "call_function":
             handlers.visit_callable(self, node, ops.function_kind(node.target))
         elif node.op == "call_method":

@@ -79,6 +79,13 @@ class ChannelGraph:
         """Channels of ``owner`` that survive when the chains flagged in ``removed`` go."""
         return np.flatnonzero(~removed[self.chains(owner)]).tolist()
 
+    def module(self, name: str) -> nn.Module:
+        """Submodule ``name`` of the traced model (a dict lookup; get_submodule walks attributes)."""
+        modules = self.__dict__.get("_modules")
+        if modules is None or name not in modules:
+            modules = self.__dict__["_modules"] = dict(self.gm.named_modules())
+        return modules[name]
+
     def node(self, name: str) -> fx.Node:
         nodes = self.__dict__.get("_nodes")
         if nodes is None or name not in nodes:  # built lazily; rebuilt if the graph changed
@@ -102,7 +109,7 @@ class ChannelGraph:
         for member in group.members:
             if member.role != "norm":
                 continue
-            if isinstance(self.gm.get_submodule(member.name), nn.modules.batchnorm._BatchNorm):
+            if isinstance(self.module(member.name), nn.modules.batchnorm._BatchNorm):
                 activation = self.queries.following_activation(member.name)
                 found.append(ChainBatchNorm(member.name, member.channels, activation))
         return found

@@ -24,7 +24,7 @@ import copy
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,9 +35,13 @@ from ..errors import SepconvError
 from ..models.registry import record_transform, register_transform
 from .analysis import ChannelGraph, Rewrite, analyse
 from .constants import Overrides, border_sensitive_layers, channel_constants, consumer_offsets
+from .groups import Owner
 from .movement import remeasure
 from .surgery import slice_attribute, slice_conv, slice_linear, slice_norm, slice_zero_pad
 from .trace import record_run
+
+if TYPE_CHECKING:
+    from ..measure.profile import Profile
 
 PruneSpec = Mapping[str, Any] | str
 
@@ -110,6 +114,7 @@ def compact(
     work = model if inplace else copy.deepcopy(model)
     cg = analyse(work, x)
     removed = _resolve(cg, prune)
+    weights_before = _weight_sizes(work)
     result, info = apply_compaction(work, cg, removed, x, fold=fold, constants=constants)
     keep = {
         g.id: [k for k, ch in enumerate(g.chains) if not removed[ch]]
@@ -124,12 +129,12 @@ def compact(
         input_size=[int(s) for s in x.shape[1:]],
         bias_added=list(info["bias_added"]),
     )
-    after = profile(result, tuple(x.shape[1:]))
+    params_after, macs_after = _counts_after(before, weights_before, result)
     report = CompactReport(
         before.params,
-        after.params,
+        params_after,
         before.macs,
-        after.macs,
+        macs_after,
         tuple(int(s) for s in x.shape[1:]),
         {g.id: int(removed[g.chains].sum()) for g in cg.groups if removed[g.chains].any()},
         _widths(result),
@@ -140,6 +145,39 @@ def compact(
         seconds=time.perf_counter() - start,
     )
     return result, report
+
+
+def _weight_sizes(model: nn.Module) -> dict[str, int]:
+    return {
+        name: m.weight.numel()
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and isinstance(m.weight, torch.Tensor)
+    }
+
+
+def _counts_after(before: Profile, weights_before: Mapping[str, int], result: nn.Module) -> tuple[int, int]:
+    """Params and MACs of the compacted model, exactly as :func:`sepconv.profile` counts them.
+
+    Params are counted directly. MACs follow from the profile taken before compaction when it
+    attributes every MAC to a conv or linear layer: such a layer's count is its weight's size
+    times what compaction leaves alone (output pixels, batch, calls), so it scales with the
+    weight's size exactly. Otherwise (functional convolutions, matrix products inside other
+    modules) the compacted model is profiled again.
+    """
+    from ..measure.profile import count_params, profile
+
+    modules = dict(result.named_modules())
+    macs = 0
+    for row in before.rows:
+        if row.macs == 0:
+            continue
+        layer = modules.get(row.name)
+        size = weights_before.get(row.name)
+        if size is None or not isinstance(layer, (nn.modules.conv._ConvNd, nn.Linear)) or row.macs % size:
+            after = profile(result, before.input_size)
+            return after.params, after.macs
+        macs += row.macs // size * layer.weight.numel()
+    return count_params(result), macs
 
 
 def compact_zeros(
@@ -225,7 +263,7 @@ def _zero_filters(cg: ChannelGraph) -> dict[int, np.ndarray]:
     """Per producer (owner index): which of its filters are exactly zero."""
     found: dict[int, np.ndarray] = {}
     for owner in cg.producers:
-        weight = cg.gm.get_submodule(owner.name).weight.detach()
+        weight = cg.module(owner.name).weight.detach()
         found[owner.index] = weight.flatten(1).eq(0).all(dim=1).cpu().numpy()
     return found
 
@@ -321,7 +359,7 @@ def _slice_layers(model: nn.Module, cg: ChannelGraph, removed: np.ndarray) -> No
                 for root in roots:
                     slice_attribute(root, name, int(role[4:]), cg.kept(owner, removed))
             continue
-        mod = cg.gm.get_submodule(name)
+        mod = cg.module(name)
         if isinstance(mod, nn.modules.conv._ConvNd):
             slice_conv(mod, cg.kept(sites["in"], removed), cg.kept(sites["out"], removed), name)
         elif isinstance(mod, nn.Linear):
@@ -337,37 +375,20 @@ def _slice_layers(model: nn.Module, cg: ChannelGraph, removed: np.ndarray) -> No
 def _fold_offset(cg: ChannelGraph, name: str, delta: torch.Tensor, removed: np.ndarray) -> bool:
     """Add Δb (original output numbering) to the layer's bias, or subtract it from the running
     mean of the BatchNorm that alone reads the layer; else create a bias. True if one was created."""
-    layer = cg.gm.get_submodule(name)
+    layer = cg.module(name)
     kept = cg.kept(cg.site_owner[(name, "out")], removed)
     d = delta[kept]
     with torch.no_grad():
         if layer.bias is not None:
             layer.bias.add_(d.to(layer.bias))
             return False
-        bn = _sole_batchnorm_reader(cg, name)
-        if bn is not None:
+        bn_name = cg.queries.following_batchnorm(name)
+        bn = cg.module(bn_name) if bn_name is not None else None
+        if bn is not None and bn.running_mean is not None:
             bn.running_mean.sub_(d.to(bn.running_mean))
             return False
         layer.bias = nn.Parameter(d.to(layer.weight))
     return True
-
-
-def _sole_batchnorm_reader(cg: ChannelGraph, name: str) -> nn.Module | None:
-    readers: set[str] = set()
-    for node_name in cg.module_calls.get(name, []):
-        users = list(cg.node(node_name).users)
-        if len(users) != 1 or users[0].op != "call_module":
-            return None
-        readers.add(str(users[0].target))
-    if len(readers) != 1:
-        return None
-    bn_name = readers.pop()
-    bn = cg.gm.get_submodule(bn_name)
-    if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or bn.running_mean is None:
-        return None
-    if len(cg.module_calls.get(bn_name, [])) != len(cg.module_calls.get(name, [])):
-        return None  # the BN also normalises something else
-    return bn
 
 
 def _rewrite_graph(cg: ChannelGraph, removed: np.ndarray) -> bool:
@@ -450,17 +471,23 @@ def _verify(cg: ChannelGraph, removed: np.ndarray, example_input: torch.Tensor) 
             )
     batch = int(example_input.shape[0])
     for name, cmap in cg.maps.items():
-        anchor_owner, out_owner = cg.tensor_owner[cmap.anchor], cg.tensor_owner[name]
-        anchor_rank = {c: k for k, c in enumerate(cg.kept(anchor_owner, removed))}
-        out_rank = {o: k for k, o in enumerate(cg.kept(out_owner, removed))}
-        expected_pairs = sorted(
-            (out_rank[int(o)], anchor_rank[int(c)]) for o, c in cmap.pairs if int(o) in out_rank
-        )
+        # The map the kept channels should have: each kept pair, in the new channel numbering.
+        anchor_rank = _new_numbering(cg, cg.tensor_owner[cmap.anchor], removed)
+        out_rank = _new_numbering(cg, cg.tensor_owner[name], removed)
+        kept = cmap.pairs[out_rank[cmap.pairs[:, 0]] >= 0]
+        expected = np.stack([out_rank[kept[:, 0]], anchor_rank[kept[:, 1]]], axis=1)
+        expected = expected[np.lexsort((expected[:, 1], expected[:, 0]))]
         new = remeasure(cg.gm, record, cg.node(name), cmap.anchor, batch)
-        if new is None or sorted(map(tuple, new.pairs.tolist())) != expected_pairs:
+        if new is None or not np.array_equal(new.pairs, expected):
             raise SepconvError(
                 f"compaction check failed: node '{name}' no longer moves the kept channels correctly"
             )
+
+
+def _new_numbering(cg: ChannelGraph, owner: Owner, removed: np.ndarray) -> np.ndarray:
+    """Each channel's index after compaction (−1: removed)."""
+    alive = ~removed[cg.chains(owner)]
+    return np.where(alive, np.cumsum(alive) - 1, -1)
 
 
 def _widths(model: nn.Module) -> dict[str, tuple[int, int]]:

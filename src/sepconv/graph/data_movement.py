@@ -88,7 +88,7 @@ def _is_movement(w: Walk, node: fx.Node) -> bool:
     if node.op == "call_method":
         return ops.method_kind(str(node.target)) == ops.MOVEMENT
     if node.op == "call_module":
-        return ops.module_kind(w.gm.get_submodule(str(node.target))) == ops.MOVEMENT
+        return ops.module_kind(w.modules[str(node.target)]) == ops.MOVEMENT
     return False
 
 

@@ -109,6 +109,7 @@ class GraphQueries:
 
     def __init__(self, root: nn.Module, parts: Iterable[TracedPart]) -> None:
         self.root = root
+        self._modules = dict(root.named_modules())
         self._calls: dict[str, list[fx.Node]] = {}
         self._name_of: dict[fx.Node, str] = {}  # call_module node -> qualified module name
         self._position: dict[fx.Node, int] = {}
@@ -156,7 +157,7 @@ class GraphQueries:
         if len(names) != 1:
             return None
         bn_name = names.pop()
-        if not isinstance(self.root.get_submodule(bn_name), nn.modules.batchnorm._BatchNorm):
+        if not isinstance(self._modules[bn_name], nn.modules.batchnorm._BatchNorm):
             return None
         if self.call_count(bn_name) != self.call_count(name):
             return None  # the BN also normalises something else
@@ -197,7 +198,7 @@ class GraphQueries:
                 continue
             seen.add(node)
             layer = self._name_of.get(node)
-            if layer is not None and isinstance(self.root.get_submodule(layer), _LAYERS):
+            if layer is not None and isinstance(self._modules[layer], _LAYERS):
                 found[node] = layer
                 continue
             stack.extend(node.users)
@@ -211,7 +212,7 @@ class GraphQueries:
             if len(node.users) != 1:
                 return None
             user = next(iter(node.users))
-            if user.op == "call_module" and type(self.root.get_submodule(self._name_of[user])) is nn.Identity:
+            if user.op == "call_module" and type(self._modules[self._name_of[user]]) is nn.Identity:
                 node = user
                 continue
             return user
@@ -225,7 +226,7 @@ class GraphQueries:
             return None
         if node.op == "call_module":
             name = self._name_of[node]
-            module = self.root.get_submodule(name)
+            module = self._modules[name]
             kind = next(
                 (_ACTIVATION_MODULES[t] for t in type(module).__mro__ if t in _ACTIVATION_MODULES), None
             )

@@ -226,6 +226,7 @@ def _run(gm: fx.GraphModule, example_input: torch.Tensor, record: RunRecord) -> 
             if used not in seen:
                 seen.add(used)
                 free_after.setdefault(node, []).append(used)
+    modules = dict(gm.named_modules())
     env: dict[fx.Node, Any] = {}
     inputs = iter((example_input,))
     for node in nodes:
@@ -240,7 +241,7 @@ def _run(gm: fx.GraphModule, example_input: torch.Tensor, record: RunRecord) -> 
                 args = fx.node.map_arg(node.args, env.__getitem__)
                 kwargs = fx.node.map_arg(node.kwargs, env.__getitem__)
                 if node.op == "call_module":
-                    result = gm.get_submodule(str(node.target))(*args, **kwargs)
+                    result = modules[str(node.target)](*args, **kwargs)
                 elif node.op == "call_function":
                     result = node.target(*args, **kwargs)  # type: ignore[operator]
                 else:  # call_method
