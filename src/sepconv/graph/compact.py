@@ -44,6 +44,10 @@ if TYPE_CHECKING:
     from ..measure.profile import Profile
 
 PruneSpec = Mapping[str, Any] | str
+# {layer: {role: kept original indices}}; roles: "in"/"out" (conv/linear input columns/filters),
+# "norm" (BatchNorm/InstanceNorm/PReLU entries), "shortcut_in"/"shortcut_out" (ZeroPadShortcut),
+# "attrD" (a parameter or buffer used in forward, sliced along dim D).
+KeptChannels = dict[str, dict[str, list[int]]]
 
 
 @dataclass
@@ -62,6 +66,9 @@ class CompactReport:
     border_inexact: list[str] = field(default_factory=list)  # padded layers: exact on interior pixels only
     graph_rewritten: bool = False
     seconds: float = 0.0
+    # layer -> role -> surviving original channel indices, for every layer that lost channels
+    # (see KeptChannels): what remaps optimizer state such as momentum onto the smaller model
+    kept_channels: KeptChannels = field(default_factory=dict)
 
     def __str__(self) -> str:
         lines = [
@@ -143,6 +150,7 @@ def compact(
         border_inexact=info["border_inexact"],
         graph_rewritten=info["graph_rewritten"],
         seconds=time.perf_counter() - start,
+        kept_channels=info["kept_channels"],
     )
     return result, report
 
@@ -299,7 +307,9 @@ def apply_compaction(
     verify: bool = True,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Remove the chains flagged in ``removed`` from ``model`` (edited in place; ``cg`` must be its
-    analysis). Returns the compacted model and what was folded/rewritten.
+    analysis). Returns the compacted model and what was folded/rewritten; ``info["kept_channels"]``
+    maps every layer that lost channels to the original indices each of its roles kept
+    (:data:`KeptChannels`), e.g. to carry optimizer momentum over to the smaller layers.
 
     ``verify`` runs the result once and checks every tensor's width and every data-movement op
     (a refusal instead of a silently wrong model when ``forward`` hard-codes a channel count)."""
@@ -310,7 +320,7 @@ def apply_compaction(
         values = channel_constants(cg, removed, constants)
         offsets = consumer_offsets(cg, values, removed)
         info["border_inexact"] = border_sensitive_layers(cg, values, removed)
-    _slice_layers(model, cg, removed)
+    info["kept_channels"] = _slice_layers(model, cg, removed)
     for name, delta in offsets.items():
         info["folded"].append(name)
         if _fold_offset(cg, name, delta, removed):
@@ -343,33 +353,34 @@ def _validate(cg: ChannelGraph, removed: np.ndarray) -> None:
             )
 
 
-def _slice_layers(model: nn.Module, cg: ChannelGraph, removed: np.ndarray) -> None:
+def _slice_layers(model: nn.Module, cg: ChannelGraph, removed: np.ndarray) -> KeptChannels:
     from ..nn import ZeroPadShortcut
 
     roles: dict[str, dict[str, Any]] = {}
     for (name, role), owner in cg.site_owner.items():
         roles.setdefault(name, {})[role] = owner
+    kept_channels: KeptChannels = {}
     for name, sites in roles.items():
         if not any(removed[cg.chains(o)].any() for o in sites.values()):
             continue
+        kept = kept_channels[name] = {role: cg.kept(owner, removed) for role, owner in sites.items()}
         if any(role.startswith("attr") for role in sites):
             # The GraphModule holds its own container for a get_attr target: edit both models.
             roots = [cg.gm] if model is cg.gm else [cg.gm, model]
-            for role, owner in sites.items():
+            for role in sites:
                 for root in roots:
-                    slice_attribute(root, name, int(role[4:]), cg.kept(owner, removed))
+                    slice_attribute(root, name, int(role[4:]), kept[role])
             continue
         mod = cg.module(name)
         if isinstance(mod, nn.modules.conv._ConvNd):
-            slice_conv(mod, cg.kept(sites["in"], removed), cg.kept(sites["out"], removed), name)
+            slice_conv(mod, kept["in"], kept["out"], name)
         elif isinstance(mod, nn.Linear):
-            slice_linear(mod, cg.kept(sites["in"], removed), cg.kept(sites["out"], removed))
+            slice_linear(mod, kept["in"], kept["out"])
         elif isinstance(mod, ZeroPadShortcut):
-            slice_zero_pad(
-                mod, cg.kept(sites["shortcut_in"], removed), cg.kept(sites["shortcut_out"], removed)
-            )
+            slice_zero_pad(mod, kept["shortcut_in"], kept["shortcut_out"])
         else:
-            slice_norm(mod, cg.kept(sites["norm"], removed))
+            slice_norm(mod, kept["norm"])
+    return kept_channels
 
 
 def _fold_offset(cg: ChannelGraph, name: str, delta: torch.Tensor, removed: np.ndarray) -> bool:
