@@ -88,9 +88,12 @@ def test_following_activation_modules_functions_and_linear_outputs() -> None:
     q = graph_queries(model)
     relu = q.following_activation("plain.1")
     assert relu is not None and (relu.kind, relu.module) == ("relu", "plain.2")
+    model.plain[2].inplace = True
+    z = torch.linspace(-8, 8, 17)
+    torch.testing.assert_close(relu.apply(z), torch.relu(z))
+    assert z.min() == -8  # the module's inplace=True does not reach the caller's tensor
     six = q.following_activation("six_bn")
     assert six is not None and (six.kind, six.module) == ("relu6", None)
-    z = torch.linspace(-8, 8, 17)
     torch.testing.assert_close(six.apply(z), F.relu6(z))
     assert z.min() == -8  # inplace=True was not bound into apply
     assert q.following_activation("leaky_bn") is None  # one call is read by the add

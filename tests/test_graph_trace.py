@@ -101,6 +101,8 @@ def test_untraceable_modules_are_split_into_their_children() -> None:
     assert [(p.name, p.prefix) for p in whole] == [("", "")]
     assert whole.untraceable == []
     assert trace_parts(nn.Conv2d(3, 3, 1)).parts == []  # a leaf: nothing to trace through
+    once = trace_parts(model, only_through=(t for t in [nn.Conv2d]))  # a generator is read once
+    assert [p.name for p in once] == ["stem"] and once.untraceable == parts.untraceable
 
 
 def test_names_are_matched_relative_to_the_whole_model_in_parts() -> None:

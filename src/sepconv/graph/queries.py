@@ -100,7 +100,8 @@ class Activation:
 
     kind: str  # "relu", "relu6", "hardswish", ... (see _ACTIVATION_MODULES)
     module: str | None  # its qualified module name; None for a function or method call
-    # The activation alone (literal arguments bound); not part of equality.
+    # The activation alone, literal arguments bound; it never writes into its argument (an
+    # ``inplace=True`` module gets a copy). Not part of equality.
     apply: Callable[[torch.Tensor], torch.Tensor] = field(compare=False)
 
 
@@ -230,7 +231,7 @@ class GraphQueries:
             kind = next(
                 (_ACTIVATION_MODULES[t] for t in type(module).__mro__ if t in _ACTIVATION_MODULES), None
             )
-            return None if kind is None else Activation(kind, name, module)
+            return None if kind is None else Activation(kind, name, partial(_out_of_place, module))
         if node.op == "call_function":
             try:
                 kind = _ACTIVATION_FUNCTIONS.get(node.target)
@@ -247,6 +248,10 @@ class GraphQueries:
         if kind is None or _reads_nodes((extra_args, kwargs)):
             return None  # not an activation, or one with run-time arguments
         return Activation(kind, None, partial(_call_with_input, function, extra_args, kwargs))
+
+
+def _out_of_place(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return module(x.clone() if getattr(module, "inplace", False) else x)
 
 
 def _call_with_input(

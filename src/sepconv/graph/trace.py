@@ -32,10 +32,11 @@ from ..errors import SepconvError
 
 # A set of modules: a predicate over (module, qualified name), or module types, qualified names
 # and module instances (any mix of them).
-ModuleSpec = Callable[[nn.Module, str], bool] | type[nn.Module] | Iterable[type[nn.Module] | str | nn.Module]
+ModulePredicate = Callable[[nn.Module, str], bool]
+ModuleSpec = ModulePredicate | type[nn.Module] | Iterable[type[nn.Module] | str | nn.Module]
 
 
-def module_matcher(spec: ModuleSpec) -> Callable[[nn.Module, str], bool]:
+def module_matcher(spec: ModuleSpec) -> ModulePredicate:
     """The predicate ``(module, qualified name) -> bool`` that ``spec`` describes."""
     if isinstance(spec, type):
         spec = (spec,)
@@ -69,11 +70,17 @@ def channel_leaves() -> tuple[type[nn.Module], ...]:
     return (ChannelShuffle, ZeroPadShortcut)
 
 
+def _matcher(spec: ModuleSpec | None) -> ModulePredicate | None:
+    return None if spec is None else module_matcher(spec)
+
+
 class _Tracer(fx.Tracer):
-    def __init__(self, leaves: ModuleSpec | None, only_through: ModuleSpec | None, prefix: str = "") -> None:
+    def __init__(
+        self, leaf: ModulePredicate | None, wanted: ModulePredicate | None, prefix: str = ""
+    ) -> None:
         super().__init__()
-        self._leaf = module_matcher(leaves) if leaves is not None else None
-        self._wanted = module_matcher(only_through) if only_through is not None else None
+        self._leaf = leaf
+        self._wanted = wanted
         self._prefix = prefix  # qualified names are matched relative to the whole model
         self._holds: dict[str, bool] = {}
 
@@ -113,13 +120,14 @@ def trace(
     only into modules that hold a match of it; every other module is a single call. Raises
     :class:`SepconvError` naming the model (and ``purpose``, if given) when torch.fx cannot trace it.
     """
-    return _trace(model, leaves, only_through, purpose, prefix="")
+    # A malformed module set is a bug in the caller: TypeError, not SepconvError.
+    return _trace(model, _matcher(leaves), _matcher(only_through), purpose, prefix="")
 
 
 def _trace(
-    model: nn.Module, leaves: ModuleSpec | None, only_through: ModuleSpec | None, purpose: str, prefix: str
+    model: nn.Module, leaf: ModulePredicate | None, wanted: ModulePredicate | None, purpose: str, prefix: str
 ) -> fx.GraphModule:
-    tracer = _Tracer(leaves, only_through, prefix)  # a malformed module set is a bug: TypeError
+    tracer = _Tracer(leaf, wanted, prefix)
     try:
         graph = tracer.trace(model)
     except Exception as exc:  # fx raises TraceError, TypeError, ... from user code
@@ -163,26 +171,26 @@ def trace_parts(
     submodules with ``model``; module targets in a part are relative to ``part.name``.
     """
     found = TracedParts()
-    _collect_parts(model, "", leaves, only_through, found)
+    _collect_parts(model, "", _matcher(leaves), _matcher(only_through), found)
     return found
 
 
 def _collect_parts(
     module: nn.Module,
     name: str,
-    leaves: ModuleSpec | None,
-    only_through: ModuleSpec | None,
+    leaf: ModulePredicate | None,
+    wanted: ModulePredicate | None,
     found: TracedParts,
 ) -> None:
-    if _Tracer(leaves, only_through).is_leaf_module(module, name):
+    if _Tracer(leaf, wanted).is_leaf_module(module, name):
         return  # a single call: nothing to trace through
     prefix = f"{name}." if name else ""
     try:
-        found.parts.append(TracedPart(name, _trace(module, leaves, only_through, "", prefix)))
+        found.parts.append(TracedPart(name, _trace(module, leaf, wanted, "", prefix)))
     except SepconvError:  # data-dependent control flow: trace the children instead
         found.untraceable.append(name)
         for child_name, child in module.named_children():
-            _collect_parts(child, prefix + child_name, leaves, only_through, found)
+            _collect_parts(child, prefix + child_name, leaf, wanted, found)
 
 
 # --------------------------------------------------------------------------- recording a run
