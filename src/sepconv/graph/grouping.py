@@ -38,10 +38,10 @@ class _Runs:
         run_chain = chain[starts]
         self.first_run = np.searchsorted(run_chain, np.arange(num_chains + 1))  # runs of chain c: [c, c+1)
 
-    def channels(self, chains: np.ndarray, k: int, count: int) -> np.ndarray:
-        """(chains × count) channels of the k-th owner of ``chains``' common signature."""
-        runs = self.first_run[chains] + k
-        return self.channel[self.start[runs][:, None] + np.arange(count)]
+    def starts(self, chains: np.ndarray, owners: int) -> np.ndarray:
+        """(chains × owners) positions where each chain's run of each owner of their common
+        signature begins (in sorted order)."""
+        return self.start[self.first_run[chains][:, None] + np.arange(owners)]
 
 
 def build_channel_graph(w: Walk) -> ChannelGraph:
@@ -64,8 +64,9 @@ def build_channel_graph(w: Walk) -> ChannelGraph:
         by_signature.setdefault(key, []).append(chain)
 
     producer_ids = {p.index for p in w.producers}
+    balanced_ids = {owner.index for owner, _, _ in w.balances}
     built = [
-        _group(w, runs, producer_ids, np.asarray(chains, dtype=np.int64), reason)
+        _group(w, runs, producer_ids, balanced_ids, np.asarray(chains, dtype=np.int64), reason)
         for (_, reason), chains in by_signature.items()
     ]
     built.sort(key=lambda g: g[0])
@@ -98,29 +99,40 @@ def build_channel_graph(w: Walk) -> ChannelGraph:
 
 
 def _group(
-    w: Walk, runs: _Runs, producer_ids: set[int], chains: np.ndarray, reason: str
+    w: Walk, runs: _Runs, producer_ids: set[int], balanced_ids: set[int], chains: np.ndarray, reason: str
 ) -> tuple[tuple[int, int], str, ChannelGroup]:
     first_chain = int(chains[0])
     lo, hi = runs.first_run[first_chain], runs.first_run[first_chain + 1]
     owners = [w.elements.owners[o] for o in runs.owner[lo:hi].tolist()]
     counts = runs.count[lo:hi].tolist()
-    channels = {o.index: runs.channels(chains, k, n) for k, (o, n) in enumerate(zip(owners, counts))}
+    position = {o.index: k for k, o in enumerate(owners)}
     producers = [o for o in owners if o.index in producer_ids]
     sites = [o for o in owners if o.kind == "site"]
     anchor = (producers or sites or owners)[0]
+    starts = runs.starts(chains, len(owners))
     # Chains in the order of their channels at the anchor (a chain's first channel there is unique).
-    order = np.argsort(channels[anchor.index][:, 0], kind="stable")
-    chains = chains[order]
-    per_chain = {index: array[order] for index, array in channels.items()}
+    order = np.argsort(runs.channel[starts[:, position[anchor.index]]], kind="stable")
+    chains, starts = chains[order], starts[order]
+    first_channels = runs.channel[starts]  # (chains × owners): every owner's first channel per chain
+    columns = first_channels.T.tolist()
+
+    def channels_of(owner: Owner) -> np.ndarray:
+        """(chains × count) channels of ``owner``, chain by chain."""
+        k = position[owner.index]
+        return runs.channel[starts[:, k, None] + np.arange(counts[k])]
 
     def as_tuples(owner: Owner) -> tuple[tuple[int, ...], ...]:
-        return tuple(map(tuple, per_chain[owner.index].tolist()))
+        k = position[owner.index]
+        if counts[k] == 1:  # the common case: one channel per chain, read from the column
+            return tuple(zip(columns[k]))
+        return tuple(map(tuple, channels_of(owner).tolist()))
 
     members = [Member(o.name, o.role, o.layer, as_tuples(o), o.index in producer_ids) for o in sites]
     tensors = [Member(o.name, o.role, o.layer, as_tuples(o)) for o in owners if o.kind == "tensor"]
     group = ChannelGroup("", chains.tolist(), members, tensors, prunable=not reason, reason=reason)
-    group.balances = _balances(w, per_chain, len(chains))
-    first = int(per_chain[anchor.index][0, 0])
+    balanced = {o.index: channels_of(o) for o in owners if o.index in balanced_ids}
+    group.balances = _balances(w, balanced, len(chains))
+    first = int(first_channels[0, position[anchor.index]])
     # A group is named after its first producer; groups without filters (the input image,
     # constant zero channels) after their first layer and role, so they never take a layer's name.
     name = anchor.name if producers else f"{anchor.name}[{anchor.role or 'tensor'}]"
