@@ -414,3 +414,90 @@ def test_a_hard_coded_channel_count_is_refused_not_miscompiled() -> None:
     with pytest.raises(SepconvError, match="hard-coded"):
         compact(HardCoded(), {"conv.0": [1]}, torch.zeros(2, 3, 8, 8))
     assert compact(DenseNet(), {}, torch.zeros(2, 3, 8, 8))[1].removed == {}
+
+
+# --------------------------------------------------------------------------- index maps, counts
+def _layer_tensors(model: nn.Module, name: str) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.get_submodule(name).state_dict().items()}
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    kind=st.sampled_from(sorted(SYNTHETIC)),
+    data=st.data(),
+    ratio=st.floats(0.2, 0.8),
+    seed=st.integers(0, 99),
+)
+def test_kept_channels_index_the_surviving_weights(kind: str, data, ratio: float, seed: int) -> None:
+    """report.kept_channels[layer][role] are the original indices each layer kept: the new
+    weights are the old ones at those indices (so optimizer momentum can be remapped the same way)."""
+    model = randomize(SYNTHETIC[kind](data), seed)
+    x = torch.randn(2, 3, 8, 8)
+    cg = analyse(model, x)
+    plan = plan_removal(cg, ratio, generator=np.random.default_rng(seed))
+    small, report = compact(model, plan, x, fold="none")
+    assert bool(report.kept_channels) == bool(plan)
+    for name, roles in report.kept_channels.items():
+        if any(role.startswith("attr") for role in roles):
+            for role, kept in roles.items():
+                old, new = model.get_parameter(name), small.get_parameter(name)
+                assert torch.equal(new, old.index_select(int(role[4:]), torch.tensor(kept)))
+            continue
+        old, new = _layer_tensors(model, name), _layer_tensors(small, name)
+        layer = model.get_submodule(name)  # as it was
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            out, inp = torch.tensor(roles["out"]), torch.tensor(roles["in"])
+            rows = old["weight"][out]
+            if getattr(layer, "groups", 1) == 1:
+                assert torch.equal(new["weight"], rows[:, inp])
+            elif layer.groups == layer.in_channels:  # depthwise: one input per group, rows only
+                assert torch.equal(new["weight"], rows)
+            if "bias" in old:
+                assert torch.equal(new["bias"], old["bias"][out])
+        elif isinstance(layer, nn.BatchNorm2d):
+            keep = torch.tensor(roles["norm"])
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                assert torch.equal(new[key], old[key][keep])
+    untouched = set(dict(model.named_modules())) - set(report.kept_channels)
+    for name in untouched:
+        mod = model.get_submodule(name)
+        if isinstance(mod, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
+            assert all(
+                torch.equal(v, small.get_submodule(name).state_dict()[k]) for k, v in mod.state_dict().items()
+            )
+
+
+def test_kept_channels_of_a_residual_stream() -> None:
+    model = sepconv.create_model("resnet20")
+    small, report = compact(model, {"conv1": [0, 5], "layer1.0.conv1": [3]}, torch.zeros(2, 3, 8, 8))
+    kept = report.kept_channels
+    assert kept["conv1"] == {"in": [0, 1, 2], "out": [c for c in range(16) if c not in (0, 5)]}
+    assert kept["layer1.0.conv1"]["out"] == [c for c in range(16) if c != 3]
+    assert kept["layer1.0.bn1"] == {"norm": [c for c in range(16) if c != 3]}
+    assert kept["layer2.0.shortcut"]["shortcut_out"] == [c for c in range(32) if c not in (8, 13)]
+    assert kept["fc"]["in"] == [c for c in range(64) if c not in (24, 29)] and kept["fc"]["out"] == list(
+        range(10)
+    )
+    # The stream runs into every stage: the last block's conv1 reads it, its own filters stay.
+    assert len(kept["layer3.2.conv1"]["in"]) == 62 and kept["layer3.2.conv1"]["out"] == list(range(64))
+    assert "layer3.2.bn1" not in kept
+    momentum = torch.randn_like(model.fc.weight)  # e.g. an SGD momentum buffer of the old layer
+    remapped = momentum[kept["fc"]["out"]][:, kept["fc"]["in"]]
+    assert remapped.shape == small.fc.weight.shape
+
+
+def test_macs_after_fall_back_to_profiling_when_not_every_mac_is_a_layer() -> None:
+    from sepconv.graph.compact import _counts_after
+    from sepconv.measure.profile import LayerRow, Profile
+
+    model = sepconv.create_model("resnet20")
+    real = sepconv.profile(model, (3, 8, 8))
+    sizes = {n: m.weight.numel() for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    assert _counts_after(real, sizes, model) == (real.params, real.macs)  # derived from the rows
+    odd = Profile(
+        real.params,
+        real.macs + 7,
+        real.input_size,
+        [*real.rows, LayerRow("(functional ops)", "", (), 0, 7, 0.0)],
+    )
+    assert _counts_after(odd, sizes, model) == (real.params, real.macs)  # profiled again

@@ -1,19 +1,33 @@
-"""Channel dependency analysis (torch.fx) and physical channel removal.
+"""sepconv's model graph layer: one torch.fx tracer, graph queries, channel dependency analysis
+and physical channel removal.
+
+* :mod:`.trace` — ``trace`` / ``trace_parts``, the tracer every caller shares (import them from
+  ``sepconv.graph.trace``: a package-level ``trace`` would hide the module);
+* :mod:`.queries` — :func:`is_depthwise`, :func:`graph_queries` (what follows or reads a layer);
+* :mod:`.analysis` — :func:`analyse`: channel chains and groups (:class:`ChannelGraph`);
+* :mod:`.compact` — :func:`compact`: removing channels physically.
 
 Importing this package registers the ``compact`` replay used to rebuild compacted checkpoints.
 """
 
-from .analysis import ChannelGraph, analyse, dependency_groups
-from .compact import CompactReport, apply_compaction, compact, compact_zeros
+from .analysis import ChannelGraph, Rewrite, analyse, dependency_groups
+from .channel_graph import ChainBatchNorm
+from .compact import CompactReport, KeptChannels, apply_compaction, compact, compact_zeros
 from .constants import channel_constants, consumer_offsets
 from .groups import Balance, ChannelGroup, Member
+from .queries import Activation, GraphQueries, graph_queries, is_depthwise
 
 __all__ = [
+    "Activation",
     "Balance",
+    "ChainBatchNorm",
     "ChannelGraph",
     "ChannelGroup",
     "CompactReport",
+    "GraphQueries",
+    "KeptChannels",
     "Member",
+    "Rewrite",
     "analyse",
     "apply_compaction",
     "channel_constants",
@@ -21,4 +35,6 @@ __all__ = [
     "compact_zeros",
     "consumer_offsets",
     "dependency_groups",
+    "graph_queries",
+    "is_depthwise",
 ]

@@ -24,7 +24,7 @@ import copy
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,11 +36,19 @@ from ..models.arch import record_transform, register_transform
 from ..report.protocol import ReportMixin
 from .analysis import ChannelGraph, Rewrite, analyse
 from .constants import Overrides, border_sensitive_layers, channel_constants, consumer_offsets
+from .groups import Owner
 from .movement import remeasure
 from .surgery import slice_attribute, slice_conv, slice_linear, slice_norm, slice_zero_pad
 from .trace import record_run
 
+if TYPE_CHECKING:
+    from ..measure.profile import Profile
+
 PruneSpec = Mapping[str, Any] | str
+# {layer: {role: kept original indices}}; roles: "in"/"out" (conv/linear input columns/filters),
+# "norm" (BatchNorm/InstanceNorm/PReLU entries), "shortcut_in"/"shortcut_out" (ZeroPadShortcut),
+# "attrD" (a parameter or buffer used in forward, sliced along dim D).
+KeptChannels = dict[str, dict[str, list[int]]]
 
 
 @dataclass
@@ -59,6 +67,9 @@ class CompactReport(ReportMixin):
     border_inexact: list[str] = field(default_factory=list)  # padded layers: exact on interior pixels only
     graph_rewritten: bool = False
     seconds: float = 0.0
+    # layer -> role -> surviving original channel indices, for every layer that lost channels
+    # (see KeptChannels): what remaps optimizer state such as momentum onto the smaller model
+    kept_channels: KeptChannels = field(default_factory=dict)
 
     def summary(self) -> str:
         lines = [
@@ -111,6 +122,7 @@ def compact(
     work = model if inplace else copy.deepcopy(model)
     cg = analyse(work, x)
     removed = _resolve(cg, prune)
+    weights_before = _weight_sizes(work)
     result, info = apply_compaction(work, cg, removed, x, fold=fold, constants=constants)
     keep = {
         g.id: [k for k, ch in enumerate(g.chains) if not removed[ch]]
@@ -125,12 +137,12 @@ def compact(
         input_size=[int(s) for s in x.shape[1:]],
         bias_added=list(info["bias_added"]),
     )
-    after = profile(result, tuple(x.shape[1:]))
+    params_after, macs_after = _counts_after(before, weights_before, result)
     report = CompactReport(
         before.params,
-        after.params,
+        params_after,
         before.macs,
-        after.macs,
+        macs_after,
         tuple(int(s) for s in x.shape[1:]),
         {g.id: int(removed[g.chains].sum()) for g in cg.groups if removed[g.chains].any()},
         _widths(result),
@@ -139,8 +151,42 @@ def compact(
         border_inexact=info["border_inexact"],
         graph_rewritten=info["graph_rewritten"],
         seconds=time.perf_counter() - start,
+        kept_channels=info["kept_channels"],
     )
     return result, report
+
+
+def _weight_sizes(model: nn.Module) -> dict[str, int]:
+    return {
+        name: m.weight.numel()
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and isinstance(m.weight, torch.Tensor)
+    }
+
+
+def _counts_after(before: Profile, weights_before: Mapping[str, int], result: nn.Module) -> tuple[int, int]:
+    """Params and MACs of the compacted model, exactly as :func:`sepconv.profile` counts them.
+
+    Params are counted directly. MACs follow from the profile taken before compaction when it
+    attributes every MAC to a conv or linear layer: such a layer's count is its weight's size
+    times what compaction leaves alone (output pixels, batch, calls), so it scales with the
+    weight's size exactly. Otherwise (functional convolutions, matrix products inside other
+    modules) the compacted model is profiled again.
+    """
+    from ..measure.profile import count_params, profile
+
+    modules = dict(result.named_modules())
+    macs = 0
+    for row in before.rows:
+        if row.macs == 0:
+            continue
+        layer = modules.get(row.name)
+        size = weights_before.get(row.name)
+        if size is None or not isinstance(layer, (nn.modules.conv._ConvNd, nn.Linear)) or row.macs % size:
+            after = profile(result, before.input_size)
+            return after.params, after.macs
+        macs += row.macs // size * layer.weight.numel()
+    return count_params(result), macs
 
 
 def compact_zeros(
@@ -226,7 +272,7 @@ def _zero_filters(cg: ChannelGraph) -> dict[int, np.ndarray]:
     """Per producer (owner index): which of its filters are exactly zero."""
     found: dict[int, np.ndarray] = {}
     for owner in cg.producers:
-        weight = cg.gm.get_submodule(owner.name).weight.detach()
+        weight = cg.module(owner.name).weight.detach()
         found[owner.index] = weight.flatten(1).eq(0).all(dim=1).cpu().numpy()
     return found
 
@@ -262,7 +308,9 @@ def apply_compaction(
     verify: bool = True,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Remove the chains flagged in ``removed`` from ``model`` (edited in place; ``cg`` must be its
-    analysis). Returns the compacted model and what was folded/rewritten.
+    analysis). Returns the compacted model and what was folded/rewritten; ``info["kept_channels"]``
+    maps every layer that lost channels to the original indices each of its roles kept
+    (:data:`KeptChannels`), e.g. to carry optimizer momentum over to the smaller layers.
 
     ``verify`` runs the result once and checks every tensor's width and every data-movement op
     (a refusal instead of a silently wrong model when ``forward`` hard-codes a channel count)."""
@@ -273,7 +321,7 @@ def apply_compaction(
         values = channel_constants(cg, removed, constants)
         offsets = consumer_offsets(cg, values, removed)
         info["border_inexact"] = border_sensitive_layers(cg, values, removed)
-    _slice_layers(model, cg, removed)
+    info["kept_channels"] = _slice_layers(model, cg, removed)
     for name, delta in offsets.items():
         info["folded"].append(name)
         if _fold_offset(cg, name, delta, removed):
@@ -306,69 +354,53 @@ def _validate(cg: ChannelGraph, removed: np.ndarray) -> None:
             )
 
 
-def _slice_layers(model: nn.Module, cg: ChannelGraph, removed: np.ndarray) -> None:
+def _slice_layers(model: nn.Module, cg: ChannelGraph, removed: np.ndarray) -> KeptChannels:
     from ..nn import ZeroPadShortcut
 
     roles: dict[str, dict[str, Any]] = {}
     for (name, role), owner in cg.site_owner.items():
         roles.setdefault(name, {})[role] = owner
+    kept_channels: KeptChannels = {}
     for name, sites in roles.items():
         if not any(removed[cg.chains(o)].any() for o in sites.values()):
             continue
+        kept = kept_channels[name] = {role: cg.kept(owner, removed) for role, owner in sites.items()}
         if any(role.startswith("attr") for role in sites):
             # The GraphModule holds its own container for a get_attr target: edit both models.
             roots = [cg.gm] if model is cg.gm else [cg.gm, model]
-            for role, owner in sites.items():
+            for role in sites:
                 for root in roots:
-                    slice_attribute(root, name, int(role[4:]), cg.kept(owner, removed))
+                    slice_attribute(root, name, int(role[4:]), kept[role])
             continue
-        mod = cg.gm.get_submodule(name)
+        mod = cg.module(name)
         if isinstance(mod, nn.modules.conv._ConvNd):
-            slice_conv(mod, cg.kept(sites["in"], removed), cg.kept(sites["out"], removed), name)
+            slice_conv(mod, kept["in"], kept["out"], name)
         elif isinstance(mod, nn.Linear):
-            slice_linear(mod, cg.kept(sites["in"], removed), cg.kept(sites["out"], removed))
+            slice_linear(mod, kept["in"], kept["out"])
         elif isinstance(mod, ZeroPadShortcut):
-            slice_zero_pad(
-                mod, cg.kept(sites["shortcut_in"], removed), cg.kept(sites["shortcut_out"], removed)
-            )
+            slice_zero_pad(mod, kept["shortcut_in"], kept["shortcut_out"])
         else:
-            slice_norm(mod, cg.kept(sites["norm"], removed))
+            slice_norm(mod, kept["norm"])
+    return kept_channels
 
 
 def _fold_offset(cg: ChannelGraph, name: str, delta: torch.Tensor, removed: np.ndarray) -> bool:
     """Add Δb (original output numbering) to the layer's bias, or subtract it from the running
     mean of the BatchNorm that alone reads the layer; else create a bias. True if one was created."""
-    layer = cg.gm.get_submodule(name)
+    layer = cg.module(name)
     kept = cg.kept(cg.site_owner[(name, "out")], removed)
     d = delta[kept]
     with torch.no_grad():
         if layer.bias is not None:
             layer.bias.add_(d.to(layer.bias))
             return False
-        bn = _sole_batchnorm_reader(cg, name)
-        if bn is not None:
+        bn_name = cg.queries.following_batchnorm(name)
+        bn = cg.module(bn_name) if bn_name is not None else None
+        if bn is not None and bn.running_mean is not None:
             bn.running_mean.sub_(d.to(bn.running_mean))
             return False
         layer.bias = nn.Parameter(d.to(layer.weight))
     return True
-
-
-def _sole_batchnorm_reader(cg: ChannelGraph, name: str) -> nn.Module | None:
-    readers: set[str] = set()
-    for node_name in cg.module_calls.get(name, []):
-        users = list(cg.node(node_name).users)
-        if len(users) != 1 or users[0].op != "call_module":
-            return None
-        readers.add(str(users[0].target))
-    if len(readers) != 1:
-        return None
-    bn_name = readers.pop()
-    bn = cg.gm.get_submodule(bn_name)
-    if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or bn.running_mean is None:
-        return None
-    if len(cg.module_calls.get(bn_name, [])) != len(cg.module_calls.get(name, [])):
-        return None  # the BN also normalises something else
-    return bn
 
 
 def _rewrite_graph(cg: ChannelGraph, removed: np.ndarray) -> bool:
@@ -451,17 +483,23 @@ def _verify(cg: ChannelGraph, removed: np.ndarray, example_input: torch.Tensor) 
             )
     batch = int(example_input.shape[0])
     for name, cmap in cg.maps.items():
-        anchor_owner, out_owner = cg.tensor_owner[cmap.anchor], cg.tensor_owner[name]
-        anchor_rank = {c: k for k, c in enumerate(cg.kept(anchor_owner, removed))}
-        out_rank = {o: k for k, o in enumerate(cg.kept(out_owner, removed))}
-        expected_pairs = sorted(
-            (out_rank[int(o)], anchor_rank[int(c)]) for o, c in cmap.pairs if int(o) in out_rank
-        )
+        # The map the kept channels should have: each kept pair, in the new channel numbering.
+        anchor_rank = _new_numbering(cg, cg.tensor_owner[cmap.anchor], removed)
+        out_rank = _new_numbering(cg, cg.tensor_owner[name], removed)
+        kept = cmap.pairs[out_rank[cmap.pairs[:, 0]] >= 0]
+        expected = np.stack([out_rank[kept[:, 0]], anchor_rank[kept[:, 1]]], axis=1)
+        expected = expected[np.lexsort((expected[:, 1], expected[:, 0]))]
         new = remeasure(cg.gm, record, cg.node(name), cmap.anchor, batch)
-        if new is None or sorted(map(tuple, new.pairs.tolist())) != expected_pairs:
+        if new is None or not np.array_equal(new.pairs, expected):
             raise SepconvError(
                 f"compaction check failed: node '{name}' no longer moves the kept channels correctly"
             )
+
+
+def _new_numbering(cg: ChannelGraph, owner: Owner, removed: np.ndarray) -> np.ndarray:
+    """Each channel's index after compaction (−1: removed)."""
+    alive = ~removed[cg.chains(owner)]
+    return np.where(alive, np.cumsum(alive) - 1, -1)
 
 
 def _widths(model: nn.Module) -> dict[str, tuple[int, int]]:

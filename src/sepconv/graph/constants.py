@@ -26,14 +26,16 @@ exactly constant.
 
 from __future__ import annotations
 
-import copy
+import itertools
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn as nn
+from torch.func import functional_call
 
 from ..errors import SepconvError
 from .analysis import ChannelGraph
@@ -68,12 +70,27 @@ class _ConstantMaps:
     def __init__(self, cg: ChannelGraph) -> None:
         self.cg = cg
         self.size = _spatial_size(cg.gm)
-        self._modules: dict[str, nn.Module] = {}
+        self._states: dict[str, dict[str, torch.Tensor]] = {}
 
-    def module(self, name: str) -> nn.Module:
-        if name not in self._modules:
-            self._modules[name] = copy.deepcopy(self.cg.gm.get_submodule(name)).double().cpu().eval()
-        return self._modules[name]
+    def run_module(self, name: str, args: Any, kwargs: Any) -> object:
+        """Module ``name`` in eval mode with float64 CPU copies of its parameters and buffers
+        (what a deep copy converted with ``.double().cpu().eval()`` computes, without the copy)."""
+        module = self.cg.module(name)
+        state = self._states.get(name)
+        if state is None:
+            tensors = itertools.chain(module.named_parameters(), module.named_buffers())
+            state = self._states[name] = {
+                key: (value.detach().double() if value.is_floating_point() else value.detach()).cpu()
+                for key, value in tensors
+            }
+        modes = [(m, m.training) for m in module.modules()]
+        try:
+            for m, _ in modes:
+                m.training = False
+            return functional_call(module, state, args, kwargs)
+        finally:
+            for m, training in modes:
+                m.training = training
 
     def make(self, values: torch.Tensor, ndim: int) -> torch.Tensor:
         shape = (1, values.numel(), *([self.size] * (ndim - 2)))
@@ -139,7 +156,7 @@ def _node_constants(
             np.maximum.at(high, cmap.pairs[:, 0], values_in)
         return torch.from_numpy(np.where((low == high) & np.isfinite(low), low, np.nan))
     if node.op == "call_module":
-        mod = cg.gm.get_submodule(str(node.target))
+        mod = cg.module(str(node.target))
         out_site = cg.site_owner.get((str(node.target), "out"))
         if out_site is not None and out_site in cg.producers:
             # A producer's output is constant exactly where its filter is (taken as) zero.
@@ -205,7 +222,7 @@ def _evaluate(
     args = fx.node.map_aggregate(node.args, substitute)
     kwargs = fx.node.map_aggregate(node.kwargs, substitute)
     if node.op == "call_module":
-        return maps.module(str(node.target))(*args, **kwargs)
+        return maps.run_module(str(node.target), args, kwargs)
     if node.op == "call_method":
         self_obj, *rest = args
         return getattr(self_obj, str(node.target))(*rest, **kwargs)
@@ -250,7 +267,7 @@ def consumer_offsets(
                     continue
                 inputs = torch.zeros(src.size, dtype=torch.float64)
                 inputs[torch.from_numpy(gone)] = value
-                delta = layer_response(cg.gm.get_submodule(name), inputs)
+                delta = layer_response(cg.module(name), inputs)
                 if name in offsets and not torch.allclose(offsets[name], delta):
                     raise SepconvError(f"{name} is called on different constants; cannot fold into it")
                 offsets[name] = delta
@@ -266,7 +283,7 @@ def border_sensitive_layers(
     for node in cg.gm.graph.nodes:
         if node.op != "call_module" or not node.args or not isinstance(node.args[0], fx.Node):
             continue
-        if not _pads_with_zeros(cg.gm.get_submodule(str(node.target))):
+        if not _pads_with_zeros(cg.module(str(node.target))):
             continue
         arg = node.args[0]
         src = cg.tensor_owner.get(arg.name)
