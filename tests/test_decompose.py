@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 import sepconv
 from sepconv.checkpoint import load_model, save_model
 from sepconv.convert.decompose import channel_rank, decompose, decompose_conv, fit_depthwise, select_layers
-from sepconv.convert.fold import fold, merge_separable
 from sepconv.convert.decompose.sampling import (
     LayerStats,
     ResponseSampler,
@@ -32,6 +31,7 @@ from sepconv.convert.decompose.sampling import (
     extract_patches,
     layer_generator,
 )
+from sepconv.convert.fold import fold, merge_separable
 from sepconv.errors import SepconvError
 from sepconv.models.arch import get_arch
 

@@ -34,12 +34,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], write: Callable[[IO[bytes]]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    except FileExistsError:
-        raise SepconvError(f"cannot write {path}: a part of {path.parent} is a file, not a folder") from None
-    except NotADirectoryError:
-        raise SepconvError(f"cannot write {path}: a part of {path.parent} is not a folder") from None
     except OSError as exc:
-        raise SepconvError(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
+        raise _folder_error(exc, path.parent, f"cannot write {path}") from None
     # mkstemp creates the file 0600; give it the permissions a plain open() would have.
     umask = os.umask(0)
     os.umask(umask)
@@ -75,13 +71,16 @@ def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(prefix=".write-test.", dir=path):
             pass
-    except FileExistsError:
-        raise SepconvError(f"cannot create the folder {path}: a part of it is a file") from None
-    except NotADirectoryError:
-        raise SepconvError(f"cannot create the folder {path}: a part of it is not a folder") from None
     except OSError as exc:
-        raise SepconvError(f"cannot write to {path}: {exc.strerror or exc}") from None
+        raise _folder_error(exc, path, f"cannot write to {path}") from None
     return path
+
+
+def _folder_error(exc: OSError, folder: Path, action: str) -> SepconvError:
+    """One line for a failure to create or write in ``folder``, naming the usual causes plainly."""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        return SepconvError(f"{action}: a part of {folder} is a file, not a folder")
+    return SepconvError(f"{action}: {exc.strerror or exc}")
 
 
 def clean_stale_temporaries(folder: str | os.PathLike[str], min_age_s: float = 60.0) -> list[Path]:

@@ -32,6 +32,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from ..graph.queries import is_depthwise, is_pointwise
+from ..graph.trace import trace_parts
 from ..models.arch import record_transform, register_transform
 from ..models.registry import register_variant
 from ..nn.modules import replace_submodule
@@ -54,30 +56,8 @@ _ACTIVATIONS = (
 )
 
 
-def is_depthwise(conv: nn.Module) -> bool:
-    """A conv whose every output reads one input channel (groups = in_channels > 1)."""
-    return isinstance(conv, nn.Conv2d) and conv.groups > 1 and conv.groups == conv.in_channels
-
-
-def is_pointwise(conv: nn.Module) -> bool:
-    """A plain 1×1 conv: stride 1, no padding (padding would add a border of bias only)."""
-    return (
-        isinstance(conv, nn.Conv2d)
-        and conv.kernel_size == (1, 1)
-        and conv.stride == (1, 1)
-        and (conv.padding == (0, 0) or conv.padding == "valid")
-    )
-
-
 # --------------------------------------------------------------------------------------------
 # Graph analysis shared with decomposition
-
-
-class _ConvTracer(fx.Tracer):
-    """Traces through modules holding convs; convs and conv-free modules are single calls."""
-
-    def is_leaf_module(self, m: nn.Module, qualified_name: str) -> bool:
-        return isinstance(m, nn.Conv2d) or not any(isinstance(s, nn.Conv2d) for s in m.modules())
 
 
 @dataclass
@@ -103,19 +83,13 @@ class _Graph:
         return user
 
 
-def _graphs(model: nn.Module, prefix: str = "") -> Iterator[_Graph]:
+def _graphs(model: nn.Module) -> Iterator[_Graph]:
     """fx graphs covering ``model``; an untraceable module is replaced by its children's graphs."""
-    if isinstance(model, nn.Conv2d) or not any(isinstance(s, nn.Conv2d) for s in model.modules()):
-        return
-    try:
-        graph = _ConvTracer().trace(model)
-    except Exception:  # noqa: BLE001  data-dependent control flow: analyse the children instead
-        for name, child in model.named_children():
-            yield from _graphs(child, f"{prefix}{name}.")
-        return
-    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
-    read = {str(n.target).rpartition(".")[0] for n in graph.nodes if n.op == "get_attr"}
-    yield _Graph(prefix, model, graph, calls, read)
+    for part in trace_parts(model, only_through=nn.Conv2d):
+        graph = part.gm.graph
+        calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
+        read = {str(n.target).rpartition(".")[0] for n in graph.nodes if n.op == "get_attr"}
+        yield _Graph(part.prefix, part.gm, graph, calls, read)
 
 
 def sole_consumers(model: nn.Module) -> dict[str, str]:

@@ -39,6 +39,7 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
+from ..graph.trace import trace_parts
 from ..models.arch import record_transform, register_transform
 from ..nn.modules import replace_submodule
 from ..report.protocol import ReportMixin
@@ -79,7 +80,7 @@ def fold_batchnorm(model: nn.Module, inplace: bool = False) -> tuple[nn.Module, 
     result = model if inplace else copy.deepcopy(model)
     report = FoldReport()
     pairs: list[tuple[str, str]] = []
-    _find_pairs(result, "", pairs, report)
+    _find_pairs(result, pairs, report)
     modules = dict(result.named_modules())
     for conv_name, bn_name in pairs:
         _fold_pair(modules[conv_name], modules[bn_name])
@@ -119,28 +120,17 @@ def _holds_conv_or_bn(module: nn.Module) -> bool:
     return any(isinstance(m, _CONVS + _BATCHNORMS) for m in module.modules())
 
 
-class _Tracer(fx.Tracer):
-    """Traces only through modules that contain convs or BNs; everything else is one opaque call
-    (which also keeps untraceable helper modules, e.g. ones with data-dependent branches, out of
-    the way)."""
-
-    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return isinstance(m, _CONVS + _BATCHNORMS) or not _holds_conv_or_bn(m)
-
-
-def _find_pairs(module: nn.Module, prefix: str, pairs: list[tuple[str, str]], report: FoldReport) -> None:
-    """Append foldable (conv, BN) pairs of ``module`` (names relative to the root) to ``pairs``."""
-    if isinstance(module, _CONVS + _BATCHNORMS) or not _holds_conv_or_bn(module):
-        return
-    try:
-        graph = _Tracer().trace(module)
-    except Exception:  # noqa: BLE001  any tracing failure: analyse the children one by one instead
-        if any(isinstance(c, _BATCHNORMS) for c in module.children()):
-            report.untraced.append(prefix or type(module).__name__)
-        for name, child in module.named_children():
-            _find_pairs(child, f"{prefix}{name}.", pairs, report)
-        return
-    _pairs_in_graph(module, graph, prefix, pairs, report)
+def _find_pairs(module: nn.Module, pairs: list[tuple[str, str]], report: FoldReport) -> None:
+    """Append the foldable (conv, BN) pairs of ``module`` to ``pairs``. Modules holding no conv or
+    BN are opaque calls; an untraceable module is analysed through its children instead, and named
+    in the report when it holds a BN directly."""
+    parts = trace_parts(module, only_through=_CONVS + _BATCHNORMS)
+    for name in parts.untraceable:
+        sub = module.get_submodule(name) if name else module
+        if any(isinstance(c, _BATCHNORMS) for c in sub.children()):
+            report.untraced.append(f"{name}." if name else type(module).__name__)
+    for part in parts:
+        _pairs_in_graph(part.gm, part.gm.graph, part.prefix, pairs, report)
 
 
 def _pairs_in_graph(

@@ -30,7 +30,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from ..convert.fold import is_depthwise, is_pointwise, merge_separable
+from ..convert.fold import merge_separable
+from ..graph.queries import is_depthwise, is_pointwise
 from ..nn import SeparableConv2d, ZeroPadShortcut
 from .fold_bn import fold_batchnorm
 

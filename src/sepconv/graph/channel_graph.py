@@ -15,6 +15,7 @@ import numpy as np
 import torch.fx as fx
 import torch.nn as nn
 
+from ..errors import UnknownNameError, did_you_mean
 from .groups import ChannelGroup, Member, Owner
 from .movement import ChannelMap
 from .queries import Activation, GraphQueries
@@ -65,8 +66,6 @@ class ChannelGraph:
         for g in self.groups:
             if g.id == group_id:
                 return g
-        from ..errors import UnknownNameError, did_you_mean
-
         raise UnknownNameError(
             f"unknown channel group {group_id!r}{did_you_mean(group_id, [g.id for g in self.groups])}"
         )

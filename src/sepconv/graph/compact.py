@@ -24,15 +24,17 @@ import copy
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from ..errors import SepconvError
+from ..errors import SepconvError, did_you_mean
+from ..measure.profile import Profile, count_params, default_input_size, profile
 from ..models.arch import record_transform, register_transform
+from ..nn import ZeroPadShortcut
 from ..report.protocol import ReportMixin
 from .analysis import ChannelGraph, Rewrite, analyse
 from .constants import Overrides, border_sensitive_layers, channel_constants, consumer_offsets
@@ -40,9 +42,6 @@ from .groups import Owner
 from .movement import remeasure
 from .surgery import slice_attribute, slice_conv, slice_linear, slice_norm, slice_zero_pad
 from .trace import record_run
-
-if TYPE_CHECKING:
-    from ..measure.profile import Profile
 
 PruneSpec = Mapping[str, Any] | str
 # {layer: {role: kept original indices}}; roles: "in"/"out" (conv/linear input columns/filters),
@@ -114,8 +113,6 @@ def compact(
     """
     if fold not in ("bias", "none"):
         raise SepconvError(f"fold must be 'bias' or 'none', got {fold!r}")
-    from ..measure.profile import profile
-
     start = time.perf_counter()
     x = _example(model, example_input)
     before = profile(model, tuple(x.shape[1:]))
@@ -124,16 +121,16 @@ def compact(
     removed = _resolve(cg, prune)
     weights_before = _weight_sizes(work)
     result, info = apply_compaction(work, cg, removed, x, fold=fold, constants=constants)
-    keep = {
-        g.id: [k for k, ch in enumerate(g.chains) if not removed[ch]]
-        for g in cg.groups
-        if removed[g.chains].any()
+    # Recorded by layer names (the kept filters of every producer that lost some), which the
+    # model itself defines, rather than by analysis group ids, which a change of naming would break.
+    kept_filters = {
+        owner.name: cg.kept(owner, removed) for owner in cg.producers if removed[cg.chains(owner)].any()
     }
     record_transform(
         model,
         result,
         "compact",
-        keep=keep,
+        kept_filters=kept_filters,
         input_size=[int(s) for s in x.shape[1:]],
         bias_added=list(info["bias_added"]),
     )
@@ -173,8 +170,6 @@ def _counts_after(before: Profile, weights_before: Mapping[str, int], result: nn
     weight's size exactly. Otherwise (functional convolutions, matrix products inside other
     modules) the compacted model is profiled again.
     """
-    from ..measure.profile import count_params, profile
-
     modules = dict(result.named_modules())
     macs = 0
     for row in before.rows:
@@ -200,8 +195,6 @@ def compact_zeros(
 def _example(model: nn.Module, example_input: torch.Tensor | None) -> torch.Tensor:
     if example_input is not None:
         return example_input
-    from ..measure.profile import default_input_size
-
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     return torch.zeros(2, *default_input_size(model), device=device)
@@ -234,8 +227,6 @@ def _resolve(cg: ChannelGraph, prune: PruneSpec) -> np.ndarray:
         filters: dict[int, np.ndarray] = {}
         for name, mask in dead.items():
             if name not in by_layer:
-                from ..errors import did_you_mean
-
                 raise SepconvError(
                     f"{name!r} is neither a channel group nor a conv/linear layer of the model"
                     f"{did_you_mean(name, [g.id for g in cg.groups] + list(by_layer))}"
@@ -355,8 +346,6 @@ def _validate(cg: ChannelGraph, removed: np.ndarray) -> None:
 
 
 def _slice_layers(model: nn.Module, cg: ChannelGraph, removed: np.ndarray) -> KeptChannels:
-    from ..nn import ZeroPadShortcut
-
     roles: dict[str, dict[str, Any]] = {}
     for (name, role), owner in cg.site_owner.items():
         roles.setdefault(name, {})[role] = owner
@@ -515,20 +504,38 @@ def _widths(model: nn.Module) -> dict[str, tuple[int, int]]:
 # --------------------------------------------------------------------------- replay
 def _replay(
     model: nn.Module,
-    keep: Mapping[str, Sequence[int]],
     input_size: Sequence[int],
+    kept_filters: Mapping[str, Sequence[int]] | None = None,
     bias_added: Sequence[str] = (),
+    keep: Mapping[str, Sequence[int]] | None = None,
 ) -> nn.Module:
+    """Rebuild a compaction: ``kept_filters`` {producer layer: kept output channels} (version 2),
+    or ``keep`` {group id: kept chain indices} as sepconv 0.1 recorded it."""
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     x = torch.zeros(2, *input_size, device=device)
     cg = analyse(model, x)
     removed = np.zeros(cg.num_chains, dtype=bool)
-    for gid, kept in keep.items():
+    for gid, kept in (keep or {}).items():
         group = cg.group(gid)
         chains = np.asarray(group.chains, dtype=np.int64)
         removed[chains] = True
         removed[chains[list(kept)]] = False
+    producers = {owner.name: owner for owner in cg.producers}
+    for name, kept in (kept_filters or {}).items():
+        owner = producers.get(name)
+        if owner is None:
+            raise SepconvError(f"the recorded compaction names {name!r}, which is not a conv/linear layer here")
+        indices = list(kept)
+        if not all(isinstance(k, int) and 0 <= k < owner.size for k in indices):
+            raise SepconvError(f"the recorded compaction keeps channels of {name} outside 0..{owner.size - 1}")
+        chains = cg.chains(owner)
+        gone = np.ones(owner.size, dtype=bool)
+        gone[np.asarray(indices, dtype=np.int64)] = False
+        removed[chains[gone]] = True
+    for name, kept in (kept_filters or {}).items():  # every writer of a removed channel agrees
+        if cg.kept(producers[name], removed) != list(kept):
+            raise SepconvError(f"the recorded compaction of {name} disagrees with the other layers writing its channels")
     # The recorded compaction was verified when it was made; replaying it is deterministic.
     result, _ = apply_compaction(model, cg, removed, x, fold="none", verify=False)
     for name in bias_added:

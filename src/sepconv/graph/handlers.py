@@ -13,6 +13,7 @@ import numpy as np
 import torch.fx as fx
 import torch.nn as nn
 
+from ..nn import ZeroPadShortcut
 from . import ops
 from .data_movement import movement
 from .groups import Owner
@@ -27,8 +28,6 @@ _CHANNEL_COUPLING_NORMS = (nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm, nn.
 
 
 def visit_module(w: Walk, node: fx.Node, mod: nn.Module) -> None:
-    from ..nn import ZeroPadShortcut
-
     tensors = w.tensor_args(node)
     if len(tensors) != 1:
         raise w.unsupported(node, f"{len(tensors)} tensor inputs")

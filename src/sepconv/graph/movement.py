@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from ..errors import SepconvError
+from ..errors import SepconvError, first_line
 from .trace import RunRecord, node_label
 
 
@@ -57,9 +57,8 @@ def evaluate(node: fx.Node, gm: fx.GraphModule, record: RunRecord, sources: dict
             return getattr(self_obj, str(node.target))(*rest, **kwargs)
         return node.target(*args, **kwargs)  # type: ignore[operator]
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SepconvError(
-            f"cannot analyse channel flow through {node_label(node, gm)} at node '{node.name}': {first[:160]}"
+            f"cannot analyse channel flow through {node_label(node, gm)} at node '{node.name}': {first_line(exc, 160)}"
         ) from None
 
 

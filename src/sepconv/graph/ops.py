@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..nn import ChannelShuffle
+
 POINTWISE = "pointwise"
 BINARY = "binary"
 MOVEMENT = "movement"
@@ -274,8 +276,6 @@ def module_kind(module: nn.Module) -> str | None:
         return MOVEMENT
     if isinstance(module, SOFTMAX_MODULES):
         return CHANNEL_SOFTMAX
-    from ..nn import ChannelShuffle
-
     if isinstance(module, ChannelShuffle):
         return MOVEMENT
     return None

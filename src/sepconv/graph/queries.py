@@ -24,6 +24,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..nn import SeparableConv2d
 from .trace import TracedPart, channel_leaves, trace_parts
 
 _CONV = nn.modules.conv._ConvNd
@@ -87,11 +88,19 @@ def is_depthwise(root: nn.Module, name: str = "") -> bool:
         return True
     if not name or conv.groups != conv.in_channels:
         return False
-    from ..nn import SeparableConv2d
-
     parent_name, _, child = name.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
     return isinstance(parent, SeparableConv2d) and child == "depthwise"
+
+
+def is_pointwise(conv: nn.Module) -> bool:
+    """A plain 1×1 conv: stride 1, no padding (padding would add a border of bias only)."""
+    return (
+        isinstance(conv, nn.Conv2d)
+        and conv.kernel_size == (1, 1)
+        and conv.stride == (1, 1)
+        and (conv.padding == (0, 0) or conv.padding == "valid")
+    )
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from ..errors import SepconvError
+from ..errors import SepconvError, first_line
+from ..nn import ChannelShuffle, ZeroPadShortcut
 
 # A set of modules: a predicate over (module, qualified name), or module types, qualified names
 # and module instances (any mix of them).
@@ -65,8 +66,6 @@ def module_matcher(spec: ModuleSpec) -> ModulePredicate:
 def channel_leaves() -> tuple[type[nn.Module], ...]:
     """sepconv's modules that channel analysis reads as a whole: ZeroPadShortcut reads its index
     in Python control flow; ChannelShuffle is recognised from its channel permutation."""
-    from ..nn import ChannelShuffle, ZeroPadShortcut
-
     return (ChannelShuffle, ZeroPadShortcut)
 
 
@@ -102,11 +101,6 @@ class _Tracer(fx.Tracer):
         return super().is_leaf_module(m, module_qualified_name)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
 def trace(
     model: nn.Module,
     *,
@@ -133,7 +127,7 @@ def _trace(
     except Exception as exc:  # fx raises TraceError, TypeError, ... from user code
         why = f" for {purpose}" if purpose else ""
         raise SepconvError(
-            f"cannot trace {type(model).__name__} with torch.fx{why}: {_first_line(exc)}"
+            f"cannot trace {type(model).__name__} with torch.fx{why}: {first_line(exc)}"
         ) from None
     return fx.GraphModule(model, graph, class_name=type(model).__name__)
 
@@ -259,7 +253,7 @@ def _run(gm: fx.GraphModule, example_input: torch.Tensor, record: RunRecord) -> 
             raise
         except Exception as exc:
             raise SepconvError(
-                f"the model fails at node '{node.name}' ({node.op} {node.target}): {_first_line(exc)}"
+                f"the model fails at node '{node.name}' ({node.op} {node.target}): {first_line(exc)}"
             ) from None
         if isinstance(result, torch.Tensor):
             record.tensors[node.name] = TensorInfo(tuple(result.shape), result.dtype)

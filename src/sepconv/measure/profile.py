@@ -17,7 +17,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..checkpoint import load_model
-from ..errors import SepconvError
+from ..errors import SepconvError, first_line
 from ..models.arch import get_arch
 
 
@@ -129,8 +129,7 @@ def profile(
             x = torch.zeros(1, *size, **tensor_like(model))
             model(x)
     except (RuntimeError, ValueError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SepconvError(f"cannot run the model on input {size}: {msg[:200]}") from None
+        raise SepconvError(f"cannot run the model on input {size}: {first_line(exc)}") from None
     finally:
         for h in handles:
             h.remove()

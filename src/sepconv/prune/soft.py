@@ -55,7 +55,9 @@ from ..errors import CheckpointError, SepconvError
 from ..graph.analysis import analyse
 from ..graph.budget import Budget, check_rate
 from ..graph.groups import Member
+from ..graph.queries import is_depthwise
 from ..graph.selection import plan_removal
+from ..graph.trace import trace
 from ..options import Options, option
 from ..threads import torch_threads
 from ..train.callbacks import Callback
@@ -64,7 +66,7 @@ from .criteria import Criterion, GroupView, NormView, get_criterion, select_prun
 if TYPE_CHECKING:
     from ..train.engine import Trainer
 
-__all__ = ["SoftPruner", "find_following_batchnorm", "is_depthwise", "prunable_convs"]
+__all__ = ["SoftPruneOptions", "SoftPruner", "find_following_batchnorm", "prunable_convs"]
 
 @dataclass
 class SoftPruneOptions(Options):
@@ -94,45 +96,21 @@ _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)  # not transposed convs: their filters
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-def is_depthwise(conv: nn.Module) -> bool:
-    """A depthwise conv: one group per input channel (output channel o reads input o // m)."""
-    return isinstance(conv, _CONV) and conv.groups > 1 and conv.groups == conv.in_channels
-
-
-def _is_separable_dw(model: nn.Module, name: str) -> bool:
-    # The depthwise half of a separable pair with a single input channel has groups == 1 and
-    # looks like a regular conv; recognise it by its place: the ``dw``/``depthwise`` child of a
-    # separable module.
-    parent_name, _, attr = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    return "separable" in type(parent).__name__.lower() and attr in ("dw", "depthwise")
-
-
 def prunable_convs(model: nn.Module) -> list[str]:
     """Names of the convs whose filters soft pruning scores: all but the depthwise ones."""
     return [
         name
         for name, m in model.named_modules()
-        if isinstance(m, _CONV) and not is_depthwise(m) and not _is_separable_dw(model, name)
+        if isinstance(m, _CONV) and not is_depthwise(model, name)
     ]
-
-
-class _ConvBNTracer(torch.fx.Tracer):
-    # Modules holding no conv and no BN (shortcuts, pools...) stay opaque: their internals are
-    # irrelevant here and may hold Python control flow that symbolic tracing cannot follow.
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if super().is_leaf_module(m, qualname):
-            return True
-        return not any(isinstance(s, (*_CONV, *_BN)) for s in m.modules())
 
 
 def find_following_batchnorm(model: nn.Module, conv_names: Sequence[str]) -> dict[str, str]:
     """For each conv, the BatchNorm applied directly to its output (if any), found with torch.fx."""
     try:
-        graph = _ConvBNTracer().trace(model)
-    except Exception as exc:  # tracing errors come in many types; all mean "cannot analyse"
-        msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise SepconvError(f"bn_mode='zero' needs a model torch.fx can trace ({msg})") from None
+        graph = trace(model, only_through=(*_CONV, *_BN)).graph
+    except SepconvError as exc:
+        raise SepconvError(f"the BatchNorm after each conv is found by tracing with torch.fx ({exc})") from None
     wanted = set(conv_names)
     out: dict[str, str] = {}
     for node in graph.nodes:

@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 
 from ...errors import SepconvError, UnknownNameError, did_you_mean
+from ...graph.queries import is_depthwise
 from ...threads import torch_threads
-from ..fold import is_depthwise
 from .fit import fit_depthwise, rank_r_fit
 from .sampling import F64, LayerStats
 

@@ -14,12 +14,13 @@ import torch
 import torch.nn as nn
 
 from ...errors import SepconvError, did_you_mean
+from ...graph.queries import is_depthwise
 from ...measure.profile import profile
 from ...models.arch import get_arch, record_transform, register_transform, set_arch
 from ...nn.modules import replace_submodule
 from ...options import Options, option
 from ...report.protocol import ReportMixin
-from ..fold import is_depthwise, sole_consumers
+from ..fold import sole_consumers
 from .layer import (
     LayerDecomposition,
     _check_conv,

@@ -53,6 +53,7 @@ import torch.nn.functional as F
 
 from ...data.dataset import BatchLoader, ImageDataset
 from ...errors import SepconvError
+from ...graph.trace import trace
 
 F64 = torch.float64
 # ``auto`` sampling holds every image's live activations only if the images themselves take at
@@ -341,17 +342,6 @@ class _StopForward(Exception):
     pass
 
 
-class _LeafTracer(fx.Tracer):
-    """Traces through modules that contain a target conv; everything else is one opaque call."""
-
-    def __init__(self, targets: set[nn.Module]) -> None:
-        super().__init__()
-        self.targets = targets
-
-    def is_leaf_module(self, m: nn.Module, qualified_name: str) -> bool:
-        return m in self.targets or not any(t in self.targets for t in m.modules())
-
-
 class ResponseSampler:
     """Samples the inputs of target conv layers of an original and an approximated network.
 
@@ -457,8 +447,8 @@ class ResponseSampler:
     def _trace(self, original: nn.Module, layers: dict[str, str]) -> fx.Graph | None:
         targets = {original.get_submodule(name) for name in layers}
         try:
-            graph = _LeafTracer(targets).trace(original)
-        except Exception:  # noqa: BLE001  untraceable control flow: fall back to replay
+            graph = trace(original, leaves=targets, only_through=targets).graph
+        except SepconvError:  # untraceable control flow: fall back to replay
             if self.strategy == "lockstep":
                 raise SepconvError("the model cannot be traced by torch.fx; use strategy='replay'") from None
             return None
