@@ -5,9 +5,11 @@ and physical channel removal.
   ``sepconv.graph.trace``: a package-level ``trace`` would hide the module);
 * :mod:`.queries` — :func:`is_depthwise`, :func:`graph_queries` (what follows or reads a layer);
 * :mod:`.analysis` — :func:`analyse`: channel chains and groups (:class:`ChannelGraph`);
-* :mod:`.compact` — :func:`compact`: removing channels physically.
+* :mod:`.compact` — :func:`compact`: removing channels physically;
+* :mod:`.units` — :func:`find_units`: the channel groups whose width can change both ways;
+* :mod:`.widen` — :func:`widen`: inserting channels into them without changing the function.
 
-Importing this package registers the ``compact`` replay used to rebuild compacted checkpoints.
+Importing this package registers the ``compact`` and ``widen`` replays used to rebuild checkpoints.
 """
 
 from .analysis import ChannelGraph, Rewrite, analyse, dependency_groups
@@ -16,6 +18,8 @@ from .compact import CompactReport, KeptChannels, apply_compaction, compact, com
 from .constants import channel_constants, consumer_offsets
 from .groups import Balance, ChannelGroup, Member
 from .queries import Activation, GraphQueries, graph_queries, is_depthwise
+from .units import Unit, find_units, unit_of
+from .widen import WidenReport, widen
 
 __all__ = [
     "Activation",
@@ -28,6 +32,8 @@ __all__ = [
     "KeptChannels",
     "Member",
     "Rewrite",
+    "Unit",
+    "WidenReport",
     "analyse",
     "apply_compaction",
     "channel_constants",
@@ -35,6 +41,9 @@ __all__ = [
     "compact_zeros",
     "consumer_offsets",
     "dependency_groups",
+    "find_units",
     "graph_queries",
     "is_depthwise",
+    "unit_of",
+    "widen",
 ]
