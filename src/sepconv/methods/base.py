@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 
 from ..data.dataset import ImageDataset
-from ..errors import UnknownNameError, did_you_mean
+from ..errors import SepconvError, UnknownNameError, did_you_mean
 from ..options import Options
 from ..report.protocol import Report, StepReport
 from ..train.callbacks import Callback
@@ -82,6 +82,16 @@ class StepContext:
         if train not in self._data:
             self._data[train] = self.load_data(train)
         return self._data[train]
+
+    def hold_out(self, n: int, seed: int) -> ImageDataset:
+        """Split ``n`` training images (chosen with ``seed``) off for a method's own validation;
+        the following ``train`` steps train on the others. The test split is never touched."""
+        data = self.data
+        if not 0 < n < len(data):
+            raise SepconvError(f"cannot hold out {n} of the {len(data)} training images")
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+        self._data[True] = data.subset(order[n:].sort().values)
+        return data.subset(order[:n].sort().values)
 
     def example_input(self, n: int = 2) -> torch.Tensor:
         """``n`` normalised test images (channel analysis and compaction run the model on them)."""
