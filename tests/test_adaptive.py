@@ -276,6 +276,17 @@ def test_the_loop_freezes_on_a_plateau_and_folds_the_gates() -> None:
     assert all(not m._forward_pre_hooks for m in trainer.model.modules())
 
 
+def test_statistics_can_be_limited_to_the_steps_before_each_evaluation() -> None:
+    every, last = (
+        AdaptivePruneGrow(probe=PROBE, **FAST, theta_low=1e-6, theta_high=1e6, patience=100, stats_steps=n)
+        for n in (None, 1)
+    )
+    for cb in (every, last):
+        trainer_for(tiny_model(), cb, epochs=2).fit()  # 4 steps per epoch, evaluations after steps 2 and 4
+    assert all(s.observed["abs_mean"] == 8 and s.observed["taylor"] == 8 for s in every.states.values())
+    assert all(s.observed["abs_mean"] == 4 and s.observed["taylor"] == 4 for s in last.states.values())
+
+
 def _shrinking(**extra) -> AdaptivePruneGrow:
     return AdaptivePruneGrow(
         probe=PROBE, **FAST, theta_low=0.8, theta_high=0.85, prune_after=1, max_prune=0.3, cooldown=0,

@@ -27,7 +27,10 @@ What one run does (:class:`AdaptivePruneGrow`, a training callback):
    floor and a cap and with cool-downs. The optimizer keeps the momentum of every surviving
    channel (:func:`sepconv.train.optimizer_state.carry_optimizer_state`); new channels start at 0.
 4. **Budget** (optional ``target``): after each evaluation the params (or MACs) with every
-   candidate removed are projected and θ_low raised or lowered to approach the target.
+   candidate removed are projected and θ_low raised or lowered to approach the target. The
+   target is also a ceiling for growth: no unit grows while the model is above it (our addition
+   to spec 04, whose controller alone let the near-uniform scores of a young network grow every
+   unit before any channel became a candidate).
 5. **Stopping**: when the total width and the best held-out accuracy have not moved for
    ``patience`` evaluations (or at the window's end), the gates are folded into the consumers
    (exact) and training continues on the fixed architecture.
@@ -84,6 +87,7 @@ class AdaptiveOptions(Options):
     lambda_mode: Literal["learned", "fixed"] = option("learned", "learn λ from masked losses, or keep lambda_init")
     lambda_init: float = option(0.5, "starting λ: weight of the own-layer profit (1: own only, 0: next only)", low=0, high=1)
     ema_decay: float = option(0.9, "decay of the per-step statistics' moving averages", low=0, high=1, high_open=True)
+    stats_steps: int | None = option(None, "update the statistics only in the last N steps before each evaluation (default: every step)", low=1, high=10_000_000)
     theta_low: float = option(0.3, "candidate below this score (scores average 1 per unit)", low=0, low_open=True)
     theta_high: float = option(0.6, "a unit grows when every score exceeds this", low=0, low_open=True)
     alpha: float = option(0.5, "a candidate's gate is alpha^k after k candidate evaluations in a row", low=0, high=1)
@@ -102,6 +106,7 @@ class AdaptiveOptions(Options):
     target: float | None = option(None, "fraction of the starting params (or MACs) to remove; the thresholds adapt", low=0, high=1, high_open=True)
     target_kind: Literal["params", "macs"] = option("params", "what target counts")
     threshold_step: float = option(1.1, "factor by which the budget controller moves theta_low", low=1, low_open=True, high=10)
+    theta_max: float = option(0.9, "the budget controller raises theta_low up to this", low=0, low_open=True)
     layers: list[str] | None = option(None, "fnmatch patterns of the producer layers whose units adapt (default: every conv unit)")
 
     def validate(self) -> None:
@@ -172,6 +177,8 @@ class AdaptivePruneGrow(Callback):
             return
         if self._points(trainer, epoch) and self.hooks is None:
             self._install(trainer.model, collect=True)
+        if self.hooks is not None and self.options.stats_steps is not None:
+            self.hooks.collect = self._steps_to_next(trainer, 0) <= self.options.stats_steps
 
     def after_step(self, trainer: Trainer, batch_index: int, loss: float) -> None:
         if self.frozen or self.hooks is None:
@@ -180,6 +187,8 @@ class AdaptivePruneGrow(Callback):
         position = points.get(batch_index + 1)
         if position is not None:
             self._evaluate(trainer, position)
+        if self.hooks is not None and self.options.stats_steps is not None:
+            self.hooks.collect = self._steps_to_next(trainer, batch_index + 1) <= self.options.stats_steps
 
     def on_train_end(self, trainer: Trainer) -> None:
         if not self.frozen:
@@ -199,6 +208,16 @@ class AdaptivePruneGrow(Callback):
             if first - 1e-9 <= position <= last + 1e-9:
                 points[step] = position
         return points
+
+    def _steps_to_next(self, trainer: Trainer, done: int) -> int:
+        """Training steps from now (``done`` steps into the current epoch) to the next evaluation,
+        counting the step that evaluates; a large number when none is left."""
+        n = trainer.batches_per_epoch
+        for epoch in range(trainer.epoch, trainer.config.epochs):
+            ahead = [step for step in self._points(trainer, epoch) if epoch > trainer.epoch or step > done]
+            if ahead:
+                return (epoch - trainer.epoch) * n + min(ahead) - done
+        return 1 << 62
 
     # ------------------------------------------------------------------ model bookkeeping
     def _example(self, model: nn.Module) -> torch.Tensor:
@@ -279,11 +298,18 @@ class AdaptivePruneGrow(Callback):
                     state.lam = 0.5 * state.lam + 0.5 * best
 
         limits = opts.limits(self.theta_low, self.theta_high)
+        counts_now = profile(model, self.input_size)
+        goal = None
+        if opts.target is not None and self.reference is not None:
+            goal = (1 - opts.target) * self.reference[opts.target_kind]
+        # A target is a ceiling: growth may only spend budget the model has not used yet.
+        below_goal = goal is None or _count(counts_now, opts.target_kind) <= goal
         decisions = {}
         for unit in self.units:
             state = self.states[unit.producer]
             s = scores(own[unit.producer], following[unit.producer], state.lam)
-            may_grow, may_prune = state.cool_prune == 0 and opts.growth != "none", state.cool_grow == 0
+            may_grow = state.cool_prune == 0 and opts.growth != "none" and below_goal
+            may_prune = state.cool_grow == 0
             state.cool_prune, state.cool_grow = max(0, state.cool_prune - 1), max(0, state.cool_grow - 1)
             decision = decide(
                 s,
@@ -298,13 +324,11 @@ class AdaptivePruneGrow(Callback):
             state.gate = torch.as_tensor(decision.gates, dtype=state.gate.dtype, device=state.gate.device)
             decisions[unit.producer] = (decision, s)
 
-        counts_now = profile(model, self.input_size)
         projected = self._projected(model, counts_now, decisions)
         thresholds_used = (self.theta_low, self.theta_high)
-        if opts.target is not None and self.reference is not None:
-            goal = (1 - opts.target) * self.reference[opts.target_kind]
+        if goal is not None:
             self.theta_low, self.theta_high = adjust_thresholds(
-                self.theta_low, self.theta_high, projected, goal, opts.threshold_step
+                self.theta_low, self.theta_high, projected, goal, opts.threshold_step, opts.theta_max
             )
 
         surgery_started = time.perf_counter()
@@ -414,7 +438,7 @@ class AdaptivePruneGrow(Callback):
         """The target's count (params or MACs) with every current candidate removed."""
         kind = self.options.target_kind
         macs_of = {row.name: row.macs for row in counts.rows}
-        total = float(counts.params if kind == "params" else counts.macs)
+        total = _count(counts, kind)
         for unit in self.units:
             decision, _ = decisions[unit.producer]
             n_cand = int(decision.candidates.sum())
@@ -508,6 +532,10 @@ class AdaptivePruneGrow(Callback):
         self.theta_low, self.theta_high = float(state["theta_low"]), float(state["theta_high"])
         self.reference = dict(state["reference"]) if state.get("reference") else None
         self.plateau.load_state_dict(state["plateau"])
+
+
+def _count(counts: Any, kind: str) -> float:
+    return float(counts.params if kind == "params" else counts.macs)
 
 
 def _masking_branch(columns: Sequence[torch.Tensor], labels: torch.Tensor, sums: np.ndarray):

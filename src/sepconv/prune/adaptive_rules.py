@@ -129,12 +129,12 @@ def decide(
 
 
 def adjust_thresholds(
-    theta_low: float, theta_high: float, projected: float, target: float, step: float = 1.1
+    theta_low: float, theta_high: float, projected: float, target: float, step: float = 1.1, ceiling: float = 0.9
 ) -> tuple[float, float]:
-    """The budget controller (spec 04 §6): above the target, raise θ_low (at most 0.9) and keep
-    θ_high ≥ θ_low + 0.2; more than 5 % below it, lower θ_low."""
+    """The budget controller (spec 04 §6): above the target, raise θ_low (at most ``ceiling``) and
+    keep θ_high ≥ θ_low + 0.2; more than 5 % below it, lower θ_low."""
     if projected > target:
-        theta_low = min(0.9, step * theta_low)
+        theta_low = min(ceiling, step * theta_low)
         theta_high = max(theta_high, theta_low + 0.2)
     elif projected < 0.95 * target:
         theta_low = theta_low / step

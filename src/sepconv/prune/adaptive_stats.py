@@ -156,7 +156,10 @@ def per_channel(values: torch.Tensor, where: _Columns, width: int, reduce: str) 
 
 
 class GateHooks:
-    """The hooks of every unit on one model; :meth:`remove` takes them all off again."""
+    """The hooks of every unit on one model; :meth:`remove` takes them all off again.
+
+    ``collect`` switches the statistics on and off (the gates always apply); the callback turns
+    them on only for the steps whose statistics an evaluation will still weigh, when asked to."""
 
     def __init__(
         self,
@@ -167,13 +170,14 @@ class GateHooks:
         decay: float,
     ) -> None:
         self.handles: list[Any] = []
+        self.collect = collect
         device = next(model.parameters()).device
         for unit in units:
             state = states[unit.producer]
             for k in range(len(unit.consumers)):
                 where = consumer_columns(unit, k, model, device)
                 layer = model.get_submodule(unit.consumers[k].name)
-                hook = partial(_gate_and_observe, state, where, collect and k == 0, decay)
+                hook = partial(_gate_and_observe, self, state, where, k == 0, decay)
                 self.handles.append(layer.register_forward_pre_hook(hook))
 
     def remove(self) -> None:
@@ -183,12 +187,18 @@ class GateHooks:
 
 
 def _gate_and_observe(
-    state: UnitState, where: _Columns, collect: bool, decay: float, module: nn.Module, args: tuple[Any, ...]
+    hooks: GateHooks,
+    state: UnitState,
+    where: _Columns,
+    observer: bool,
+    decay: float,
+    module: nn.Module,
+    args: tuple[Any, ...],
 ) -> tuple[Any, ...]:
     x = args[0]
     shape = (1, -1) + (1,) * (x.dim() - 2)
     a = x * column_gates(state, where).to(x.dtype).reshape(shape)
-    if collect and module.training and torch.is_grad_enabled():
+    if observer and hooks.collect and module.training and torch.is_grad_enabled():
         dims = [0, *range(2, x.dim())]
         width = state.width
         with torch.no_grad():
