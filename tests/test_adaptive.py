@@ -26,6 +26,7 @@ from sepconv.models.arch import get_arch
 from sepconv.pipeline import recipe_from_dict, run_recipe
 from sepconv.prune.adaptive import AdaptivePruneGrow
 from sepconv.prune.adaptive_rules import Limits, PlateauRule, adjust_thresholds, choose_lambda, decide
+from sepconv.prune.adaptive_stats import fold_gates
 from sepconv.train.config import TrainConfig
 from sepconv.train.engine import Trainer
 
@@ -223,6 +224,28 @@ def test_an_attenuated_channel_is_replaced_by_its_mean_field_constant() -> None:
         cb._remove_hooks()
     cb.apply_changes(trainer, prune={"conv": [2]})
     torch.testing.assert_close(_gated_outputs(cb, trainer.model, x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_folding_the_gates_into_the_next_layer_is_exact() -> None:
+    model = tiny_model()
+    cb = AdaptivePruneGrow(probe=PROBE, window_start=0.0, window_end=0.0)
+    trainer = trainer_for(model, cb, epochs=1)
+    trainer.fit()
+    g = torch.Generator().manual_seed(0)
+    for state in cb.states.values():
+        state.gate = torch.rand(state.width, generator=g)
+    x = PROBE.normalize(PROBE.images[:6])
+    gated = _gated_outputs(cb, trainer.model, x)
+    fold_gates(trainer.model, cb.units, cb.states)
+    with torch.no_grad():
+        torch.testing.assert_close(trainer.model.eval()(x), gated, rtol=1e-5, atol=1e-6)
+    assert all(bool(s.gate.eq(1).all()) for s in cb.states.values())
+
+
+def test_nothing_changes_outside_the_window() -> None:
+    cb = AdaptivePruneGrow(probe=PROBE, **{**FAST, "window_start": 0.5, "window_end": 0.75}, patience=100)
+    trainer_for(tiny_model(), cb, epochs=2).fit()  # evaluation points: 0.5, 1.0, 1.5, 2.0 epochs
+    assert [r["epoch"] for r in cb.history] == [1.0, 1.5]
 
 
 def test_insertion_in_the_loop_preserves_the_output_and_starts_at_zero_momentum() -> None:
