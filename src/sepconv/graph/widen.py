@@ -285,9 +285,9 @@ def _keep_function(
             return
         producer = root.get_submodule(unit.producer)
         rows = slice(n_old, n_new)
-        fresh = torch.empty_like(producer.weight[rows], dtype=torch.float64)
         fan_in = producer.weight[0].numel()
-        fresh.normal_(0.0, math.sqrt(2.0 / fan_in), generator=generator)
+        shape = producer.weight[rows].shape  # drawn on the CPU: the generator may not match the device
+        fresh = torch.randn(shape, generator=generator, dtype=torch.float64) * math.sqrt(2.0 / fan_in)
         producer.weight[rows] = fresh.to(producer.weight)
         if producer.bias is not None:
             producer.bias[rows] = 0
