@@ -468,6 +468,7 @@ def main() -> None:
                 first_apg["apg"]["original_widths"],
                 Path(f"{stem}_widths.png"),
                 title=f"APG on {suite.model}, {suite.data}, seed {args.seeds[0]}",
+                end=epochs,
             )
         if records:
             plot_epochs(record, Path(f"{stem}_epochs.png"))

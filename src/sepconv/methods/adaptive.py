@@ -76,5 +76,5 @@ class Adaptive(Method):
         if ctx.out is not None:
             atomic_write_text(ctx.out / "adaptive.json", json.dumps(jsonable(details), indent=2))
             if cb.history:
-                plot_widths(cb.history, original, ctx.out / "adaptive_widths.png", title=self.label())
+                plot_widths(cb.history, original, ctx.out / "adaptive_widths.png", self.label(), cb.epochs)
         return model, StepReport(self.name, text, details)

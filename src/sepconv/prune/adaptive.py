@@ -156,6 +156,7 @@ class AdaptivePruneGrow(Callback):
         self.reference: dict[str, int] | None = None  # params and MACs when training began
         self.plateau = PlateauRule(options.patience, options.width_tolerance, options.accuracy_tolerance)
         self.seed = 0
+        self.epochs = 0
         self.input_size: tuple[int, ...] = ()
 
     # ------------------------------------------------------------------ callback hooks
@@ -165,6 +166,7 @@ class AdaptivePruneGrow(Callback):
         if self.probe is None or len(self.probe) == 0:
             raise SepconvError("adaptive prune-and-grow needs held-out probe images (split off the training set)")
         self.seed = int(trainer.config.seed)
+        self.epochs = int(trainer.config.epochs)
         self.input_size = (self.probe.in_channels, *self.probe.image_size)
         model = trainer.model
         if self.reference is None:

@@ -46,11 +46,17 @@ def plot_history(
         for ax in (ax_loss, ax_acc):
             ax.grid(alpha=0.3)
             ax.legend()
-        if title:
-            fig.suptitle(title)
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=100)
+        png = figure_png(fig, title)
     finally:
         plt.close(fig)
-    atomic_write_bytes(path, lambda f: f.write(buffer.getvalue()))
+    atomic_write_bytes(path, lambda f: f.write(png))
+
+
+def figure_png(fig: Any, title: str = "") -> bytes:
+    """A matplotlib figure as PNG bytes (titled, tightly laid out, 100 dpi)."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()

@@ -3,13 +3,13 @@ prune-and-grow (its ``history``), drawn as one line per layer, relative to the s
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import SepconvError
 from ..io import atomic_write_bytes
+from .curves import figure_png
 
 
 def plot_widths(
@@ -17,9 +17,11 @@ def plot_widths(
     original: Mapping[str, int],
     path: str | os.PathLike[str],
     title: str = "",
+    end: float | None = None,
 ) -> None:
     """Left: each layer's width / its starting width against the epoch (one line per layer,
-    coloured by depth); right: total params and the held-out accuracy. PNG, written atomically."""
+    coloured by depth, drawn on to ``end``, the training's last epoch); right: total params and
+    the held-out accuracy at each evaluation. PNG, written atomically."""
     if not history:
         raise SepconvError("no evaluations to plot")
     import matplotlib
@@ -28,14 +30,16 @@ def plot_widths(
     import matplotlib.pyplot as plt
 
     epochs = [0.0] + [float(r["epoch"]) for r in history]
+    tail = [float(end)] if end is not None and end > epochs[-1] else []
     layers = list(original)
     fig, (ax_w, ax_p) = plt.subplots(1, 2, figsize=(11, 4))
     try:
         cmap = plt.get_cmap("viridis")
         for k, name in enumerate(layers):
             widths = [original[name]] + [r["widths"].get(name, original[name]) for r in history]
+            widths += [widths[-1]] * len(tail)
             ax_w.step(
-                epochs,
+                epochs + tail,
                 [w / original[name] for w in widths],
                 where="post",
                 color=cmap(k / max(1, len(layers) - 1)),
@@ -50,11 +54,7 @@ def plot_widths(
         ax_acc.plot(epochs[1:], [100 * r["probe_accuracy"] for r in history], "--", color="C1", marker=".")
         ax_acc.set_ylabel("held-out accuracy (%)", color="C1")
         ax_p.grid(alpha=0.3)
-        if title:
-            fig.suptitle(title)
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=100)
+        png = figure_png(fig, title)
     finally:
         plt.close(fig)
-    atomic_write_bytes(path, lambda f: f.write(buffer.getvalue()))
+    atomic_write_bytes(path, lambda f: f.write(png))
