@@ -405,8 +405,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--epochs", type=int, help="epochs per run (default: the suite's CPU budget)")
     parser.add_argument("--warmup", type=float, default=1.0, help="epochs of linear lr warm-up")
-    parser.add_argument("--train-limit", type=int, help="training images (default: the suite's)")
-    parser.add_argument("--test-limit", type=int, help="test images (default: the suite's)")
+    parser.add_argument("--train-limit", type=int, help="training images (default: the suite's; 0: all)")
+    parser.add_argument("--test-limit", type=int, help="test images (default: the suite's; 0: all)")
     parser.add_argument("--apg-preset", choices=list(APG_PRESETS), default="short")
     parser.add_argument("--apg-set", action="append", default=[], metavar="KEY=VALUE", help="override an APG option")
     parser.add_argument("--device", help="training device (cuda), passed to the train step's `device` setting")
@@ -423,8 +423,8 @@ def main() -> None:
         suite = SUITES[name]
         suite = dataclasses.replace(
             suite,
-            train_limit=args.train_limit if args.train_limit is not None else suite.train_limit,
-            test_limit=args.test_limit if args.test_limit is not None else suite.test_limit,
+            train_limit=(args.train_limit or None) if args.train_limit is not None else suite.train_limit,
+            test_limit=(args.test_limit or None) if args.test_limit is not None else suite.test_limit,
         )
         epochs = args.epochs or suite.epochs
         args.run_tag = args.tag or f"e{epochs}"

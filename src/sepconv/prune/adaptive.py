@@ -317,7 +317,7 @@ class AdaptivePruneGrow(Callback):
                 s,
                 state.counts.cpu().numpy(),
                 limits,
-                width_floor=max(opts.min_channels, math.ceil(opts.min_fraction * state.n_orig)),
+                width_floor=limits.floor(state.n_orig, opts.min_channels, opts.min_fraction),
                 width_cap=max(state.n_orig, math.ceil(opts.max_width * state.n_orig)),
                 may_prune=may_prune,
                 may_grow=may_grow,
