@@ -381,6 +381,15 @@ def test_the_method_runs_from_a_recipe_and_its_model_reloads(tmp_path: Path) -> 
     assert sepconv.evaluate(reloaded, TEST)["accuracy"] == pytest.approx(summary["accuracy"], abs=1e-9)
 
 
+@pytest.mark.parametrize("name", ["resnet56-adaptive", "vgg16-adaptive"])
+def test_the_builtin_recipes_target_half_the_params(name: str) -> None:
+    recipe = sepconv.load_recipe(name)
+    assert [s.name for s in recipe.steps] == ["adaptive", "train"]
+    options = recipe.steps[0].options
+    assert (options.target, options.target_kind) == (0.5, "params") and recipe.label == "APG -50% params"
+    assert recipe.model == name.split("-")[0] and recipe.train_config.epochs == 30
+
+
 def test_the_command_line_runs_the_method_and_rejects_bad_options(tmp_path: Path, monkeypatch, capsys) -> None:
     import sepconv.pipeline.run as run_module
 
