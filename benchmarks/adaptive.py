@@ -161,8 +161,9 @@ def run_one(name: str, suite: Suite, method: str, seed: int, args: argparse.Name
     if record_path.is_file():
         return json.loads(record_path.read_text())
     recipe = recipe_for(method, suite, args.epochs or suite.epochs, seed, args)
+    resume = (out / "train" / "last.pt").is_file()  # an interrupted run continues (times then cover the rest)
     wall, cpu = time.perf_counter(), time.process_time()
-    summary = run_recipe(recipe, out, data=data, test_data=test, quiet=True)
+    summary = run_recipe(recipe, out, data=data, test_data=test, quiet=True, resume=resume)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     history = json.loads((out / "train" / "history.json").read_text())["epochs"]
     record = {
@@ -174,6 +175,7 @@ def run_one(name: str, suite: Suite, method: str, seed: int, args: argparse.Name
         "unpruned_macs": summary["unpruned_macs"],
         "accuracy": summary["accuracy"],
         "best_accuracy": summary["best_accuracy"],
+        "resumed": resume,
         "wall_seconds": wall,
         "cpu_seconds": cpu,
         "train_seconds": summary["train_seconds"],

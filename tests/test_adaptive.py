@@ -317,6 +317,19 @@ def _shrinking(**extra) -> AdaptivePruneGrow:
     )  # fmt: skip
 
 
+def test_a_target_is_reached_and_not_overshot() -> None:
+    cb = _shrinking(target=0.3, lambda_mode="fixed")
+    trainer = trainer_for(tiny_model(), cb, epochs=3)
+    trainer.fit()
+    start = cb.reference["params"]
+    params = [r["params"] for r in cb.history]
+    reached = next(k for k, p in enumerate(params) if p <= 0.7 * start)
+    assert params[-1] == params[reached]  # nothing is removed once the target is met
+    biggest_channel = 2 * 32 * 9 + 2  # a stage-3 channel: its conv1 filter and conv2 column, BN
+    assert 0.7 * start - biggest_channel <= params[reached] <= 0.7 * start
+    assert sepconv.profile(trainer.model, (3, 8, 8)).params == params[-1]
+
+
 def test_resume_after_a_kill_inside_a_structural_change_gives_the_same_model(tmp_path: Path, monkeypatch) -> None:
     reference = _shrinking()
     full = sepconv.train(tiny_model(), TRAIN, test_data=TEST, out=tmp_path / "full", callbacks=[reference],
