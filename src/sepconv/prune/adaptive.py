@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from ..data.dataset import ImageDataset
 from ..errors import SepconvError
 from ..graph.analysis import analyse
-from ..graph.branches import BranchRunner
+from ..graph.branches import Branch, BranchRunner, Rest
 from ..graph.compact import compact
 from ..graph.units import Unit, find_units
 from ..graph.widen import widen
@@ -562,10 +562,10 @@ def _count(counts: Any, kind: str) -> float:
     return float(counts.params if kind == "params" else counts.macs)
 
 
-def _masking_branch(columns: Sequence[torch.Tensor], labels: torch.Tensor, sums: np.ndarray):
+def _masking_branch(columns: Sequence[torch.Tensor], labels: torch.Tensor, sums: np.ndarray) -> Branch:
     """A branch that reruns the rest of the model once per sampled channel, that channel zeroed."""
 
-    def branch(value: torch.Tensor, rest) -> None:
+    def branch(value: torch.Tensor, rest: Rest) -> None:
         for k, cols in enumerate(columns):
             masked = value.clone()
             masked[:, cols.to(value.device)] = 0
