@@ -67,7 +67,7 @@ def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     try:
         if path.exists() and not path.is_dir():
-            raise SepconvError(f"{path} is a file, not a folder")
+            raise SepconvError(f"{path} is a file, not a directory")
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(prefix=".write-test.", dir=path):
             pass
@@ -79,7 +79,8 @@ def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
 def _folder_error(exc: OSError, folder: Path, action: str) -> SepconvError:
     """One line for a failure to create or write in ``folder``, naming the usual causes plainly."""
     if isinstance(exc, (FileExistsError, NotADirectoryError)):
-        return SepconvError(f"{action}: a part of {folder} is a file, not a folder")
+        blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
+        return SepconvError(f"{action}: {blocking} is a file, not a directory")
     return SepconvError(f"{action}: {exc.strerror or exc}")
 
 

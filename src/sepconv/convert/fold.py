@@ -32,11 +32,13 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from ..errors import SepconvError
 from ..graph.queries import is_depthwise, is_pointwise
 from ..graph.trace import trace_parts
 from ..models.arch import record_transform, register_transform
 from ..models.registry import register_variant
 from ..nn.modules import replace_submodule
+from ..options import Options, option
 from ..report.protocol import ReportMixin
 from . import separable  # noqa: F401  (registers the _dsc variants that FOLDED_VARIANTS folds)
 
@@ -257,11 +259,29 @@ def fold(model: nn.Module, inplace: bool = False) -> tuple[nn.Module, FoldSepara
 fold_separable = fold  # the name used by spec 05 (depth-wise decomposition) §7
 
 
+@dataclass
+class FoldedPair(Options):
+    """One folded DW → [BN] → PW chain, as the architecture description records it."""
+
+    dw: str = option(help="the depthwise conv, which becomes the merged conv")
+    pw: str = option(help="the pointwise conv (replaced by an identity)")
+    bn: str | None = option(None, "the BatchNorm between them, if any (replaced by an identity)")
+    bias: bool = option(False, "whether the merged conv has a bias")
+
+
+@dataclass
+class FoldRecord(Options):
+    """The recorded kwargs of ``fold_separable``."""
+
+    pairs: list[FoldedPair] = option(default_factory=list, help="the folded chains, in order")
+
+
 def _replay_fold(model: nn.Module, pairs: Iterable[dict[str, Any]] = ()) -> nn.Module:
     """Rebuild the structure of a folded model (weights come from the state dict)."""
     for step in pairs:
         dw, pw = model.get_submodule(step["dw"]), model.get_submodule(step["pw"])
-        assert isinstance(dw, nn.Conv2d) and isinstance(pw, nn.Conv2d)
+        if not (isinstance(dw, nn.Conv2d) and isinstance(pw, nn.Conv2d)):
+            raise SepconvError(f"the recorded fold names {step['dw']} and {step['pw']}, which are not both convs")
         replace_submodule(model, step["dw"], _folded_conv(dw, pw, bool(step["bias"])))
         for name in (step.get("bn"), step["pw"]):
             if name:
@@ -269,7 +289,7 @@ def _replay_fold(model: nn.Module, pairs: Iterable[dict[str, Any]] = ()) -> nn.M
     return model
 
 
-register_transform("fold_separable", _replay_fold)
+register_transform("fold_separable", _replay_fold, FoldRecord)
 
 
 # --------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 
 from ..graph.trace import trace_parts
-from ..models.arch import record_transform, register_transform
+from ..models.arch import NoKwargs, record_transform, register_transform
 from ..nn.modules import replace_submodule
 from ..report.protocol import ReportMixin
 
@@ -223,4 +223,4 @@ def _replay(model: nn.Module) -> nn.Module:
     return fold_batchnorm(model, inplace=True)[0]
 
 
-register_transform("fold_batchnorm", _replay)
+register_transform("fold_batchnorm", _replay, NoKwargs)

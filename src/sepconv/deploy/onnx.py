@@ -33,6 +33,8 @@ import torch.nn as nn
 from ..checkpoint import load_model
 from ..errors import SepconvError, first_line
 from ..io import atomic_write_bytes
+from ..measure.memory import check_forward_memory
+from ..measure.profile import MAX_INPUT_SIDE
 from ..options import Options, option
 from ..threads import torch_threads
 from .ort import load_onnx_bytes, ort_session
@@ -112,7 +114,7 @@ class ExportReport:
 class ExportOptions(Options):
     """How :func:`export_onnx` exports and checks a model (also ``sepconv export``'s flags)."""
 
-    input_size: tuple[int, ...] = option((3, 32, 32), "input C,H,W", low=1, high=8192, metavar="C,H,W")
+    input_size: tuple[int, ...] = option((3, 32, 32), "input C,H,W", low=1, high=MAX_INPUT_SIDE, metavar="C,H,W")
     opset: int = option(17, "ONNX opset", low=7, high=30)
     dynamic_batch: bool = option(True, "a dynamic batch axis (else the fixed batch size)")
     batch_size: int = option(1, "the fixed batch size when the batch axis is not dynamic", low=1, high=65536)
@@ -160,6 +162,8 @@ def export_onnx_bytes(
 
 
 def _export_and_verify(source: nn.Module, opts: ExportOptions) -> tuple[bytes, ExportReport]:
+    largest = opts.batch_size if not opts.dynamic_batch else max(VERIFY_BATCHES_DYNAMIC)
+    check_forward_memory(source, opts.input_size, largest, f"exporting and checking at {largest}x{opts.input_size}")
     reference = copy.deepcopy(source).eval()
     deployed, changes = prepare_for_deployment(
         reference, opts.fold_bn, opts.shortcuts_as_conv, opts.merge_narrow_separable

@@ -32,9 +32,11 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..errors import SepconvError, did_you_mean
-from ..measure.profile import Profile, count_params, default_input_size, profile
+from ..measure.memory import check_forward_memory
+from ..measure.profile import MAX_INPUT_SIDE, Profile, count_params, default_input_size, profile
 from ..models.arch import record_transform, register_transform
 from ..nn import ZeroPadShortcut
+from ..options import Options, option
 from ..report.protocol import ReportMixin
 from .analysis import ChannelGraph, Rewrite, analyse
 from .constants import Overrides, border_sensitive_layers, channel_constants, consumer_offsets
@@ -502,6 +504,21 @@ def _widths(model: nn.Module) -> dict[str, tuple[int, int]]:
 
 
 # --------------------------------------------------------------------------- replay
+@dataclass
+class CompactRecord(Options):
+    """The recorded kwargs of ``compact``: the example input's size and what every producer
+    kept (version 2), or the kept chains of each group (sepconv 0.1)."""
+
+    input_size: tuple[int, ...] = option(help="C,H,W of the example input", low=1, high=MAX_INPUT_SIDE)
+    kept_filters: dict[str, list[int]] | None = option(None, "kept output channels per producer", low=0)
+    bias_added: list[str] = option(default_factory=list, help="layers that gained a bias")
+    keep: dict[str, list[int]] | None = option(None, "kept chains per group id (sepconv 0.1)", low=0)
+
+    def validate(self) -> None:
+        if not 1 <= len(self.input_size) <= 4:
+            raise SepconvError(f"input_size must have 1 to 4 dimensions, got {len(self.input_size)}")
+
+
 def _replay(
     model: nn.Module,
     input_size: Sequence[int],
@@ -513,6 +530,8 @@ def _replay(
     or ``keep`` {group id: kept chain indices} as sepconv 0.1 recorded it."""
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
+    # The analysis keeps every activation of a batch of two: a forged size must fail here, at once.
+    check_forward_memory(model, input_size, 2, f"replaying a compaction at input {tuple(input_size)}", keep_all=True)
     x = torch.zeros(2, *input_size, device=device)
     cg = analyse(model, x)
     removed = np.zeros(cg.num_chains, dtype=bool)
@@ -547,4 +566,4 @@ def _replay(
     return result
 
 
-register_transform("compact", _replay)
+register_transform("compact", _replay, CompactRecord)

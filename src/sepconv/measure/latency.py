@@ -42,6 +42,8 @@ from ..deploy.ort import load_onnx, ort_session, use_shared_ort_pool
 from ..deploy.rewrites import prepare_for_deployment
 from ..errors import SepconvError
 from ..models.arch import get_arch
+from ..resources import check_count, check_cpus, check_memory
+from .memory import check_forward_memory
 from .profile import default_input_size, profile
 
 RUNTIMES = ("torch", "onnxruntime")
@@ -232,6 +234,11 @@ class _Prepared:
     fixed_batch: int | None = None  # an ONNX file given with a fixed batch dimension
 
 
+# Bounds on what one benchmark may ask for: beyond them the run would take hours, not minutes.
+MAX_BATCH = 1 << 16
+MAX_REPEATS = 100_000
+
+
 def benchmark(
     model: ModelSource,
     vs: ModelSource | None = None,
@@ -263,8 +270,10 @@ def benchmark(
     batches = [int(b) for b in batches]
     if not batches or min(batches) < 1:
         raise SepconvError(f"batch sizes must be positive, got {batches}")
-    if threads < 1:
-        raise SepconvError(f"threads must be >= 1, got {threads}")
+    check_count(max(batches), "a batch size", high=MAX_BATCH)
+    check_cpus(threads, "threads")
+    check_count(repeats, "repeats", high=MAX_REPEATS)
+    check_count(warmup, "warm-up runs", low=0, high=MAX_REPEATS)
     sources = [model] if vs is None else [model, vs]
     names = list(labels)[: len(sources)] if labels else [_label(s) for s in sources]
     if len(names) != len(sources):
@@ -281,6 +290,12 @@ def benchmark(
         sizes = {p.input_size for p in prepared}
         if len(sizes) > 1:
             raise SepconvError(f"the models take different input sizes: {sorted(sizes)}")
+        for p in prepared:  # before the first timed run, not in the allocator
+            what = f"timing {p.label} at batch {max(batches)}"
+            if p.module is not None:
+                check_forward_memory(p.module, p.input_size, max(batches), what)
+            else:
+                check_memory(max(batches) * float(np.prod(p.input_size)) * 4, what)
         report = BenchmarkReport(
             results=[],
             threads=threads,

@@ -25,15 +25,24 @@ from typing import Any
 import torch.nn as nn
 
 from ..errors import SepconvError
+from ..options import Options
 
 ARCH_ATTR = "sepconv_arch"
 VERSION = 2
 # A description is data from a file: bound its size before anything reads it.
 _MAX_DEPTH = 8
 _MAX_ITEMS = 100_000
+# Real descriptions hold a handful of steps (separable, compact, decompose, fold).
+MAX_TRANSFORMS = 256
 
 Replay = Callable[..., nn.Module]
 _TRANSFORMS: dict[str, Replay] = {}
+_RECORDS: dict[str, type[Options] | None] = {}
+
+
+@dataclass
+class NoKwargs(Options):
+    """The record of a transformation that takes no keywords (``fold_batchnorm``)."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,8 @@ class Architecture:
         check_plain_data(config, f"{source}: config")
         if not isinstance(steps, list):
             raise SepconvError(f"{source}: transforms must be a list")
+        if len(steps) > MAX_TRANSFORMS:
+            raise SepconvError(f"{source} has {len(steps):,} transformations; at most {MAX_TRANSFORMS} are read")
         transforms: list[Transform] = []
         for k, step in enumerate(steps):
             if not isinstance(step, dict) or not isinstance(step.get("name"), str):
@@ -102,7 +113,9 @@ class Architecture:
             if not isinstance(kwargs, dict) or not all(isinstance(key, str) for key in kwargs):
                 raise SepconvError(f"{source}: kwargs of transformation {step['name']!r} must be a mapping")
             check_plain_data(kwargs, f"{source}: transformation {step['name']!r}")
-            transforms.append(Transform(step["name"], copy.deepcopy(kwargs)))
+            transform = Transform(step["name"], copy.deepcopy(kwargs))
+            transform_options(transform, f"{source}: transformation {k + 1}")  # types and ranges, now
+            transforms.append(transform)
         return cls(name, copy.deepcopy(config), tuple(transforms))
 
 
@@ -187,23 +200,43 @@ def record_transform(source: nn.Module, result: nn.Module, name: str, **kwargs: 
     set_arch(result, None if arch is None else arch.then(name, **kwargs))
 
 
-def register_transform(name: str, replay: Replay) -> None:
-    """Register how to replay a structural transformation: ``replay(model, **kwargs) -> model``."""
+def register_transform(name: str, replay: Replay, record: type[Options] | None = None) -> None:
+    """Register how to replay a structural transformation: ``replay(model, **kwargs) -> model``.
+
+    ``record`` declares the kwargs as an :class:`~sepconv.options.Options` dataclass (types,
+    ranges, nested records): a description read from a file is checked against it before any
+    model is built, and the replay receives the checked values. Without one, the kwargs are only
+    checked against the replay's signature.
+    """
     if name in _TRANSFORMS and _TRANSFORMS[name] is not replay:
         raise ValueError(f"transformation {name!r} registered twice")
     _TRANSFORMS[name] = replay
+    _RECORDS[name] = record
+
+
+def transform_options(step: Transform, where: str = "") -> dict[str, Any]:
+    """The kwargs of ``step`` checked against its transformation's declaration (one-line
+    :class:`SepconvError` otherwise): converted plain data, ready for the replay."""
+    label = f"{where} ({step.name})" if where else f"transformation {step.name!r}"
+    replay = _TRANSFORMS.get(step.name)
+    if replay is None:
+        raise SepconvError(
+            f"{label}: unknown transformation {step.name!r}; this sepconv replays {', '.join(list_transforms())}"
+        )
+    record = _RECORDS.get(step.name)
+    if record is not None:
+        return record.from_dict(step.kwargs, label).to_dict()
+    try:  # unknown or missing keywords are the description's fault, not a bug: say so first
+        inspect.signature(replay).bind(None, **step.kwargs)
+    except TypeError as exc:
+        raise SepconvError(f"{label} cannot be replayed with these options ({exc})") from None
+    return dict(step.kwargs)
 
 
 def replay_transform(model: nn.Module, step: Transform) -> nn.Module:
     """Apply one recorded transformation to ``model`` (weights are the caller's business)."""
-    replay = _TRANSFORMS.get(step.name)
-    if replay is None:
-        raise SepconvError(f"the architecture uses unknown transformation {step.name!r}")
-    try:  # unknown or missing keywords are the description's fault, not a bug: say so first
-        inspect.signature(replay).bind(model, **step.kwargs)
-    except TypeError as exc:
-        raise SepconvError(f"transformation {step.name!r} cannot be replayed with these options ({exc})") from None
-    return replay(model, **step.kwargs)
+    kwargs = transform_options(step)
+    return _TRANSFORMS[step.name](model, **kwargs)
 
 
 def list_transforms() -> list[str]:

@@ -323,6 +323,24 @@ def _model_totals(
     report.params_after, report.macs_after = p1.params, p1.macs
 
 
+@dataclass
+class DecomposedLayer(Options):
+    """One decomposed conv, as the architecture description records it."""
+
+    name: str = option(help="the conv that was replaced")
+    kind: Literal["channel", "depthwise"] = option(help="the structure that replaced it")
+    width: int = option(help="the decomposition's rank or depth multiplier", low=1, high=1 << 20)
+    bias: bool = option(False, "whether the last factor has a bias")
+    identity_bn: bool = option(False, "an identity BatchNorm between the factors")
+
+
+@dataclass
+class DecomposeRecord(Options):
+    """The recorded kwargs of ``decompose``."""
+
+    layers: list[DecomposedLayer] = option(default_factory=list, help="the decomposed convs, in order")
+
+
 def _replay_decompose(model: nn.Module, layers: Sequence[dict[str, Any]] = ()) -> nn.Module:
     """Rebuild the structure of a decomposed model (shapes only; weights come from the state dict)."""
     for step in layers:
@@ -336,4 +354,4 @@ def _replay_decompose(model: nn.Module, layers: Sequence[dict[str, Any]] = ()) -
     return model
 
 
-register_transform("decompose", _replay_decompose)
+register_transform("decompose", _replay_decompose, DecomposeRecord)
