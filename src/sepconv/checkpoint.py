@@ -157,7 +157,12 @@ def load_model(source: str | os.PathLike[str] | nn.Module, **create_kwargs: Any)
     if isinstance(source, nn.Module):
         return source
     text = str(source)
-    looks_like_path = os.sep in text or text.endswith((".pt", ".pth", ".ckpt")) or Path(text).exists()
-    if looks_like_path:
+    if is_checkpoint_path(text):
         return model_from_checkpoint(load_checkpoint(text), text)
     return create_model(text, **create_kwargs)
+
+
+def is_checkpoint_path(source: str | os.PathLike[str]) -> bool:
+    """Whether :func:`load_model` reads ``source`` as a checkpoint path (else as a zoo name)."""
+    text = str(source)
+    return os.sep in text or text.endswith((".pt", ".pth", ".ckpt")) or Path(text).exists()

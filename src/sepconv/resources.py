@@ -17,6 +17,8 @@ from pathlib import Path
 from .errors import SepconvError
 
 _CGROUP_V2 = Path("/sys/fs/cgroup")
+# The largest image count any option takes (a --limit): beyond any data set that fits in memory.
+MAX_IMAGES = 1 << 31
 _UNLIMITED = 1 << 62
 
 
@@ -26,6 +28,11 @@ def available_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+def default_threads(preferred: int = 2) -> int:
+    """``preferred`` threads, or fewer on a machine (or affinity mask) with fewer cores."""
+    return min(preferred, available_cpus())
 
 
 def available_memory() -> int:

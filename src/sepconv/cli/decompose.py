@@ -14,11 +14,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import load_model, save_model
+from ..checkpoint import is_checkpoint_path, load_model, save_model
 from ..convert.decompose import DecomposeOptions
 from ..data.registry import get_dataset
 from ..errors import SepconvError
-from ..io import atomic_write_text, ensure_writable_dir
+from ..io import atomic_write_text, clean_stale_temporaries, ensure_writable_dir
 from ..methods.base import StepContext
 from ..methods.decompose import Decompose
 from ..options import describe
@@ -58,8 +58,12 @@ def run(args: argparse.Namespace) -> int:
     finetune = _finetune_config(given_options(args, _FINETUNE_DEST))  # checked before any work
     set_torch_threads(args.threads)
     out = ensure_writable_dir(args.out)
+    clean_stale_temporaries(out)
+    # A checkpoint is read (and a bad one refused) before the data set, which may take minutes.
+    model = load_model(args.checkpoint) if is_checkpoint_path(args.checkpoint) else None
     data = get_dataset(args.data, train=True)
-    model = load_model(args.checkpoint, num_classes=data.num_classes, in_channels=data.in_channels)
+    if model is None:
+        model = load_model(args.checkpoint, num_classes=data.num_classes, in_channels=data.in_channels)
     check_model_fits_data(model, data, args.checkpoint)
 
     ctx = StepContext(

@@ -42,7 +42,7 @@ from ..deploy.ort import load_onnx, ort_session, use_shared_ort_pool
 from ..deploy.rewrites import prepare_for_deployment
 from ..errors import SepconvError
 from ..models.arch import get_arch
-from ..resources import check_count, check_cpus, check_memory
+from ..resources import check_count, check_cpus, check_memory, default_threads
 from .memory import check_forward_memory
 from .profile import default_input_size, profile
 
@@ -244,7 +244,7 @@ def benchmark(
     vs: ModelSource | None = None,
     batches: Sequence[int] = (1, 64),
     runtimes: Sequence[str] = RUNTIMES,
-    threads: int = 2,
+    threads: int | None = None,
     repeats: int = 50,
     warmup: int = 10,
     channels_last: bool = False,
@@ -259,7 +259,9 @@ def benchmark(
     only). With ``vs``, ``report.speedup["onnxruntime@64"]`` is the median of time(vs)/time(model)
     over interleaved pairs and ``report.mac_ratio`` is MACs(vs)/MACs(model). ``max_seconds``
     caps the timed part of each (runtime, batch) measurement; ``repeats`` is then an upper bound
-    and every result says how many rounds it got.
+    and every result says how many rounds it got. ``threads`` defaults to 2 (fewer on a machine
+    with fewer cores); every count is checked, and the memory of the largest batch estimated,
+    before anything is timed.
     """
     runtimes = [r.strip() for r in runtimes]
     unknown = [r for r in runtimes if r not in RUNTIMES]
@@ -271,7 +273,7 @@ def benchmark(
     if not batches or min(batches) < 1:
         raise SepconvError(f"batch sizes must be positive, got {batches}")
     check_count(max(batches), "a batch size", high=MAX_BATCH)
-    check_cpus(threads, "threads")
+    threads = default_threads() if threads is None else check_cpus(threads, "threads")
     check_count(repeats, "repeats", high=MAX_REPEATS)
     check_count(warmup, "warm-up runs", low=0, high=MAX_REPEATS)
     sources = [model] if vs is None else [model, vs]

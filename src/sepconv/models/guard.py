@@ -4,25 +4,28 @@ A model's structure comes from data a user (or a file) gave: a config such as
 ``{base_width: 1000000000}``, or an architecture description whose transformations name widths.
 Whatever family or transformation reads those values, its tensors are created by PyTorch's
 factory functions (``torch.empty`` in every layer's constructor, ``torch.zeros`` for buffers and
-example inputs), and its layers are registered as submodules. :class:`BuildGuard` watches both
-while a model is built or rebuilt:
+example inputs), and its layers are registered as submodules. :func:`guarded_build` watches both
+while a model is built or rebuilt (:class:`BuildGuard`):
 
 * every factory call's size is computed from its arguments *before* the call, and the running
-  total of what the build has asked for is compared with the memory this process can get
-  (:func:`~sepconv.resources.available_memory`); one that would not fit is refused at once;
+  total is compared with the memory this process can get
+  (:func:`~sepconv.resources.available_memory`); a build that would not fit is refused at once;
+* a single tensor larger than :data:`DEFER_BYTES` is made on the "meta" device (a size without
+  data) in a first pass, so a model whose first layer alone is 3 GB is refused without
+  initialising 3 GB first; when the whole build fits, it runs again for real from the same
+  random state (so the weights are those of an unguarded build);
 * the number of registered submodules is bounded (:data:`MAX_MODULES`), so a depth of a million
   is refused after a second, not after an hour.
 
 So every family, present or future, gets the same estimate of its weights for free, from its own
-builder, without building anything twice; the refusal is a one-line :class:`SepconvError` naming
-what was being built.
+builder; the refusal is a one-line :class:`SepconvError` naming what was being built.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -32,7 +35,10 @@ from ..resources import available_memory, format_bytes
 
 # A CIFAR ResNet-1202 made separable has about 7,000 modules; the zoo's largest has 660.
 MAX_MODULES = 50_000
+# Tensors above this are sized on "meta" first (VGG-16's largest is 9 MB, ImageNet VGG's 400 MB).
+DEFER_BYTES = 64 << 20
 
+T = TypeVar("T")
 _SIZE_FIRST = {torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn, torch.empty_strided}
 _SIZE_AFTER_SELF = {torch.Tensor.new_empty, torch.Tensor.new_zeros, torch.Tensor.new_ones, torch.Tensor.new_full}
 
@@ -41,11 +47,15 @@ class BuildGuard(TorchFunctionMode):
     """Refuse, before allocating, the tensors that would take a build beyond ``budget`` bytes in
     all, and more than :data:`MAX_MODULES` submodules. ``what`` names the build in messages."""
 
-    def __init__(self, what: str, budget: int | None = None, max_modules: int = MAX_MODULES) -> None:
+    def __init__(
+        self, what: str, budget: int | None = None, max_modules: int = MAX_MODULES, defer: bool = False
+    ) -> None:
         super().__init__()
         self.what = what
         self.budget = available_memory() if budget is None else budget
         self.max_modules = max_modules
+        self.defer = defer
+        self.deferred = False  # whether some tensor was only sized (made on "meta")
         self.requested = 0
         self.modules = 0
         self._handle: Any = None
@@ -77,7 +87,32 @@ class BuildGuard(TorchFunctionMode):
                     f"{self.what} needs at least {format_bytes(self.requested)} for its tensors; "
                     f"{format_bytes(self.budget)} of memory is available"
                 )
+            if self.defer and nbytes > DEFER_BYTES:
+                self.deferred = True
+                kwargs = {**kwargs, "device": "meta"}
         return func(*args, **kwargs)
+
+
+def guarded_build(what: str, build: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``build(*args, **kwargs)`` under a :class:`BuildGuard`: refused in one line, before its
+    tensors are allocated, if it would not fit in memory or has absurdly many layers. A build
+    with tensors over :data:`DEFER_BYTES` is sized first and then run for real from the same
+    random state. Exceptions other than the guard's are the caller's to interpret."""
+    rng = torch.random.get_rng_state()
+    with BuildGuard(what, defer=True) as guard:
+        try:
+            result = build(*args, **kwargs)
+        except SepconvError:
+            raise
+        except Exception:
+            if not guard.deferred:
+                raise
+            result = None  # real and meta tensors met: the real pass tells whether that was all
+    if not guard.deferred:
+        return result  # type: ignore[return-value]
+    torch.random.set_rng_state(rng)
+    with BuildGuard(what):
+        return build(*args, **kwargs)
 
 
 def _requested_bytes(func: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> int:

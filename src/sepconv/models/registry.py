@@ -22,7 +22,7 @@ import torch.nn as nn
 from ..errors import SepconvError, UnknownNameError, did_you_mean, first_line
 from ..options import Bounds, convert
 from .arch import Architecture, replay_transform, set_arch
-from .guard import BuildGuard
+from .guard import guarded_build
 
 Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
 
@@ -149,8 +149,7 @@ def create_model(name: str, num_classes: int = 10, in_channels: int = 3, **cfg: 
     """
     config = model_config(name, num_classes, in_channels, **cfg)
     what = _label(name, config)
-    with BuildGuard(what):
-        model = _built(what, model_entry(name).builder, **config)
+    model = guarded_build(what, _built, what, model_entry(name).builder, **config)
     set_arch(model, Architecture(name, config))
     return model
 
@@ -162,12 +161,17 @@ def build_from_arch(arch: Architecture | dict[str, Any], source: str = "architec
     if not isinstance(arch, Architecture):
         arch = Architecture.from_dict(arch, source)
     model_config(arch.name, **arch.config)  # the whole config, before anything is built
-    model = create_model(arch.name, **arch.config)
-    with BuildGuard(f"the model {source} describes"):
-        for k, step in enumerate(arch.transforms):
-            model = _built(f"transformation {k + 1} ({step.name}) of {source}", replay_transform, model, step)
-            # Whatever the replay recorded, the history is exactly the description's first k+1 steps.
-            set_arch(model, Architecture(arch.name, arch.config, arch.transforms[: k + 1]))
+    what = " + ".join([_label(arch.name, arch.config), *arch.names()])
+    return guarded_build(what, _replay_all, arch, source)
+
+
+def _replay_all(arch: Architecture, source: str) -> nn.Module:
+    model = _built(_label(arch.name, arch.config), model_entry(arch.name).builder, **arch.config)
+    set_arch(model, Architecture(arch.name, arch.config))
+    for k, step in enumerate(arch.transforms):
+        model = _built(f"transformation {k + 1} ({step.name}) of {source}", replay_transform, model, step)
+        # Whatever the replay recorded, the history is exactly the description's first k+1 steps.
+        set_arch(model, Architecture(arch.name, arch.config, arch.transforms[: k + 1]))
     return model
 
 

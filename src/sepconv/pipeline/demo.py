@@ -33,6 +33,7 @@ from ..io import atomic_write_text, ensure_writable_dir
 from ..measure.latency import benchmark
 from ..report.curves import history_records
 from ..report.study import write_reports
+from ..resources import default_threads
 from .recipe import load_recipe
 from .run import run_recipe
 
@@ -120,7 +121,7 @@ def _deploy(out: Path, runs: dict[str, dict[str, Any]], test_set: Any, repeats: 
         vs=base,
         batches=(1, 64),
         runtimes=("onnxruntime", "torch"),
-        threads=2,
+        threads=default_threads(2),
         repeats=repeats,
         warmup=5,
         input_size=size,

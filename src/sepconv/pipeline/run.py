@@ -16,15 +16,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn as nn
 
-from ..checkpoint import load_model, save_model
+from ..checkpoint import is_checkpoint_path, load_model, save_model
 from ..data.dataset import ImageDataset
 from ..data.registry import get_dataset
 from ..errors import CheckpointError
 from ..io import atomic_write_text, clean_stale_temporaries, ensure_writable_dir
 from ..measure.profile import profile
 from ..methods.base import Method, StepContext, get_method
+from ..models.registry import create_model
 from ..report.protocol import StepReport, jsonable
 from ..train.api import train
 from ..train.config import TrainConfig
@@ -62,7 +64,7 @@ def run_recipe(
     ctx = StepContext(out, load, recipe.seed, quiet, resume, log=(lambda line: None) if quiet else print)
     if not resume:
         seed_everything(recipe.seed)
-    model = _starting_model(recipe, ctx.data)
+    model = _starting_model(recipe, ctx)
 
     record: dict[str, Any] = {"train_seconds": 0.0, "epochs": None, "best_accuracy": None}
     unpruned = masked = None
@@ -122,10 +124,20 @@ def _train_dir(k: int) -> str:
     return TRAIN if k == 0 else f"{TRAIN}-{k + 1}"
 
 
-def _starting_model(recipe: Recipe, data: ImageDataset) -> nn.Module:
-    model = load_model(
-        recipe.model, num_classes=data.num_classes, in_channels=data.in_channels, **recipe.model_config
-    )
+def _starting_model(recipe: Recipe, ctx: StepContext) -> nn.Module:
+    """The recipe's model for its data set. A checkpoint is read, and a zoo config's size checked
+    (models.guard), before the data set is loaded, which can take minutes."""
+    model = None
+    if is_checkpoint_path(recipe.model):
+        model = load_model(recipe.model)
+    else:
+        with torch.random.fork_rng(devices=[]):  # the check must not move the run's random numbers
+            create_model(recipe.model, **recipe.model_config)
+    data = ctx.data
+    if model is None:
+        model = load_model(
+            recipe.model, num_classes=data.num_classes, in_channels=data.in_channels, **recipe.model_config
+        )
     check_model_fits_data(model, data, recipe.model)
     return model
 

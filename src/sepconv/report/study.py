@@ -269,7 +269,7 @@ def measure_latency(
     runtimes: Sequence[str] = ("onnxruntime", "torch"),
     repeats: int = 50,
     warmup: int = 10,
-    threads: int = 2,
+    threads: int | None = None,
 ) -> None:
     """Time every model with a checkpoint, interleaved with the baseline (the baseline alone when
     there is none), and store the rows and speed-ups in the study."""

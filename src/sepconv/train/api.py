@@ -18,7 +18,7 @@ from ..checkpoint import load_checkpoint, load_model, save_model
 from ..data.dataset import ImageDataset
 from ..data.registry import get_dataset
 from ..errors import CheckpointError, SepconvError
-from ..io import ensure_writable_dir
+from ..io import clean_stale_temporaries, ensure_writable_dir
 from ..models.arch import Architecture, get_arch
 from ..models.registry import build_from_arch
 from ..report.curves import plot_history
@@ -63,6 +63,7 @@ def train(
     try:
         if out is not None and ctx.is_main:
             ensure_writable_dir(out)  # before any slow loading
+            clean_stale_temporaries(out)  # e.g. a best.pt a killed run was writing
         resume_path = _resume_path(resume, out)
         payload = load_checkpoint(resume_path) if resume_path is not None else None
 

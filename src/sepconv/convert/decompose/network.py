@@ -49,7 +49,7 @@ class DecomposeOptions(Options):
         None, "channel method: MAC reduction per layer (default: a separable layer's cost)", low=1, low_open=True
     )
     multiplier: int = option(1, "depth multiplier m of the dw methods", low=1, high=64)
-    images: int | None = option(300, "training images to sample responses from (None: all given)", low=1)
+    images: int | None = option(300, "training images to sample responses from (None: all given)", low=1, high=1 << 31)
     positions: int = option(10, "positions sampled per image", low=1, high=65536)
     seed: int = option(0, "seed of the sampled positions", low=0, high=2**63 - 1)
     batch_size: int = option(256, "images per forward pass while sampling", low=1, high=65536)
