@@ -221,7 +221,7 @@ def _resolve(cg: ChannelGraph, prune: PruneSpec) -> np.ndarray:
             continue
         group = cg.group(str(key))
         indices = _indices(value, group.id, group.size)
-        if indices and not group.prunable:
+        if indices and not group.removable:
             raise SepconvError(f"channel group {group.id} is not prunable ({group.reason})")
         removed[np.asarray(group.chains, dtype=np.int64)[indices]] = True
     if dead:
@@ -283,7 +283,7 @@ def _removal_from_dead_filters(cg: ChannelGraph, dead: Mapping[int, np.ndarray])
     removed = has_filter & all_dead
     for g in cg.groups:  # only prunable groups; never everything of a group
         chains = np.asarray(g.chains, dtype=np.int64)
-        if not g.prunable:
+        if not g.removable:
             removed[chains] = False
         elif removed[chains].all():
             removed[chains[0]] = False
@@ -332,7 +332,7 @@ def apply_compaction(
 def _validate(cg: ChannelGraph, removed: np.ndarray) -> None:
     for g in cg.groups:
         gone = removed[g.chains]
-        if gone.any() and not g.prunable:
+        if gone.any() and not g.removable:
             raise SepconvError(f"channel group {g.id} is not prunable ({g.reason})")
     for owner in cg.tensor_owner.values():
         if owner.size and removed[cg.chains(owner)].all():

@@ -265,7 +265,7 @@ class SoftPruner(Callback):
         groups: list[_Group] = []
         for g in cg.groups:
             convs = [m for m in g.producers if m.name in names]
-            if not g.prunable or not convs or len(convs) < len(g.producers):
+            if not g.removable or not convs or len(convs) < len(g.producers):
                 continue
             rows = [(m.name, [list(ch) for ch in m.channels]) for m in convs]
             norms = [(m.name, [list(ch) for ch in m.channels]) for m in g.members if _is_batchnorm(model, m)]

@@ -34,7 +34,7 @@ class TrainConfig(Options):
 
     epochs: int = option(30, "training epochs", low=1, high=MAX_EPOCHS)
     batch_size: int = option(128, "global batch (split over torchrun processes)", low=1, high=MAX_BATCH)
-    lr: float = option(0.1, "base learning rate", low=0, low_open=True, high=1000)
+    lr: float = option(0.1, "base learning rate", low=0, low_open=True, high=1e9)
     momentum: float = option(0.9, "SGD momentum", low=0, high=1, high_open=True)
     nesterov: bool = option(False, "Nesterov momentum")
     weight_decay: float = option(5e-4, "L2 weight decay", low=0, high=1)
