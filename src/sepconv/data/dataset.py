@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +137,19 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
 _TRAIN_STATS: dict[tuple, Stats] = {}
+
+
+def with_stats(dataset: ImageDataset, stats: Stats) -> ImageDataset:
+    """``dataset`` (sharing its images) normalised with ``stats`` = (mean, std) instead of its own:
+    a model's training statistics (see :mod:`sepconv.normalization`)."""
+    mean, std = (tuple(float(v) for v in stats[0]), tuple(float(v) for v in stats[1]))
+    if len(mean) != dataset.in_channels:
+        raise SepconvError(
+            f"the normalisation has {len(mean)} channel(s), {dataset.name or 'the data set'} has {dataset.in_channels}"
+        )
+    if (mean, std) == (tuple(dataset.mean), tuple(dataset.std)):
+        return dataset
+    return replace(dataset, mean=mean, std=std)
 
 
 def cached_train_stats(

@@ -1,18 +1,23 @@
 """Data sets addressed by name: ``fashion-mnist``, ``cifar10:PATH``, ``folder:PATH``, ``colorchart``...
 
 A spec is ``NAME`` or ``NAME:ARG`` (ARG is usually a path). Each name maps to a loader
-``load(arg: str | None, train: bool) -> ImageDataset`` registered with :func:`register_dataset`.
+``load(arg: str | None, train: bool, stats=None) -> ImageDataset`` registered with
+:func:`register_dataset`. ``stats`` (per-channel mean and std) are the normalisation to use
+instead of the set's own training statistics — a model's (see :mod:`sepconv.normalization`): a
+loader given them must not need the training split, so that a test split alone can be read.
+A loader without the keyword still works; its statistics are then replaced after loading.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import SepconvError, UnknownNameError, did_you_mean
-from .dataset import ImageDataset
+from .dataset import ImageDataset, Stats, with_stats
 
-Loader = Callable[[str | None, bool], ImageDataset]
+Loader = Callable[..., ImageDataset]
 
 
 @dataclass(frozen=True)
@@ -36,8 +41,11 @@ def list_datasets() -> list[DatasetEntry]:
     return [_DATASETS[k] for k in sorted(_DATASETS)]
 
 
-def get_dataset(spec: str, train: bool = True) -> ImageDataset:
-    """Load the training (``train=True``) or test split of the data set named by ``spec``."""
+def get_dataset(spec: str, train: bool = True, stats: Stats | None = None) -> ImageDataset:
+    """Load the training (``train=True``) or test split of the data set named by ``spec``,
+    normalised with ``stats`` (mean, std) if given, else with the set's training statistics."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise SepconvError(f"a data set spec must be a name such as colorchart or cifar10:PATH, got {spec!r}")
     name, _, arg = spec.partition(":")
     entry = _DATASETS.get(name)
     if entry is None:
@@ -46,6 +54,12 @@ def get_dataset(spec: str, train: bool = True) -> ImageDataset:
         )
     if entry.needs_arg and not arg:
         raise SepconvError(f"data set {name!r} needs a path: --data {name}:PATH")
-    ds = entry.load(arg or None, train)
+    if stats is None:
+        ds = entry.load(arg or None, train)
+    elif "stats" in inspect.signature(entry.load).parameters:
+        ds = entry.load(arg or None, train, stats=stats)
+    else:
+        ds = entry.load(arg or None, train)
+    ds = ds if stats is None else with_stats(ds, stats)
     ds.name = spec
     return ds

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import os
 import re
 import sys
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 import torch.nn as nn
 
@@ -35,6 +37,8 @@ from ..errors import SepconvError, first_line
 from ..io import atomic_write_bytes
 from ..measure.memory import check_forward_memory
 from ..measure.profile import MAX_INPUT_SIDE
+from ..models.arch import get_normalization
+from ..normalization import Normalization
 from ..options import Options, option
 from ..threads import torch_threads
 from .ort import load_onnx_bytes, ort_session
@@ -64,6 +68,8 @@ class ExportReport:
     shortcuts_as_conv: int = 0
     merged_separable: int = 0
     op_counts: dict[str, int] = field(default_factory=dict)
+    # The model's input normalisation: "baked" into the graph, "metadata" only, or "none" recorded.
+    normalization: str = "none"
 
     @property
     def allowed_diff(self) -> float:
@@ -88,7 +94,11 @@ class ExportReport:
             f"wrote {self.path} ({self.file_bytes:,} bytes, opset {self.opset}, batch {batch}, "
             f"{ops} nodes, {self.folded_batchnorms} BatchNorm folded, "
             f"{self.shortcuts_as_conv} shortcut(s) as 1x1 conv, "
-            f"{self.merged_separable} narrow separable pair(s) merged)"
+            f"{self.merged_separable} narrow separable pair(s) merged"
+            + {"baked": ", input normalisation baked in", "metadata": ", input normalisation in the metadata"}.get(
+                self.normalization, ""
+            )
+            + ")"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,6 +117,7 @@ class ExportReport:
             "merged_separable": self.merged_separable,
             "file_bytes": self.file_bytes,
             "op_counts": self.op_counts,
+            "normalization": self.normalization,
         }
 
 
@@ -125,6 +136,11 @@ class ExportOptions(Options):
     shortcuts_as_conv: bool = option(True, "option-A shortcuts as 1x1 selection convs (faster in ONNX Runtime)")
     merge_narrow_separable: bool = option(True, "merge separable pairs narrower than 8 channels into one conv")
     seed: int = option(0, "seed of the random verification inputs", low=0, high=2**63 - 1, cli=False)
+    bake_normalization: bool = option(
+        False,
+        "put the model's input normalisation into the graph: it then takes pixels / 255, in [0, 1] "
+        "(else the graph takes normalised images and the statistics go into the ONNX metadata)",
+    )
 
     def validate(self) -> None:
         if len(self.input_size) != 3:
@@ -164,13 +180,22 @@ def export_onnx_bytes(
 def _export_and_verify(source: nn.Module, opts: ExportOptions) -> tuple[bytes, ExportReport]:
     largest = opts.batch_size if not opts.dynamic_batch else max(VERIFY_BATCHES_DYNAMIC)
     check_forward_memory(source, opts.input_size, largest, f"exporting and checking at {largest}x{opts.input_size}")
+    norm = get_normalization(source)
+    if opts.bake_normalization and norm is None:
+        raise ExportError("the model records no input normalisation to bake in (it was not trained by sepconv)")
+    if norm is not None and norm.channels != opts.input_size[0]:
+        raise ExportError(f"the model's normalisation has {norm.channels} channel(s), the input {opts.input_size[0]}")
     reference = copy.deepcopy(source).eval()
     deployed, changes = prepare_for_deployment(
         reference, opts.fold_bn, opts.shortcuts_as_conv, opts.merge_narrow_separable
     )
+    if opts.bake_normalization and norm is not None:
+        reference, deployed = Normalize(reference, norm), Normalize(deployed, norm)
     size = tuple(opts.input_size)
     example_batch = 1 if opts.dynamic_batch else opts.batch_size
     data = _torch_export(deployed, (example_batch, *size), opts.opset, opts.dynamic_batch)
+    if norm is not None:
+        data = _with_metadata(data, norm, baked=opts.bake_normalization)
     proto = load_onnx_bytes(data, "the exported model")
 
     batches = list(VERIFY_BATCHES_DYNAMIC) if opts.dynamic_batch else [opts.batch_size]
@@ -189,12 +214,52 @@ def _export_and_verify(source: nn.Module, opts: ExportOptions) -> tuple[bytes, E
         shortcuts_as_conv=changes.shortcuts_as_conv,
         merged_separable=changes.merged_separable,
         op_counts=dict(Counter(n.op_type for n in proto.graph.node).most_common()),
+        normalization="none" if norm is None else "baked" if opts.bake_normalization else "metadata",
     )
     if not report.verified:
         raise ExportError(
             f"ONNX Runtime differs from PyTorch by {diff:.2e} (allowed {report.allowed_diff:.1e}); nothing written"
         )
     return data, report
+
+
+METADATA_KEY = "sepconv.normalization"
+
+
+class Normalize(nn.Module):
+    """``model((x - mean) / std)``: a model that takes pixels / 255 (in [0, 1]), as exported with
+    ``bake_normalization``."""
+
+    def __init__(self, model: nn.Module, norm: Normalization) -> None:
+        super().__init__()
+        self.model = model
+        shape = (1, norm.channels, 1, 1)
+        self.register_buffer("mean", torch.tensor(norm.mean, dtype=torch.float32).reshape(shape))
+        self.register_buffer("std", torch.tensor(norm.std, dtype=torch.float32).reshape(shape))
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.model((x - self.mean) / self.std)
+
+
+def _with_metadata(data: bytes, norm: Normalization, baked: bool) -> bytes:
+    """The ONNX bytes with the model's normalisation in ``metadata_props`` (JSON under
+    :data:`METADATA_KEY`), saying whether the graph applies it or expects it applied."""
+    proto = onnx.load_model_from_string(data)
+    record = {
+        **norm.to_dict(),
+        "baked": baked,
+        "input": "pixels / 255 (in [0, 1])" if baked else "(pixels / 255 - mean) / std, per channel",
+    }
+    onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(record)})
+    return proto.SerializeToString()
+
+
+def read_normalization(proto: Any) -> dict[str, Any] | None:
+    """The normalisation record an exported model carries in its metadata, or None."""
+    for prop in proto.metadata_props:
+        if prop.key == METADATA_KEY:
+            return json.loads(prop.value)
+    return None
 
 
 def verify_against_torch(

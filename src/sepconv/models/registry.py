@@ -162,7 +162,9 @@ def build_from_arch(arch: Architecture | dict[str, Any], source: str = "architec
         arch = Architecture.from_dict(arch, source)
     model_config(arch.name, **arch.config)  # the whole config, before anything is built
     what = " + ".join([_label(arch.name, arch.config), *arch.names()])
-    return guarded_build(what, _replay_all, arch, source)
+    model = guarded_build(what, _replay_all, arch, source)
+    set_arch(model, arch)  # exactly the description, its normalisation included
+    return model
 
 
 def _replay_all(arch: Architecture, source: str) -> nn.Module:

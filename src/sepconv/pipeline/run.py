@@ -20,13 +20,15 @@ import torch
 import torch.nn as nn
 
 from ..checkpoint import is_checkpoint_path, load_model, save_model
-from ..data.dataset import ImageDataset
+from ..data.dataset import ImageDataset, Stats, with_stats
 from ..data.registry import get_dataset
 from ..errors import CheckpointError
 from ..io import atomic_write_text, clean_stale_temporaries, ensure_writable_dir
 from ..measure.profile import profile
 from ..methods.base import Method, StepContext, get_method
+from ..models.arch import get_normalization, set_normalization
 from ..models.registry import create_model
+from ..normalization import Normalization
 from ..report.protocol import StepReport, jsonable
 from ..train.api import train
 from ..train.config import TrainConfig
@@ -56,15 +58,18 @@ def run_recipe(
     if resume and not any((d / "last.pt").is_file() for d in train_dirs):
         raise CheckpointError(f"nothing to resume in {out}: no train step has written last.pt")
     given = {True: data, False: test_data}
+    stats: list[Stats] = []  # the model's normalisation, once known: every split is read with it
 
     def load(train_split: bool) -> ImageDataset:
         dataset = given[train_split]
-        return dataset if dataset is not None else get_dataset(recipe.data, train=train_split)
+        if dataset is None:
+            return get_dataset(recipe.data, train=train_split, stats=stats[0] if stats else None)
+        return with_stats(dataset, stats[0]) if stats else dataset
 
     ctx = StepContext(out, load, recipe.seed, quiet, resume, log=(lambda line: None) if quiet else print)
     if not resume:
         seed_everything(recipe.seed)
-    model = _starting_model(recipe, ctx)
+    model = _starting_model(recipe, ctx, stats)
 
     record: dict[str, Any] = {"train_seconds": 0.0, "epochs": None, "best_accuracy": None}
     unpruned = masked = None
@@ -124,12 +129,17 @@ def _train_dir(k: int) -> str:
     return TRAIN if k == 0 else f"{TRAIN}-{k + 1}"
 
 
-def _starting_model(recipe: Recipe, ctx: StepContext) -> nn.Module:
+def _starting_model(recipe: Recipe, ctx: StepContext, stats: list[Stats]) -> nn.Module:
     """The recipe's model for its data set. A checkpoint is read, and a zoo config's size checked
-    (models.guard), before the data set is loaded, which can take minutes."""
+    (models.guard), before the data set is loaded, which can take minutes. A trained checkpoint's
+    normalisation becomes that of every split (``stats``); a fresh model records the training
+    split's."""
     model = None
     if is_checkpoint_path(recipe.model):
         model = load_model(recipe.model)
+        norm = get_normalization(model)
+        if norm is not None:
+            stats.append((norm.mean, norm.std))
     else:
         with torch.random.fork_rng(devices=[]):  # the check must not move the run's random numbers
             create_model(recipe.model, **recipe.model_config)
@@ -139,6 +149,9 @@ def _starting_model(recipe: Recipe, ctx: StepContext) -> nn.Module:
             recipe.model, num_classes=data.num_classes, in_channels=data.in_channels, **recipe.model_config
         )
     check_model_fits_data(model, data, recipe.model)
+    if not stats:
+        stats.append((tuple(data.mean), tuple(data.std)))
+        set_normalization(model, Normalization(data.mean, data.std))
     return model
 
 

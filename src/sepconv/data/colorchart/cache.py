@@ -28,7 +28,7 @@ from ...errors import SepconvError, did_you_mean
 from ...io import owner_tag, writer_is_dead
 from ...resources import available_cpus
 from ..cifar import CIFAR10, load_cifar_batches
-from ..dataset import ImageDataset
+from ..dataset import ImageDataset, Stats
 from .generate import META_FILE, ChartSpec, generate_colorchart
 from .glyphs import CLASS_PRESETS
 from .plate import AXIS_CHOICES, DIFFICULTIES
@@ -139,10 +139,10 @@ def _remove_stale_temporaries(root: Path, key: str) -> None:
                 shutil.rmtree(leftover, ignore_errors=True)
 
 
-def load_colorchart(arg: str | None, train: bool) -> ImageDataset:
+def load_colorchart(arg: str | None, train: bool, stats: Stats | None = None) -> ImageDataset:
     """Registry loader for ``colorchart[:OPTIONS]`` (see the module docstring)."""
     spec = parse_options(arg)
     # No flips: mirroring a glyph makes another (or no) class.
-    dataset = load_cifar_batches(cached_colorchart(spec), train, CIFAR10, flip=False)
+    dataset = load_cifar_batches(cached_colorchart(spec), train, CIFAR10, flip=False, stats=stats)
     dataset.extra["colorchart"] = spec
     return dataset
