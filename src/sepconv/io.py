@@ -94,6 +94,8 @@ def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
     Called before long jobs so that an unwritable output folder fails in one line at once, not
     after an hour of training.
     """
+    if not str(path).strip():
+        raise SepconvError("an output folder must be named (got an empty path)")
     path = Path(path)
     try:
         if path.exists() and not path.is_dir():
@@ -103,6 +105,20 @@ def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
             pass
     except OSError as exc:
         raise _folder_error(exc, path, f"cannot write to {path}") from None
+    return path
+
+
+def check_writable_file(path: str | os.PathLike[str]) -> Path:
+    """Refuse, before any work, an output file path that cannot be written: empty, a folder, or
+    under a regular file (its folder is created later, by the atomic write)."""
+    if not str(path).strip():
+        raise SepconvError("an output file must be named (got an empty path)")
+    path = Path(path)
+    if path.is_dir():
+        raise SepconvError(f"{path} is a folder, not a file")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise SepconvError(f"cannot write {path}: {blocking} is a file, not a directory")
     return path
 
 

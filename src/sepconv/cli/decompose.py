@@ -16,7 +16,7 @@ from typing import Any
 
 from ..checkpoint import is_checkpoint_path, load_model, save_model
 from ..convert.decompose import DecomposeOptions
-from ..data.registry import get_dataset
+from ..data.registry import check_spec, get_dataset
 from ..errors import SepconvError
 from ..io import atomic_write_text, clean_stale_temporaries, ensure_writable_dir
 from ..methods.base import StepContext
@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     options = DecomposeOptions.from_dict(given_options(args, _DEST), "decompose")
     finetune = _finetune_config(given_options(args, _FINETUNE_DEST))  # checked before any work
     set_torch_threads(args.threads)
+    check_spec(args.data)
     out = ensure_writable_dir(args.out)
     clean_stale_temporaries(out)
     # A checkpoint is read (and a bad one refused) before the data set, which may take minutes.

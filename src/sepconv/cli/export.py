@@ -7,6 +7,7 @@ import json
 
 from ..checkpoint import load_model
 from ..deploy.onnx import ExportOptions, export_onnx
+from ..io import check_writable_file
 from ..measure.profile import default_input_size
 from .flags import add_option_flags, given_options
 
@@ -31,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     if "batch_size" in given:  # a fixed batch size asks for a fixed batch axis unless told otherwise
         given.setdefault("dynamic_batch", False)
     options = ExportOptions.from_dict(given, "export")  # every setting checked before the model is built
+    check_writable_file(args.out)
     model = load_model(args.model, num_classes=args.num_classes, in_channels=args.in_channels)
     if "input_size" not in given:
         options = options.replace(input_size=default_input_size(model))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import SepconvError
+from ..io import ensure_writable_dir
 from ..report.study import write_reports
 from .bench import timing_settings
 
@@ -33,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     timing = timing_settings(args)  # checked even without --bench: a bad value is a mistake either way
     bench = timing if args.bench else None
+    if args.baseline is not None and not args.baseline.strip():
+        raise SepconvError("--baseline is empty; give a model's name")
+    ensure_writable_dir(args.out)
     for page in write_reports(args.folders, args.out, bench, args.baseline):
         print(page)
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..data.registry import check_spec
 from ..io import ensure_writable_dir
 from ..measure.profile import profile
 from ..resources import MAX_IMAGES, check_count
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, limit in (("--limit-train", args.limit_train), ("--limit-test", args.limit_test)):
         if limit is not None:
             check_count(limit, flag, high=MAX_IMAGES)
+    check_spec(args.data)
     is_main = int(os.environ.get("RANK", "0")) == 0
     if is_main:
         ensure_writable_dir(args.out)

@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from ..checkpoint import is_checkpoint_path, load_model, save_model
 from ..data.dataset import ImageDataset, Stats, with_stats
-from ..data.registry import get_dataset
+from ..data.registry import check_spec, get_dataset
 from ..errors import CheckpointError
 from ..io import atomic_write_text, clean_stale_temporaries, ensure_writable_dir
 from ..measure.profile import profile
@@ -51,6 +51,8 @@ def run_recipe(
     ``data``/``test_data`` may be given as loaded :class:`ImageDataset`s to share them between
     recipes of one study. ``resume`` continues each train step from its ``last.pt``.
     """
+    if data is None or test_data is None:
+        check_spec(recipe.data)  # before any folder is made
     out = ensure_writable_dir(out)
     for folder in (out, *(out / _train_dir(k) for k in range(len(recipe.train_steps())))):
         clean_stale_temporaries(folder)

@@ -267,6 +267,8 @@ def _pickle_bytes(obj: object) -> Callable[[io.BufferedWriter], None]:
 
 def _check_writable(root: Path) -> None:
     """Fail in one line *before* minutes of work when ``root`` cannot take the files."""
+    if not str(root).strip() or str(root) == ".":
+        raise SepconvError("--out must name the folder to write (got an empty path)")
     if root.exists() and not root.is_dir():
         raise SepconvError(f"--out {root} exists and is not a folder")
     try:
@@ -338,6 +340,8 @@ def generate_colorchart(
     # The plates (uint8), and the training part once more in float64 for the statistics.
     size = spec.image_size
     check_memory(spec.n * size * size * 3 * (1 + 8), f"generating {spec.n:,} plates of {size}x{size}")
+    if not str(root).strip():
+        raise SepconvError("--out must name the folder to write (got an empty path)")
     root = Path(root).expanduser()
     plan = batch_plan(spec)
     names = [name for name, _ in plan] + [META_FILE, PREVIEW_FILE]
