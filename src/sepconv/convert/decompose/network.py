@@ -329,7 +329,7 @@ class DecomposedLayer(Options):
 
     name: str = option(help="the conv that was replaced")
     kind: Literal["channel", "depthwise"] = option(help="the structure that replaced it")
-    width: int = option(help="the decomposition's rank or depth multiplier", low=1, high=1 << 20)
+    width: int = option(help="the decomposition's rank or depth multiplier", low=1, high=1 << 16)
     bias: bool = option(False, "whether the last factor has a bias")
     identity_bn: bool = option(False, "an identity BatchNorm between the factors")
 
