@@ -79,6 +79,7 @@ def test_a_test_split_alone_evaluates_with_the_models_statistics(charts, trained
     model = model_from_checkpoint(load_checkpoint(trained))
     explicit = get_dataset(f"cifar10:{charts['other']}", train=False, stats=(a.mean, a.std))
     expected = sepconv.evaluate(model, explicit)
+    assert sepconv.evaluate(trained, f"cifar10:{charts['test_only']}") == expected  # the Python API too
     assert via_cli["accuracy"] == expected["accuracy"]
     assert via_cli["loss"] == pytest.approx(expected["loss"], abs=1e-6)
 

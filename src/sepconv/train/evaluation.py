@@ -10,11 +10,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checkpoint import load_model
+from ..checkpoint import is_checkpoint_path, load_model
 from ..data.dataset import BatchLoader, ImageDataset
 from ..data.registry import get_dataset
 from ..errors import SepconvError
-from ..models.arch import get_arch
+from ..models.arch import get_arch, get_normalization
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -92,11 +92,15 @@ def evaluate(
     """``{"accuracy", "loss", "num_images"}`` of ``model`` on ``data``.
 
     ``model`` is a module, a checkpoint path or a zoo name; ``data`` a data set spec (its test
-    split is used), an :class:`ImageDataset`, a :class:`BatchLoader` or any iterable of
+    split is used, normalised with the statistics the model records, if any), an
+    :class:`ImageDataset` (used as it is), a :class:`BatchLoader` or any iterable of
     (images, labels) batches. ``limit`` keeps a fixed random subset of that many images.
     """
     if isinstance(data, str):
-        data = get_dataset(data, train=False)
+        if not isinstance(model, nn.Module) and is_checkpoint_path(model):
+            model = load_model(model)
+        norm = get_normalization(model) if isinstance(model, nn.Module) else None
+        data = get_dataset(data, train=False, stats=(norm.mean, norm.std) if norm is not None else None)
     source = "the model" if isinstance(model, nn.Module) else str(model)
     if isinstance(data, ImageDataset):
         data = limit_dataset(data, limit)
