@@ -14,7 +14,7 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import torch.nn as nn
@@ -160,7 +160,8 @@ def build_from_arch(arch: Architecture | dict[str, Any], source: str = "architec
     under a :class:`~.guard.BuildGuard`, so a forged size is refused before it is allocated."""
     if not isinstance(arch, Architecture):
         arch = Architecture.from_dict(arch, source)
-    model_config(arch.name, **arch.config)  # the whole config, before anything is built
+    checked = model_config(arch.name, **arch.config)  # the whole config, before anything is built
+    arch = replace(arch, config={k: checked[k] for k in arch.config})
     what = " + ".join([_label(arch.name, arch.config), *arch.names()])
     model = guarded_build(what, _replay_all, arch, source)
     set_arch(model, arch)  # exactly the description, its normalisation included
