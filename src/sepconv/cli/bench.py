@@ -1,4 +1,5 @@
-"""``sepconv bench``: latency in PyTorch and ONNX Runtime; with ``--vs``, realized vs MAC speed-up."""
+"""``sepconv bench``: latency in PyTorch, ONNX Runtime and OpenVINO; with ``--vs``, realized vs MAC
+speed-up, per runtime and (``--runtime best``) each model in its fastest runtime."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import json
 
 from ..errors import SepconvError
-from ..measure.latency import benchmark
+from ..measure.latency import RUNTIMES, benchmark
 from .profile import parse_input_size
 
 
@@ -27,11 +28,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="zoo name, checkpoint path or .onnx file")
     p.add_argument("--vs", help="a second model, timed alternately with the first (A, B, A, B, ...)")
     p.add_argument("--batch", default="1,64", help="batch sizes, comma-separated (default 1,64)")
-    p.add_argument("--runtime", default="torch,onnxruntime", help="torch and/or onnxruntime (default both)")
-    p.add_argument("--threads", type=int, default=2, help="intra-op threads for both runtimes (default 2)")
+    p.add_argument(
+        "--runtime",
+        default="torch,onnxruntime",
+        help=f"comma-separated: {', '.join(RUNTIMES)}, or best (every available one, and each model in its "
+        "fastest: the best-vs-best speed-up) (default torch,onnxruntime)",
+    )
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads for every runtime (default 2)")
     p.add_argument("--repeats", type=int, default=50, help="timed runs per model (default 50)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
     p.add_argument("--channels-last", action="store_true", help="run PyTorch in channels_last layout")
+    p.add_argument(
+        "--precision", default="f32", choices=["f32", "bf16"], help="OpenVINO's inference precision (default f32)"
+    )
+    p.add_argument("--blocks", type=int, help="alternating blocks per runtime when timing several (default 2)")
     p.add_argument("--input-size", help="C,H,W (default: in_channels,32,32)")
     p.add_argument("--num-classes", type=int, default=10, help="for zoo names (default 10)")
     p.add_argument("--in-channels", type=int, default=3, help="for zoo names (default 3)")
@@ -49,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         warmup=args.warmup,
         channels_last=args.channels_last,
+        precision=args.precision,
+        blocks=args.blocks,
         input_size=parse_input_size(args.input_size),
         num_classes=args.num_classes,
         in_channels=args.in_channels,

@@ -22,9 +22,9 @@ import sys
 import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -62,6 +62,8 @@ class ExportReport:
     shortcuts_as_conv: int = 0
     merged_separable: int = 0
     op_counts: dict[str, int] = field(default_factory=dict)
+    runtime: str = "ONNX Runtime"  # the runtime whose outputs were compared with PyTorch's
+    format: str = "onnx"  # or "openvino" (IR)
 
     @property
     def allowed_diff(self) -> float:
@@ -74,7 +76,7 @@ class ExportReport:
         return self.max_abs_diff <= self.allowed_diff
 
     def verification_line(self) -> str:
-        line = f"ONNX Runtime matches PyTorch: max abs diff {self.max_abs_diff:.1e}"
+        line = f"{self.runtime} matches PyTorch: max abs diff {self.max_abs_diff:.1e}"
         if self.output_scale > 1.0:
             line += f" (outputs up to {self.output_scale:.1e}, relative {self.max_abs_diff / self.output_scale:.1e})"
         return line
@@ -105,6 +107,8 @@ class ExportReport:
             "merged_separable": self.merged_separable,
             "file_bytes": self.file_bytes,
             "op_counts": self.op_counts,
+            "runtime": self.runtime,
+            "format": self.format,
         }
 
 
@@ -123,6 +127,15 @@ class ExportOptions(Options):
     shortcuts_as_conv: bool = option(True, "option-A shortcuts as 1x1 selection convs (faster in ONNX Runtime)")
     merge_narrow_separable: bool = option(True, "merge separable pairs narrower than 8 channels into one conv")
     seed: int = option(0, "seed of the random verification inputs", low=0, high=2**63 - 1, cli=False)
+    format: Literal["onnx", "openvino"] = option("onnx", "onnx (.onnx) or openvino (IR: .xml + .bin)")
+    int8: bool = option(False, "post-training static INT8 quantization with calibration images (needs --data)")
+    calibration_images: int = option(512, "INT8: training images used for calibration", low=1, high=1_000_000)
+    eval_images: int | None = option(
+        None, "INT8: test images the accuracy check uses (default: the whole test split)", low=1
+    )
+    max_accuracy_drop: float = option(
+        1.0, "INT8: largest allowed accuracy loss in points against the fp32 export (else nothing is written)", low=0
+    )
 
     def validate(self) -> None:
         if len(self.input_size) != 3:
@@ -198,6 +211,21 @@ def verify_against_torch(
 ) -> tuple[float, float]:
     """(max |ORT - PyTorch|, max |PyTorch|) over all outputs for random inputs at each batch size."""
     session = ort_session(data)
+    return verify_outputs(
+        lambda x: session.run(None, {INPUT_NAME: x}), reference, input_size, batches, seed, "ONNX Runtime"
+    )
+
+
+def verify_outputs(
+    run: Callable[[np.ndarray], list[np.ndarray]],
+    reference: nn.Module,
+    input_size: tuple[int, ...],
+    batches: list[int],
+    seed: int = 0,
+    runtime: str = "ONNX Runtime",
+) -> tuple[float, float]:
+    """(max |runtime - PyTorch|, max |PyTorch|) over all outputs for random inputs at each batch
+    size; ``run`` maps an input array to the runtime's outputs (any runtime)."""
     generator = torch.Generator().manual_seed(seed)
     worst = scale = 0.0
     for batch in batches:
@@ -205,17 +233,19 @@ def verify_against_torch(
         with torch.inference_mode():
             expected = _flatten_outputs(reference(x))
         try:
-            got = session.run(None, {INPUT_NAME: x.numpy()})
+            got = run(x.numpy())
+        except SepconvError:
+            raise
         except Exception as exc:  # noqa: BLE001
-            raise ExportError(f"ONNX Runtime failed to run the model ({first_line(exc)})") from None
+            raise ExportError(f"{runtime} failed to run the model ({first_line(exc)})") from None
         if len(got) != len(expected):
-            raise ExportError(f"ONNX model has {len(got)} outputs, PyTorch {len(expected)}")
+            raise ExportError(f"{runtime} gives {len(got)} outputs, PyTorch {len(expected)}")
         for e, g in zip(expected, got):
             if tuple(e.shape) != tuple(g.shape):
-                raise ExportError(f"ONNX output shape {tuple(g.shape)} != PyTorch {tuple(e.shape)}")
+                raise ExportError(f"{runtime} output shape {tuple(g.shape)} != PyTorch {tuple(e.shape)}")
             diff = float(np.max(np.abs(e.numpy().astype(np.float64) - g.astype(np.float64)), initial=0.0))
             if not np.isfinite(diff):
-                raise ExportError("ONNX Runtime or PyTorch produced NaN/inf on random inputs")
+                raise ExportError(f"{runtime} or PyTorch produced NaN/inf on random inputs")
             worst = max(worst, diff)
             scale = max(scale, float(e.abs().max()) if e.numel() else 0.0)
     return worst, scale

@@ -1,4 +1,5 @@
-"""Latency in PyTorch eager and ONNX Runtime, and realized speed-up as a ratio of interleaved runs.
+"""Latency in every runtime (PyTorch eager, ONNX Runtime, OpenVINO: :mod:`.runtimes`), and realized
+speed-up as a ratio of interleaved runs.
 
 The CPUs this runs on are shared and noisy: one timing can swing 2× between runs. So
 
@@ -8,22 +9,29 @@ The CPUs this runs on are shared and noisy: one timing can swing 2× between run
   the speed-up is the median of the per-pair ratios ``time(B) / time(A)``, so that a slow patch of
   the machine slows both members of a pair alike;
 * the thread count is fixed (``torch.set_num_threads``; ONNX Runtime ``intra_op_num_threads``,
-  sequential execution, ``ORT_ENABLE_ALL``) and stated in the report;
+  sequential execution, ``ORT_ENABLE_ALL``; OpenVINO ``INFERENCE_NUM_THREADS``, one stream) and
+  stated in the report;
+* several runtimes are timed in **alternating blocks** (runtime 1, runtime 2, ..., runtime 1, ...;
+  two blocks each by default), each block interleaving the models call by call. Runtimes are not
+  interleaved call by call with each other: a runtime whose idle threads spin (ONNX Runtime's,
+  PyTorch's OpenMP) would steal the next runtime's CPU. Same-runtime speed-ups are per-pair
+  ratios; the **best-vs-best** speed-up (each model in the runtime where it is fastest) is the
+  ratio of block medians, block by block, which is as close in time as two runtimes can be timed;
 * ONNX Runtime sessions run on one process-wide intra-op pool of that many threads. With a pool per
   session, the idle workers of the model just timed keep spinning while the other model runs and
   steal its CPU: on the project's loaded 2-core machine that made ResNet-20 at batch 64 take
   ~1.5x longer and moved the measured speed-up of a pruned model from 4.5x to 3.7x (interleaved
   runs, medians). A shared pool is also how one process serves several models.
 
-Both runtimes run the same deployment form of the model (:func:`sepconv.deploy.rewrites.prepare_for_deployment`:
+Every runtime runs the same deployment form of the model (:func:`sepconv.deploy.rewrites.prepare_for_deployment`:
 BatchNorm folded, option-A shortcuts as 1×1 selection convs). PyTorch runs it under
-``torch.inference_mode()`` (optionally in ``channels_last``); ONNX Runtime runs its verified export
-(:func:`sepconv.deploy.onnx.export_onnx_bytes`, dynamic batch axis), or an ``.onnx`` file given directly.
+``torch.inference_mode()`` (optionally in ``channels_last``); ONNX Runtime and OpenVINO run its
+verified export (:func:`sepconv.deploy.onnx.export_onnx_bytes`, dynamic batch axis; OpenVINO
+compiles it for each batch size), or an ``.onnx`` file given directly (an INT8 QDQ file included).
 """
 
 from __future__ import annotations
 
-import copy
 import gc
 import os
 import time
@@ -38,13 +46,15 @@ import torch.nn as nn
 
 from ..checkpoint import load_model
 from ..deploy.onnx import export_onnx_bytes
-from ..deploy.ort import load_onnx, ort_session, use_shared_ort_pool
+from ..deploy.ort import load_onnx
 from ..deploy.rewrites import prepare_for_deployment
 from ..errors import SepconvError
 from ..models.arch import get_arch
 from .profile import default_input_size, profile
+from .runtimes import TimingSettings, available_runtimes, bound_ort_call, get_runtime, list_runtimes
 
-RUNTIMES = ("torch", "onnxruntime")
+RUNTIMES = tuple(list_runtimes())  # registered in .runtimes
+BEST = "best"  # every available runtime, each model judged in its fastest
 ModelSource = nn.Module | str | os.PathLike[str]
 
 
@@ -79,6 +89,23 @@ class Speedup:
 
 
 @dataclass
+class BestVsBest:
+    """Each model in the runtime where it was fastest (lowest median) at one batch size: the speed-up
+    a user who deploys each in its best runtime sees. ``median``/``low``/``high`` are over the blocks
+    of ratio of block medians time(reference in its best) / time(model in its best)."""
+
+    batch: int
+    model_runtime: str
+    reference_runtime: str
+    model_ms: float
+    reference_ms: float
+    median: float
+    low: float
+    high: float
+    blocks: int
+
+
+@dataclass
 class BenchmarkReport:
     results: list[LatencyResult]
     threads: int
@@ -91,6 +118,10 @@ class BenchmarkReport:
     model: str = ""
     reference: str | None = None  # the --vs model
     notes: list[str] = field(default_factory=list)
+    best: list[BestVsBest] = field(default_factory=list)
+    blocks: int = 1  # alternating blocks per runtime
+    runtime_settings: dict[str, str] = field(default_factory=dict)  # runtime -> its settings phrase
+    versions: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def mac_ratio(self) -> float | None:
@@ -106,11 +137,11 @@ class BenchmarkReport:
 
     def threads_line(self) -> str:
         n = self.threads
+        settings = "; ".join(self.runtime_settings.values()) or f"{n} threads"
+        blocks = f" in {self.blocks} alternating blocks per runtime" if self.blocks > 1 else ""
         return (
-            f"threads: {n} (torch.set_num_threads({n}); ONNX Runtime: one shared intra-op pool of {n}, "
-            f"sequential, ORT_ENABLE_ALL); {self.repeats} timed runs after {self.warmup} warm-up; "
-            f"input {'x'.join(map(str, self.input_size))}; BN folded, shortcuts as 1x1 convs; "
-            f"channels_last {'on' if self.channels_last else 'off'} (torch)"
+            f"threads: {n} ({settings}); {self.repeats} timed runs after {self.warmup} warm-up{blocks}; "
+            f"input {'x'.join(map(str, self.input_size))}; BN folded, shortcuts as 1x1 convs"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,6 +168,10 @@ class BenchmarkReport:
             out["mac_ratio"] = self.mac_ratio
             out["speedup"] = self.speedup
             out["speedup_iqr"] = {s.key: [s.q1, s.q3] for s in self.speedups}
+        if self.best:
+            out["best"] = {f"best@{b.batch}": asdict(b) for b in self.best}
+        if self.versions:
+            out["versions"] = self.versions
         if self.notes:
             out["notes"] = self.notes
         return out
@@ -175,6 +210,13 @@ class BenchmarkReport:
             for s in self.speedups:
                 realized = f", realized/MAC speed-up {s.median / ratio:.2f}" if ratio else ""
                 lines.append(f"  {s.key}: {s.median:.2f}x (IQR {s.q1:.2f}-{s.q3:.2f}){realized}")
+            for b in self.best:
+                realized = f", realized/MAC speed-up {b.median / ratio:.2f}" if ratio else ""
+                lines.append(
+                    f"  best@{b.batch}: {b.median:.2f}x ({self.model} in {b.model_runtime} {b.model_ms:.3f} ms "
+                    f"vs {self.reference} in {b.reference_runtime} {b.reference_ms:.3f} ms; "
+                    f"blocks {b.low:.2f}-{b.high:.2f}){realized}"
+                )
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
 
@@ -236,7 +278,7 @@ def benchmark(
     model: ModelSource,
     vs: ModelSource | None = None,
     batches: Sequence[int] = (1, 64),
-    runtimes: Sequence[str] = RUNTIMES,
+    runtimes: Sequence[str] = ("torch", "onnxruntime"),
     threads: int = 2,
     repeats: int = 50,
     warmup: int = 10,
@@ -244,43 +286,65 @@ def benchmark(
     input_size: Sequence[int] | None = None,
     labels: Sequence[str] | None = None,
     max_seconds: float | None = None,
+    blocks: int | None = None,
+    precision: str = "f32",
     **create_kwargs: Any,
 ) -> BenchmarkReport:
     """Time ``model`` (and ``vs``, interleaved with it) on each runtime and batch size.
 
-    ``model``/``vs`` are modules, zoo names, checkpoint paths or ``.onnx`` files (ONNX Runtime
-    only). With ``vs``, ``report.speedup["onnxruntime@64"]`` is the median of time(vs)/time(model)
-    over interleaved pairs and ``report.mac_ratio`` is MACs(vs)/MACs(model). ``max_seconds``
-    caps the timed part of each (runtime, batch) measurement; ``repeats`` is then an upper bound
-    and every result says how many rounds it got.
+    ``model``/``vs`` are modules, zoo names, checkpoint paths or ``.onnx`` files (not PyTorch).
+    ``runtimes`` are registered names (:func:`sepconv.measure.runtimes.list_runtimes`) or
+    ``"best"``: every runtime available here that can run both models, plus the best-vs-best
+    speed-up (``report.best``). With ``vs``, ``report.speedup["onnxruntime@64"]`` is the median of
+    time(vs)/time(model) over interleaved pairs and ``report.mac_ratio`` is MACs(vs)/MACs(model).
+    Several runtimes are timed in ``blocks`` alternating blocks each (default 2; 1 for one
+    runtime), each block ``repeats / blocks`` rounds and ``max_seconds / blocks`` seconds at most;
+    ``repeats`` is then an upper bound and every result says how many rounds it got.
+    ``precision`` is OpenVINO's inference precision (``f32``, or ``bf16`` where the CPU has it).
     """
-    runtimes = [r.strip() for r in runtimes]
-    unknown = [r for r in runtimes if r not in RUNTIMES]
-    if unknown or not runtimes:
-        raise SepconvError(
-            f"unknown runtime {', '.join(unknown) or '(none)'}; choose from {', '.join(RUNTIMES)}"
-        )
+    names_asked = [r.strip() for r in runtimes if r.strip()]
+    if not names_asked:
+        raise SepconvError(f"no runtime given; choose from {', '.join(list_runtimes())} or {BEST}")
+    want_best = BEST in names_asked
+    for name in names_asked:
+        if name != BEST:
+            get_runtime(name)  # unknown names fail before any model is built
     batches = [int(b) for b in batches]
     if not batches or min(batches) < 1:
         raise SepconvError(f"batch sizes must be positive, got {batches}")
     if threads < 1:
         raise SepconvError(f"threads must be >= 1, got {threads}")
+    if blocks is not None and blocks < 1:
+        raise SepconvError(f"blocks must be >= 1, got {blocks}")
     sources = [model] if vs is None else [model, vs]
     names = list(labels)[: len(sources)] if labels else [_label(s) for s in sources]
     if len(names) != len(sources):
         raise SepconvError(f"give one label per model ({len(sources)}), got {len(names)}")
     if len(names) == 2 and names[0] == names[1]:
         names[1] += " (vs)"
+    notes: list[str] = []
+    chosen = _expand_runtimes(names_asked, sources, notes)
+    settings = TimingSettings(threads, channels_last, precision)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
+        need = {get_runtime(r).runs for r in chosen}
         prepared = [
-            _prepare(s, n, input_size, "torch" in runtimes, "onnxruntime" in runtimes, create_kwargs)
+            _prepare(s, n, input_size, "module" in need, "onnx" in need, create_kwargs)
             for s, n in zip(sources, names)
         ]
         sizes = {p.input_size for p in prepared}
         if len(sizes) > 1:
             raise SepconvError(f"the models take different input sizes: {sorted(sizes)}")
+        usable = []
+        for name in chosen:
+            if all(_payload(p, name) is not None for p in prepared):
+                usable.append(name)
+            else:
+                notes.append(f"{name} skipped: an ONNX file cannot run in PyTorch")
+        if not usable:
+            raise SepconvError("nothing to measure: no runtime can run every model")
+        n_blocks = blocks if blocks is not None else (2 if len(usable) > 1 else 1)
         report = BenchmarkReport(
             results=[],
             threads=threads,
@@ -291,95 +355,105 @@ def benchmark(
             macs={p.label: p.macs for p in prepared},
             model=names[0],
             reference=names[1] if vs is not None else None,
+            notes=notes,
+            blocks=n_blocks,
+            runtime_settings={r: get_runtime(r).describe(settings) for r in usable},
+            versions={r: get_runtime(r).version() for r in usable},
         )
-        for runtime in runtimes:
-            usable = [p for p in prepared if (p.module if runtime == "torch" else p.onnx) is not None]
-            if len(usable) < len(prepared):
-                report.notes.append(f"{runtime} skipped: an ONNX file cannot run in PyTorch")
-                continue
-            for batch in batches:
-                _measure(
-                    report, prepared, runtime, batch, threads, repeats, warmup, channels_last, max_seconds
-                )
-        if not report.results:
-            raise SepconvError("nothing to measure: no runtime can run every model")
+        for batch in batches:
+            _measure_batch(report, prepared, usable, batch, settings, n_blocks, max_seconds, want_best)
         return report
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _measure(
+def _expand_runtimes(asked: list[str], sources: list[ModelSource], notes: list[str]) -> list[str]:
+    """The runtimes to time: ``best`` = every available one (PyTorch only for models it can run);
+    a runtime named explicitly but missing here is an error."""
+    chosen: list[str] = []
+    onnx_files = any(_is_onnx_file(s) for s in sources)
+    for name in asked:
+        if name == BEST:
+            for candidate in list_runtimes():
+                if candidate in chosen:
+                    continue
+                if candidate not in available_runtimes():
+                    notes.append(f"{candidate} not timed: {get_runtime(candidate).missing()}")
+                elif not (onnx_files and get_runtime(candidate).runs == "module"):
+                    chosen.append(candidate)
+        elif name not in chosen:
+            reason = get_runtime(name).missing()
+            if reason:
+                raise SepconvError(reason)
+            chosen.append(name)
+    return chosen
+
+
+def _payload(p: _Prepared, runtime: str) -> nn.Module | bytes | None:
+    return p.module if get_runtime(runtime).runs == "module" else p.onnx
+
+
+def _measure_batch(
     report: BenchmarkReport,
     prepared: list[_Prepared],
-    runtime: str,
+    runtimes: list[str],
     batch: int,
-    threads: int,
-    repeats: int,
-    warmup: int,
-    channels_last: bool,
-    max_seconds: float | None = None,
+    settings: TimingSettings,
+    blocks: int,
+    max_seconds: float | None,
+    want_best: bool,
 ) -> None:
+    """Every runtime at one batch size: ``blocks`` rounds of one block per runtime, each block
+    interleaving the models call by call; then the summaries, per-pair speed-ups and best-vs-best."""
     for p in prepared:
         if p.fixed_batch is not None and p.fixed_batch != batch:
             raise SepconvError(f"{p.label} has a fixed batch of {p.fixed_batch}; cannot run batch {batch}")
     x = torch.randn(batch, *report.input_size, generator=torch.Generator().manual_seed(batch))
-    calls = [_runner(p, runtime, x, threads, channels_last) for p in prepared]
-    times = time_interleaved(calls, repeats, warmup, max_seconds)
-    for p, t in zip(prepared, times):
-        report.results.append(summarize(p.label, runtime, batch, t))
-    if len(times) == 2:
-        ratios = times[1] / times[0]
-        q1, median, q3 = (float(v) for v in np.percentile(ratios, [25, 50, 75]))
-        report.speedups.append(Speedup(runtime, batch, median, q1, q3))
+    calls = {
+        r: [get_runtime(r).bind(_payload(p, r), x, settings) for p in prepared]  # type: ignore[arg-type]
+        for r in runtimes
+    }
+    per_block = max(1, report.repeats // blocks)
+    block_seconds = None if max_seconds is None else max_seconds / blocks
+    # times[runtime][block] = one array of seconds per model
+    times: dict[str, list[list[np.ndarray]]] = {r: [] for r in runtimes}
+    for block in range(blocks):
+        for r in runtimes:
+            warm = report.warmup if block == 0 else max(1, report.warmup // 5)
+            times[r].append(time_interleaved(calls[r], per_block, warm, block_seconds))
+    for r in runtimes:
+        pooled = [np.concatenate([blk[j] for blk in times[r]]) for j in range(len(prepared))]
+        for p, t in zip(prepared, pooled):
+            report.results.append(summarize(p.label, r, batch, t))
+        if len(pooled) == 2:
+            ratios = pooled[1] / pooled[0]
+            q1, median, q3 = (float(v) for v in np.percentile(ratios, [25, 50, 75]))
+            report.speedups.append(Speedup(r, batch, median, q1, q3))
+    if want_best and len(prepared) == 2:
+        report.best.append(_best_vs_best(times, batch, blocks))
 
 
-def _runner(
-    p: _Prepared, runtime: str, x: torch.Tensor, threads: int, channels_last: bool
-) -> Callable[[], Any]:
-    if runtime == "torch":
-        assert p.module is not None
-        module = p.module
-        if channels_last:
-            module = copy.deepcopy(module).to(memory_format=torch.channels_last)
-            x = x.contiguous(memory_format=torch.channels_last)
+def _best_vs_best(times: dict[str, list[list[np.ndarray]]], batch: int, blocks: int) -> BestVsBest:
+    def fastest(j: int) -> tuple[str, float]:
+        medians = {r: float(np.median(np.concatenate([blk[j] for blk in t]))) for r, t in times.items()}
+        best = min(medians, key=medians.__getitem__)
+        return best, medians[best]
 
-        def run_torch() -> Any:
-            with torch.inference_mode():
-                return module(x)
-
-        return run_torch
-
-    assert p.onnx is not None
-    return bound_ort_call(_timing_session(p.onnx, threads), x.numpy())
-
-
-def bound_ort_call(session: Any, array: np.ndarray) -> Callable[[], Any]:
-    """A no-argument call running ``session`` on ``array`` with its input bound once and its
-    outputs bound to CPU memory, as a deployed C/C++ caller holds its buffers: ``session.run``
-    converts its feed dict on every call, about 2 µs that would be timed as the model's (3 % of a
-    pruned ResNet-20 at batch 1)."""
-    array = np.ascontiguousarray(array)
-    binding = session.io_binding()
-    binding.bind_cpu_input(session.get_inputs()[0].name, array)
-    for output in session.get_outputs():
-        binding.bind_output(output.name, "cpu")
-
-    def run_ort() -> Any:
-        session.run_with_iobinding(binding)
-        return array, binding  # the array too: the binding points into its memory
-
-    return run_ort
-
-
-def _timing_session(data: bytes, threads: int) -> Any:
-    """A session on ONNX Runtime's process-wide pool of ``threads`` threads."""
-    pool = use_shared_ort_pool(threads)
-    if pool != threads:
-        raise SepconvError(
-            f"ONNX Runtime's thread pool in this process already has {pool} threads; "
-            f"measure with {threads} threads in a new process"
-        )
-    return ort_session(data, threads)
+    (model_rt, model_s), (ref_rt, ref_s) = fastest(0), fastest(1)
+    per_block = [
+        float(np.median(times[ref_rt][k][1]) / np.median(times[model_rt][k][0])) for k in range(blocks)
+    ]
+    return BestVsBest(
+        batch=batch,
+        model_runtime=model_rt,
+        reference_runtime=ref_rt,
+        model_ms=model_s * 1e3,
+        reference_ms=ref_s * 1e3,
+        median=float(np.median(per_block)),
+        low=min(per_block),
+        high=max(per_block),
+        blocks=blocks,
+    )
 
 
 def _label(source: ModelSource) -> str:
@@ -387,6 +461,10 @@ def _label(source: ModelSource) -> str:
         arch = get_arch(source)
         return arch.name if arch else type(source).__name__
     return str(source)
+
+
+def _is_onnx_file(source: ModelSource) -> bool:
+    return isinstance(source, (str, os.PathLike)) and str(source).endswith(".onnx")
 
 
 def _prepare(
@@ -397,7 +475,7 @@ def _prepare(
     need_onnx: bool,
     create_kwargs: dict[str, Any],
 ) -> _Prepared:
-    if isinstance(source, (str, os.PathLike)) and str(source).endswith(".onnx"):
+    if _is_onnx_file(source):
         return _prepare_onnx_file(Path(source), label, input_size)
 
     module = load_model(source, **create_kwargs)
@@ -423,3 +501,17 @@ def _prepare_onnx_file(path: Path, label: str, input_size: Sequence[int] | None)
     if input_size and all(f is not None for f in fixed[1:]) and tuple(fixed[1:]) != size:
         raise SepconvError(f"{path} takes input {tuple(fixed[1:])}, not {size}")
     return _Prepared(label, None, path.read_bytes(), None, size, fixed_batch=fixed[0])  # type: ignore[arg-type]
+
+
+__all__ = [
+    "BEST",
+    "RUNTIMES",
+    "BenchmarkReport",
+    "BestVsBest",
+    "LatencyResult",
+    "Speedup",
+    "benchmark",
+    "bound_ort_call",
+    "summarize",
+    "time_interleaved",
+]

@@ -51,6 +51,7 @@ import torch.fx
 import torch.nn as nn
 from torch import Tensor
 
+from ..deploy.targets import width_multiple
 from ..errors import CheckpointError, SepconvError
 from ..graph.analysis import analyse
 from ..graph.budget import Budget, check_rate
@@ -81,7 +82,16 @@ class SoftPruneOptions(Options):
     coupling: Literal["layer", "group"] = option(
         "layer", "score each conv alone (the papers) or each coupled channel group (residual streams shrink too)"
     )
-    round_to: int = option(1, "keep a multiple of this many channels per layer/group", low=1, high=4096)
+    target_runtime: Literal["onnxruntime", "openvino", "torch"] | None = option(
+        None, "the runtime the pruned model will be deployed in; it chooses round_to's default"
+    )
+    round_to: int | None = option(
+        None,
+        "keep a multiple of this many channels per layer/group (default: the target runtime's: "
+        "16 for onnxruntime, none for openvino, torch or no target)",
+        low=1,
+        high=4096,
+    )
     layers: list[str] | None = option(None, "fnmatch patterns of the convs to prune (default: all but depthwise)")
     per_layer_rates: dict[str, float] = option(
         default_factory=dict, help="rate per layer name, overriding rate", cli=False
@@ -90,6 +100,11 @@ class SoftPruneOptions(Options):
     def validate(self) -> None:
         for name, value in self.per_layer_rates.items():
             self.per_layer_rates[name] = check_rate(value, f"rate of {name}")
+
+    def resolved_round_to(self) -> int:
+        """``round_to``, or the target runtime's multiple when it is not given. Resolved at use,
+        not on construction, so that setting ``target_runtime`` later (``--set``) still counts."""
+        return self.round_to if self.round_to is not None else width_multiple(self.target_runtime)
 
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)  # not transposed convs: their filters lie on dim 1
@@ -145,7 +160,11 @@ class SoftPruner(Callback):
       widths that fill their registers (benchmarks/results/latency.md); 1 = no rounding.
       Every count follows one rule (:class:`~sepconv.graph.budget.Budget`), balanced groups
       (grouped convs, chunks) included; where a balance makes it unreachable the shortfall is
-      recorded in :attr:`shortfalls` and :attr:`notes`.
+      recorded in :attr:`shortfalls` and :attr:`notes`. ``None`` (the default) takes the multiple
+      that suits ``target_runtime`` (:func:`sepconv.deploy.targets.width_multiple`): 16 for ONNX
+      Runtime, whose blocked kernels need it, none for OpenVINO and PyTorch or without a target.
+    * ``target_runtime``: ``"onnxruntime"``, ``"openvino"``, ``"torch"`` or ``None``; only chooses
+      ``round_to``'s default.
 
     ``masks[name]`` is a CPU BoolTensor over the conv's output channels, True = kept.
     ``update_seconds`` lists the wall time of every mask recomputation (scoring, selection and
@@ -164,7 +183,8 @@ class SoftPruner(Callback):
         per_layer_rates: Mapping[str, float] | None = None,
         coupling: str = "layer",
         input_shape: Sequence[int] | None = None,
-        round_to: int = 1,
+        round_to: int | None = None,
+        target_runtime: str | None = None,
     ) -> None:
         self.criterion = get_criterion(criterion)
         if isinstance(layers, str):
@@ -179,13 +199,14 @@ class SoftPruner(Callback):
                 "per_layer_rates": dict(per_layer_rates or {}),
                 "coupling": coupling,
                 "round_to": round_to,
+                "target_runtime": target_runtime,
             },
             "soft pruning",
         )
         self.options = opts
         self.rate, self.layers, self.grad_mask = opts.rate, opts.layers, opts.grad_mask
         self.epoch_prune, self.bn_mode, self.coupling = opts.epoch_prune, opts.bn_mode, opts.coupling
-        self.round_to, self.per_layer_rates = opts.round_to, opts.per_layer_rates
+        self.round_to, self.per_layer_rates = opts.resolved_round_to(), opts.per_layer_rates
         self.input_shape = None if input_shape is None else tuple(int(v) for v in input_shape)
         self._groups: list[_Group] | None = None
         self._graph: Any = None
