@@ -131,9 +131,11 @@ def bound_openvino_call(compiled: Any, array: np.ndarray) -> Callable[[], Any]:
     return run_openvino
 
 
-def openvino_runner(model: Any, threads: int = 1) -> Callable[[np.ndarray], list[np.ndarray]]:
+def openvino_runner(
+    model: Any, threads: int = 1, precision: str = "f32"
+) -> Callable[[np.ndarray], list[np.ndarray]]:
     """``run(x) -> outputs`` with a dynamic-batch compilation of ``model`` (verification, evaluation)."""
-    compiled = compile_openvino(model, threads=threads)
+    compiled = compile_openvino(model, threads=threads, precision=precision)
     request = compiled.create_infer_request()
 
     def run(x: np.ndarray) -> list[np.ndarray]:

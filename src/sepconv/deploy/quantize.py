@@ -100,10 +100,29 @@ def inline_constant_identities(proto: Any) -> int:
     return removed
 
 
-def quantize_onnx(data: bytes, calibration: list[np.ndarray], per_channel: bool = True) -> bytes:
-    """QDQ INT8 ONNX bytes of the float model ``data`` (configuration: the module docstring)."""
+def quantize_onnx(
+    data: bytes,
+    calibration: list[np.ndarray],
+    per_channel: bool = True,
+    quant_format: str = "qdq",
+    activations: str = "uint8",
+    keep_float: tuple[str, ...] = (),
+) -> bytes:
+    """INT8 ONNX bytes of the float model ``data``. The defaults are sepconv's choice (module
+    docstring); the others exist to compare: ``quant_format="qoperator"`` (QLinearConv etc.),
+    ``activations="int8"`` (symmetric), ``per_channel=False``, and ``keep_float`` naming what stays
+    in float: ``"depthwise"`` (depthwise convs) and/or ``"add"`` (residual additions)."""
+    formats = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
+    if quant_format not in formats or activations not in ("uint8", "int8"):
+        raise SepconvError(f"unknown quantization format {quant_format!r} or activation type {activations!r}")
     proto = load_onnx_bytes(data, "the model to quantize")
     inline_constant_identities(proto)
+    exclude = [
+        n.name
+        for n in proto.graph.node
+        if ("depthwise" in keep_float and n.op_type == "Conv" and _is_grouped(n))
+        or ("add" in keep_float and n.op_type == "Add")
+    ]
     with tempfile.TemporaryDirectory(prefix="sepconv-int8-") as tmp:
         source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(proto, str(source))
@@ -115,15 +134,21 @@ def quantize_onnx(data: bytes, calibration: list[np.ndarray], per_channel: bool 
                     str(target),
                     None,  # the ranges come from the cache _calibrate wrote
                     calibration_cache_path=str(ranges),
-                    quant_format=QuantFormat.QDQ,
+                    quant_format=formats[quant_format],
                     per_channel=per_channel,
-                    activation_type=QuantType.QUInt8,
+                    activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
                     weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax,
+                    nodes_to_exclude=exclude,
+                    extra_options={"ActivationSymmetric": activations == "int8"},
                 )
         except Exception as exc:  # noqa: BLE001  the quantizer raises whatever its passes raise
             raise SepconvError(f"INT8 quantization failed ({type(exc).__name__}: {first_line(exc)})") from None
         return target.read_bytes()
+
+
+def _is_grouped(node: Any) -> bool:
+    return any(a.name == "group" and a.i > 1 for a in node.attribute)
 
 
 def _calibrate(source: Path, calibration: list[np.ndarray], folder: Path) -> Path:
@@ -140,10 +165,13 @@ def _calibrate(source: Path, calibration: list[np.ndarray], folder: Path) -> Pat
     return cache
 
 
-def runner(runtime: str, data: bytes, threads: int = 1) -> Callable[[np.ndarray], list[np.ndarray]]:
-    """``run(x) -> outputs`` of ONNX ``data`` in ``runtime`` (``onnx`` = ONNX Runtime, ``openvino``)."""
+def runner(
+    runtime: str, data: bytes, threads: int = 1, precision: str = "f32"
+) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """``run(x) -> outputs`` of ONNX ``data`` in ``runtime`` (``onnxruntime`` or ``openvino``, whose
+    ``precision`` may be ``bf16``)."""
     if runtime == "openvino":
-        return openvino_runner(read_onnx(data), threads)
+        return openvino_runner(read_onnx(data), threads, precision)
     session = ort_session(data, threads)
     return lambda x: session.run(None, {INPUT_NAME: x})
 
