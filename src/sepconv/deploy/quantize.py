@@ -31,15 +31,6 @@ import numpy as np
 import onnx
 import torch
 import torch.nn as nn
-from onnxruntime.quantization import (
-    CalibrationDataReader,
-    CalibrationMethod,
-    MinMaxCalibrater,
-    QuantFormat,
-    QuantType,
-    quantize_static,
-    save_tensors_data,
-)
 
 from ..checkpoint import load_model
 from ..data import ImageDataset, get_dataset
@@ -56,8 +47,8 @@ CALIBRATION_BATCH = 32
 EVAL_BATCH = 256
 
 
-class _Batches(CalibrationDataReader):
-    """ONNX Runtime's calibration interface over a list of input arrays."""
+class _Batches:
+    """ONNX Runtime's calibration-reader interface (``get_next``) over a list of input arrays."""
 
     def __init__(self, batches: list[np.ndarray]) -> None:
         self._batches = iter(batches)
@@ -65,6 +56,15 @@ class _Batches(CalibrationDataReader):
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._batches, None)
         return None if batch is None else {INPUT_NAME: batch}
+
+    def __iter__(self) -> _Batches:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        item = self.get_next()
+        if item is None:
+            raise StopIteration
+        return item
 
 
 def calibration_batches(
@@ -112,6 +112,9 @@ def quantize_onnx(
     docstring); the others exist to compare: ``quant_format="qoperator"`` (QLinearConv etc.),
     ``activations="int8"`` (symmetric), ``per_channel=False``, and ``keep_float`` naming what stays
     in float: ``"depthwise"`` (depthwise convs) and/or ``"add"`` (residual additions)."""
+    # ~1-3 s to import: only here, so that every other command starts fast
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
     formats = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
     if quant_format not in formats or activations not in ("uint8", "int8"):
         raise SepconvError(f"unknown quantization format {quant_format!r} or activation type {activations!r}")
@@ -156,6 +159,8 @@ def _calibrate(source: Path, calibration: list[np.ndarray], folder: Path) -> Pat
     Runtime's calibration cache. ``quantize_static`` would calibrate in a session with its own
     thread pool, which ONNX Runtime refuses in a process that already uses the shared pool
     (``sepconv bench``, the benchmarks); :func:`ort_session` runs it on whichever pool exists."""
+    from onnxruntime.quantization import MinMaxCalibrater, save_tensors_data
+
     calibrator = MinMaxCalibrater(str(source), None, str(folder / "augmented.onnx"))
     calibrator.augment_graph()
     calibrator.infer_session = ort_session(str(folder / "augmented.onnx"), threads=1, optimize=False)
