@@ -275,3 +275,25 @@ def test_cli_bench_best_json(run_cli) -> None:
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert set(out["best"]) == {"best@1"} and out["best"]["best@1"]["model_runtime"] in out["versions"]
+
+
+def test_cli_int8_export_with_a_folder_data_set(run_cli, tmp_path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 24), ("test", 12)):
+        for cls in ("a", "b"):
+            (tmp_path / "data" / split / cls).mkdir(parents=True)
+            for i in range(n // 2):
+                pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / "data" / split / cls / f"{i}.png")
+    proc = run_cli(
+        "export", "resnet20_dsc", "--int8", "--data", f"folder:{tmp_path / 'data'}", "--calibration-images", "16",
+        "--max-accuracy-drop", "100", "--out", tmp_path / "q.onnx", "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["eval_images"] == 12 and out["calibration_images"] == 16 and out["runtime"] == "ONNX Runtime"
+    assert out["fp32_export"]["input_size"] == [3, 16, 16]  # the data's size, not the 32x32 default
+    session = ort_session(str(tmp_path / "q.onnx"), 1)
+    assert session.run(None, {"input": np.zeros((2, 3, 16, 16), np.float32)})[0].shape == (2, 2)  # 2 classes
