@@ -142,11 +142,17 @@ def pair_ratio(run: dict[str, Any], config: str, reference: str, model: str) -> 
     return {"median": float(med), "q1": float(q1), "q3": float(q3)}
 
 
-def best_vs_best(run: dict[str, Any], references: list[str], models: list[str]) -> dict[str, Any]:
-    """Each side at its fastest (configuration, variant) by median; the ratio block by block."""
+def best_vs_best(
+    run: dict[str, Any], references: list[str], models: list[str], configs: list[str] | None = None
+) -> dict[str, Any]:
+    """Each side at its fastest (configuration, variant) by median, among ``configs`` (default all);
+    the ratio block by block."""
 
     def fastest(labels: list[str]) -> str:
-        keys = [k for k in run["median_ms"] if k.split(" @ ")[0] in labels]
+        keys = [
+            k for k in run["median_ms"]
+            if k.split(" @ ")[0] in labels and (configs is None or k.split(" @ ")[1] in configs)
+        ]  # fmt: skip
         return min(keys, key=run["median_ms"].__getitem__)
 
     ref, mine = fastest(references), fastest(models)
@@ -237,8 +243,11 @@ def run_int8(models: dict[str, nn.Module], seconds: float, blocks: int) -> dict[
         run["best_vs_best"] = {
             label: best_vs_best(run, originals, [f"{label} fp32", f"{label} int8"]) for label in chosen if label != RESNET
         }
+        fp32_configs = [c for c in configs if CONFIGS[c][1] == "f32"]  # bf16 is not fp32
         run["fp32_best_vs_best"] = {
-            label: best_vs_best(run, [f"{RESNET} fp32"], [f"{label} fp32"]) for label in chosen if label != RESNET
+            label: best_vs_best(run, [f"{RESNET} fp32"], [f"{label} fp32"], fp32_configs)
+            for label in chosen
+            if label != RESNET
         }
         out[f"batch {batch}"] = strip(run)
         print(f"[int8] batch {batch} ({time.perf_counter() - started:.0f} s): "
@@ -485,6 +494,45 @@ def fmt_ratio(r: dict[str, float] | None) -> str:
     return "–" if r is None else f"{r['median']:.2f}× ({r['q1']:.2f}–{r['q3']:.2f})"
 
 
+def targets_markdown(record: dict[str, Any]) -> list[str]:
+    """The issue's targets, judged on this record's runs (each ratio from one run)."""
+    checks: list[tuple[str, float, float | None, str]] = []
+    int8 = record.get("int8", {})
+    for b, goal in ((64, TARGETS["int8 best@64"]), (1, TARGETS["int8 best@1"])):
+        r = int8.get(f"batch {b}", {}).get("best_vs_best", {}).get(OURS)
+        checks.append((f"{OURS} vs ResNet-20, best runtime and precision each, batch {b}", goal,
+                       r and r["speedup"], r and f"{r['model']} vs {r['reference']}"))  # fmt: skip
+    r = int8.get("batch 64", {}).get("fp32_best_vs_best", {}).get(OURS)
+    checks.append((f"{OURS} vs ResNet-20, fp32 each, best runtime each, batch 64", TARGETS["fp32 best@64"],
+                   r and r["speedup"], r and f"{r['model']} vs {r['reference']}"))  # fmt: skip
+    for row in record.get("imagenet", {}).get("rows", {}).values():
+        for b in record.get("imagenet_batches", ()):
+            for k, r in row.get(f"batch {b}", {}).get("best_vs_best", {}).items():
+                checks.append((f"224×224 {k}, realized / MAC ratio ({r['mac_ratio']:.2f}×), batch {b}",
+                               TARGETS["imagenet realized/MAC"], r["realized_over_mac"], f"{r['model']} vs {r['reference']}"))  # fmt: skip
+    lines = ["## Targets (each ratio from one run of this record)", ""]
+    for what, goal, value, how in checks:
+        if value is None:
+            lines.append(f"- {what}: not measured in this record (target ≥ {goal:g})")
+        else:
+            verdict = "met" if value >= goal else f"missed ({100 * (1 - value / goal):.0f} % short)"
+            lines.append(f"- {what}: {value:.2f} (target ≥ {goal:g}: {verdict}; {how})")
+    acc = record.get("accuracy", {}).get("models", {})
+    if {"baseline", "compressed"} <= set(acc):
+        base, mine = acc["baseline"], acc["compressed"]
+        best_base = max(v for k, v in base.items() if "@" in k)
+        for k, v in mine.items():
+            if "@" in k:
+                lines.append(f"- accuracy, compressed {k}: {v:.2f} % vs the baseline's best {best_base:.2f} % "
+                             f"({v - best_base:+.2f} points; target within 0.5)")  # fmt: skip
+    return lines + [""]
+
+
+def timed_batches(section: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """(batch, run) of each batch size a section timed."""
+    return [(b, section[f"batch {b}"]) for b in (1, 64) if section.get(f"batch {b}")]
+
+
 def markdown(record: dict[str, Any]) -> str:
     env = record["environment"]
     lines = [
@@ -502,12 +550,10 @@ def markdown(record: dict[str, Any]) -> str:
         "runtime (and precision, where several are timed), median over blocks of the ratio of block medians.",
         "",
     ]  # fmt: skip
+    lines += targets_markdown(record)
     if "best" in record:
         sec = record["best"]
-        for b in (1, 64):
-            run = sec.get(f"batch {b}")
-            if not run:
-                continue
+        for b, run in timed_batches(sec):
             configs = sec["configs"]
             lines += [f"## fp32, batch {b}: every runtime, and best-vs-best against ResNet-20", ""]
             lines += ["| model | MACs | MAC ratio | " + " | ".join(f"{c} ms" for c in configs) + " | "
@@ -524,10 +570,7 @@ def markdown(record: dict[str, Any]) -> str:
             lines.append("")
     if "int8" in record:
         sec = record["int8"]
-        for b in (1, 64):
-            run = sec.get(f"batch {b}")
-            if not run:
-                continue
+        for b, run in timed_batches(sec):
             lines += [f"## INT8 and bf16, batch {b}", "", "| file | " + " | ".join(f"{c} ms" for c in sec["configs"]) + " |",
                       "|---|" + "---:|" * len(sec["configs"])]  # fmt: skip
             for label in sec["files_bytes"]:
