@@ -297,3 +297,12 @@ def test_cli_int8_export_with_a_folder_data_set(run_cli, tmp_path) -> None:
     assert out["fp32_export"]["input_size"] == [3, 16, 16]  # the data's size, not the 32x32 default
     session = ort_session(str(tmp_path / "q.onnx"), 1)
     assert session.run(None, {"input": np.zeros((2, 3, 16, 16), np.float32)})[0].shape == (2, 2)  # 2 classes
+
+
+def test_export_onnx_refuses_settings_it_does_not_write(tmp_path) -> None:
+    from sepconv.deploy.onnx import export_onnx
+
+    for settings in ({"format": "openvino"}, {"int8": True}):
+        with pytest.raises(SepconvError, match="sepconv.export"):
+            export_onnx("resnet20_dsc", tmp_path / "m.onnx", **settings)
+    assert not (tmp_path / "m.onnx").exists()

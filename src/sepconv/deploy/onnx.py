@@ -154,7 +154,10 @@ def export_onnx(
     Raises :class:`ExportError` naming the operator when the model cannot be exported, and when
     ONNX Runtime's outputs differ from PyTorch's by more than the tolerance (nothing is written).
     """
-    data, report = export_onnx_bytes(model, options, **settings)
+    opts = (options or ExportOptions()).replace(**settings) if settings else (options or ExportOptions())
+    if opts.format != "onnx" or opts.int8:
+        raise SepconvError("export_onnx writes fp32 ONNX; OpenVINO IR and INT8 go through sepconv.export")
+    data, report = export_onnx_bytes(model, opts)
     atomic_write_bytes(path, lambda f: f.write(data))
     report.path = str(path)
     return report
