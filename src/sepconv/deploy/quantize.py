@@ -207,14 +207,20 @@ class Int8Report(ReportMixin):
     fp32_file_bytes: int
     fp32_export: dict[str, Any] = field(default_factory=dict)
     op_counts: dict[str, int] = field(default_factory=dict)
+    format: str = "onnx"
 
     @property
     def accuracy_drop(self) -> float:
         return self.accuracy_fp32 - self.accuracy_int8
 
     def summary(self) -> str:
+        size = (
+            f"INT8 QDQ ONNX, {self.file_bytes:,} bytes vs {self.fp32_file_bytes:,} fp32"
+            if self.format == "onnx"
+            else f"INT8 OpenVINO IR, {self.file_bytes:,} bytes in .xml + .bin"
+        )
         return (
-            f"wrote {self.path} (INT8 QDQ, {self.file_bytes:,} bytes vs {self.fp32_file_bytes:,} fp32); "
+            f"wrote {self.path} ({size}); "
             f"calibrated on {self.calibration_images} training images of {self.data}; "
             f"{self.runtime} accuracy on {self.eval_images} test images: fp32 {self.accuracy_fp32:.2f} %, "
             f"int8 {self.accuracy_int8:.2f} % ({-self.accuracy_drop:+.2f} points)"
@@ -270,6 +276,7 @@ def export_int8(
         fp32_file_bytes=len(fp32),
         fp32_export=fp32_report.to_dict(),
         op_counts=_op_counts(int8),
+        format=opts.format,
     )
     if report.accuracy_drop > opts.max_accuracy_drop:
         raise SepconvError(

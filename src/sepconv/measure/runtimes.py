@@ -147,8 +147,8 @@ class OpenVinoRuntime(Runtime):
 
     def describe(self, settings: TimingSettings) -> str:
         return (
-            f"OpenVINO: {settings.threads} inference threads, 1 stream, LATENCY hint, precision "
-            f"{settings.precision}, static batch"
+            f"OpenVINO: {settings.threads} inference threads, 1 stream, LATENCY hint, no CPU pinning, "
+            f"precision {settings.precision}, static batch"
         )
 
 
