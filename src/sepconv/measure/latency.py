@@ -91,8 +91,9 @@ class Speedup:
 @dataclass
 class BestVsBest:
     """Each model in the runtime where it was fastest (lowest median) at one batch size: the speed-up
-    a user who deploys each in its best runtime sees. ``median``/``low``/``high`` are over the blocks
-    of ratio of block medians time(reference in its best) / time(model in its best)."""
+    a user who deploys each in its best runtime sees. Each block gives one ratio, time(reference in
+    its best runtime) / time(model in its best runtime) from that block's medians; ``median``,
+    ``low`` and ``high`` summarise those ratios."""
 
     batch: int
     model_runtime: str
