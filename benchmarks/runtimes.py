@@ -550,6 +550,7 @@ def markdown(record: dict[str, Any]) -> str:
         "runtime (and precision, where several are timed), median over blocks of the ratio of block medians.",
         "",
     ]  # fmt: skip
+    lines += [f"Note: {record['note']}", ""] if record.get("note") else []
     lines += targets_markdown(record)
     if "best" in record:
         sec = record["best"]
@@ -684,8 +685,9 @@ def plot(record: dict[str, Any], path: Path) -> None:
     atomic_write_bytes(path, lambda f: f.write(buffer.getvalue()))
 
 
-def save(record: dict[str, Any], stem: str) -> None:
-    record["environment"]["load_average_at_end"] = list(os.getloadavg())
+def save(record: dict[str, Any], stem: str, finished: bool = True) -> None:
+    if finished:
+        record["environment"]["load_average_at_end"] = list(os.getloadavg())
     atomic_write_bytes(RESULTS / f"{stem}.json", lambda f: f.write(json.dumps(record, indent=2).encode()))
     atomic_write_bytes(RESULTS / f"{stem}.md", lambda f: f.write(markdown(record).encode()))
     if "best" in record:
@@ -701,15 +703,25 @@ def main() -> None:
     parser.add_argument("--data", default="colorchart", help="data set of the trained checkpoints")
     parser.add_argument("--eval-images", type=int, help="test images for the accuracy section (default all)")
     parser.add_argument("--stem", help="results file name (default runtimes, or runtimes_quick with --quick)")
+    parser.add_argument("--note", help="a sentence for the results page (e.g. where the checkpoints come from)")
+    parser.add_argument("--rewrite-only", action="store_true", help="re-write the .md/.png from the .json")
     args = parser.parse_args()
     stem = args.stem or ("runtimes_quick" if args.quick else "runtimes")
+    if args.rewrite_only:
+        record = json.loads((RESULTS / f"{stem}.json").read_text())
+        if args.note:
+            record["note"] = args.note
+        save(record, stem, finished=False)
+        return
     seconds = 4.0 if args.quick else 40.0  # timed seconds per (section, batch), split over the blocks
     blocks = 2
     record: dict[str, Any] = {"environment": environment(), "quick": args.quick, "targets": TARGETS}
+    if args.note:
+        record["note"] = args.note
     previous = RESULTS / f"{stem}.json"
     if set(args.only) != set(sections) and previous.is_file():
         old = json.loads(previous.read_text())  # keep the sections not re-run
-        record = {**{k: v for k, v in old.items() if k not in ("environment", "quick")}, **record}
+        record = {**{k: v for k, v in old.items() if k not in ("environment", "quick", "note")}, **record}
     models = resnet_models()
     if "best" in args.only:
         record["best"] = run_best(models, seconds, blocks)
