@@ -1,12 +1,14 @@
-"""``sepconv bench``: latency in PyTorch and ONNX Runtime; with ``--vs``, realized vs MAC speed-up."""
+"""``sepconv bench``: latency in PyTorch and ONNX Runtime (``--device cuda``: PyTorch eager and
+CUDA-graph replay on a GPU); with ``--vs``, realized vs MAC speed-up."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from ..devices import resolve_device
 from ..errors import SepconvError
-from ..measure.latency import benchmark
+from ..measure.latency import GPU_RUNTIMES, benchmark
 from .profile import parse_input_size
 
 
@@ -27,7 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="zoo name, checkpoint path or .onnx file")
     p.add_argument("--vs", help="a second model, timed alternately with the first (A, B, A, B, ...)")
     p.add_argument("--batch", default="1,64", help="batch sizes, comma-separated (default 1,64)")
-    p.add_argument("--runtime", default="torch,onnxruntime", help="torch and/or onnxruntime (default both)")
+    p.add_argument(
+        "--runtime",
+        help="torch, onnxruntime, torch-cudagraph (default: torch,onnxruntime; on CUDA torch,torch-cudagraph)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto: where PyTorch runs")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads for both runtimes (default 2)")
     p.add_argument("--repeats", type=int, default=50, help="timed runs per model (default 50)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
@@ -40,11 +46,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    runtime = args.runtime or ",".join(GPU_RUNTIMES if device.type == "cuda" else ("torch", "onnxruntime"))
     report = benchmark(
         args.model,
         vs=args.vs,
         batches=parse_int_list(args.batch, "--batch"),
-        runtimes=[r for r in args.runtime.split(",") if r.strip()],
+        runtimes=[r for r in runtime.split(",") if r.strip()],
+        device=device,
         threads=args.threads,
         repeats=args.repeats,
         warmup=args.warmup,

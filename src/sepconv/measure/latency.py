@@ -19,6 +19,14 @@ Both runtimes run the same deployment form of the model (:func:`sepconv.deploy.r
 BatchNorm folded, option-A shortcuts as 1×1 selection convs). PyTorch runs it under
 ``torch.inference_mode()`` (optionally in ``channels_last``); ONNX Runtime runs its verified export
 (:func:`sepconv.deploy.onnx.export_onnx_bytes`, dynamic batch axis), or an ``.onnx`` file given directly.
+
+On a GPU (``device="cuda"``) PyTorch runs the same module there, eagerly (``torch``) and as a
+replayed CUDA graph (``torch-cudagraph``: the whole forward captured once, then launched as one
+graph, which removes the per-kernel launch cost that dominates small models at small batches).
+Every call is timed with CUDA events on an idle stream (synchronised before each call), so a time
+is the call's latency, launches included; cuDNN's autotuner is on. Depthwise convolutions are
+memory-bound on GPUs, so the realized speed-up there is not the MAC ratio either; the report puts
+the two side by side as on the CPU.
 """
 
 from __future__ import annotations
@@ -40,11 +48,14 @@ from ..checkpoint import load_model
 from ..deploy.onnx import export_onnx_bytes
 from ..deploy.ort import load_onnx, ort_session, use_shared_ort_pool
 from ..deploy.rewrites import prepare_for_deployment
+from ..devices import resolve_device
 from ..errors import SepconvError
 from ..models.arch import get_arch
 from .profile import default_input_size, profile
 
-RUNTIMES = ("torch", "onnxruntime")
+RUNTIMES = ("torch", "onnxruntime", "torch-cudagraph")
+GPU_RUNTIMES = ("torch", "torch-cudagraph")  # what runs on a CUDA device (ONNX Runtime: the CPU here)
+TORCH_RUNTIMES = ("torch", "torch-cudagraph")
 ModelSource = nn.Module | str | os.PathLike[str]
 
 
@@ -91,6 +102,8 @@ class BenchmarkReport:
     model: str = ""
     reference: str | None = None  # the --vs model
     notes: list[str] = field(default_factory=list)
+    device: str = "cpu"
+    device_name: str = ""  # e.g. the GPU's name
 
     @property
     def mac_ratio(self) -> float | None:
@@ -106,6 +119,13 @@ class BenchmarkReport:
 
     def threads_line(self) -> str:
         n = self.threads
+        if self.device != "cpu":
+            return (
+                f"device: {self.device} ({self.device_name}); CUDA-event timing of each call on an idle "
+                f"stream; cuDNN benchmark on; {self.repeats} timed runs after {self.warmup} warm-up; "
+                f"input {'x'.join(map(str, self.input_size))}; BN folded, shortcuts as 1x1 convs; "
+                f"channels_last {'on' if self.channels_last else 'off'}"
+            )
         return (
             f"threads: {n} (torch.set_num_threads({n}); ONNX Runtime: one shared intra-op pool of {n}, "
             f"sequential, ORT_ENABLE_ALL); {self.repeats} timed runs after {self.warmup} warm-up; "
@@ -127,6 +147,8 @@ class BenchmarkReport:
             "warmup": self.warmup,
             "input_size": list(self.input_size),
             "channels_last": self.channels_last,
+            "device": self.device,
+            **({"device_name": self.device_name} if self.device_name else {}),
             "macs": self.macs,
             # timed rounds per measurement (fewer than `repeats` when max_seconds cut it short)
             "rounds": {f"{r.runtime}@{r.batch}": r.repeats for r in self.results},
@@ -183,17 +205,24 @@ MIN_ROUNDS = 5  # a time budget never cuts a measurement below this many rounds
 
 
 def time_interleaved(
-    calls: Sequence[Callable[[], Any]], repeats: int, warmup: int, max_seconds: float | None = None
+    calls: Sequence[Callable[[], Any]],
+    repeats: int,
+    warmup: int,
+    max_seconds: float | None = None,
+    device: torch.device | None = None,
 ) -> list[np.ndarray]:
     """Seconds per call of each callable, called in turn (A, B, ..., A, B, ...) ``repeats`` times
     after ``warmup`` untimed rounds. Round ``i`` of every callable ran back to back, which is what
     makes per-round ratios meaningful on a noisy machine. ``max_seconds`` stops the timed rounds
-    early once that much time has passed (after at least ``MIN_ROUNDS`` rounds)."""
+    early once that much time has passed (after at least ``MIN_ROUNDS`` rounds). On a CUDA
+    ``device`` each call is timed by CUDA events after the device has gone idle."""
     if repeats < 1 or warmup < 0:
         raise SepconvError("repeats must be >= 1 and warmup >= 0")
     for _ in range(warmup):
         for call in calls:
             call()
+    if device is not None and device.type == "cuda":
+        calls = [_cuda_timed(call, device) for call in calls]
     times = np.zeros((len(calls), repeats))
     clock = time.perf_counter
     rounds = 0
@@ -204,8 +233,8 @@ def time_interleaved(
         for i in range(repeats):
             for j, call in enumerate(calls):
                 start = clock()
-                call()
-                times[j, i] = clock() - start
+                seconds = call()
+                times[j, i] = seconds if device is not None and device.type == "cuda" else clock() - start
             rounds = i + 1
             if max_seconds is not None and rounds >= MIN_ROUNDS and clock() - began > max_seconds:
                 break
@@ -213,6 +242,21 @@ def time_interleaved(
         if gc_was_enabled:
             gc.enable()
     return list(times[:, :rounds])
+
+
+def _cuda_timed(call: Callable[[], Any], device: torch.device) -> Callable[[], float]:
+    """``call`` timed by CUDA events on an idle device: returns its seconds (launches included)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def timed() -> float:
+        torch.cuda.synchronize(device)
+        start.record()
+        call()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+
+    return timed
 
 
 def summarize(label: str, runtime: str, batch: int, seconds: np.ndarray) -> LatencyResult:
@@ -244,6 +288,7 @@ def benchmark(
     input_size: Sequence[int] | None = None,
     labels: Sequence[str] | None = None,
     max_seconds: float | None = None,
+    device: str | torch.device = "cpu",
     **create_kwargs: Any,
 ) -> BenchmarkReport:
     """Time ``model`` (and ``vs``, interleaved with it) on each runtime and batch size.
@@ -253,6 +298,9 @@ def benchmark(
     over interleaved pairs and ``report.mac_ratio`` is MACs(vs)/MACs(model). ``max_seconds``
     caps the timed part of each (runtime, batch) measurement; ``repeats`` is then an upper bound
     and every result says how many rounds it got.
+
+    ``device`` ``cuda`` (or ``cuda:N``) times the PyTorch runtimes on that GPU (module docstring);
+    ``torch-cudagraph`` needs it, ``onnxruntime`` needs the CPU.
     """
     runtimes = [r.strip() for r in runtimes]
     unknown = [r for r in runtimes if r not in RUNTIMES]
@@ -260,6 +308,13 @@ def benchmark(
         raise SepconvError(
             f"unknown runtime {', '.join(unknown) or '(none)'}; choose from {', '.join(RUNTIMES)}"
         )
+    target = resolve_device(device)
+    if target.type == "cuda":
+        wrong = [r for r in runtimes if r not in GPU_RUNTIMES]
+        if wrong:
+            raise SepconvError(f"runtime {wrong[0]} runs on the CPU; on {target} choose from {', '.join(GPU_RUNTIMES)}")
+    elif "torch-cudagraph" in runtimes:
+        raise SepconvError("runtime torch-cudagraph needs a CUDA device (--device cuda)")
     batches = [int(b) for b in batches]
     if not batches or min(batches) < 1:
         raise SepconvError(f"batch sizes must be positive, got {batches}")
@@ -272,10 +327,13 @@ def benchmark(
     if len(names) == 2 and names[0] == names[1]:
         names[1] += " (vs)"
     previous_threads = torch.get_num_threads()
+    previous_benchmark = torch.backends.cudnn.benchmark
     torch.set_num_threads(threads)
+    torch.backends.cudnn.benchmark = True  # only read by CUDA convolutions
     try:
+        need_torch = any(r in TORCH_RUNTIMES for r in runtimes)
         prepared = [
-            _prepare(s, n, input_size, "torch" in runtimes, "onnxruntime" in runtimes, create_kwargs)
+            _prepare(s, n, input_size, need_torch, "onnxruntime" in runtimes, create_kwargs, target)
             for s, n in zip(sources, names)
         ]
         sizes = {p.input_size for p in prepared}
@@ -291,21 +349,24 @@ def benchmark(
             macs={p.label: p.macs for p in prepared},
             model=names[0],
             reference=names[1] if vs is not None else None,
+            device=str(target),
+            device_name=torch.cuda.get_device_name(target) if target.type == "cuda" else "",
         )
         for runtime in runtimes:
-            usable = [p for p in prepared if (p.module if runtime == "torch" else p.onnx) is not None]
+            usable = [p for p in prepared if (p.module if runtime in TORCH_RUNTIMES else p.onnx) is not None]
             if len(usable) < len(prepared):
                 report.notes.append(f"{runtime} skipped: an ONNX file cannot run in PyTorch")
                 continue
             for batch in batches:
                 _measure(
-                    report, prepared, runtime, batch, threads, repeats, warmup, channels_last, max_seconds
+                    report, prepared, runtime, batch, threads, repeats, warmup, channels_last, max_seconds, target
                 )
         if not report.results:
             raise SepconvError("nothing to measure: no runtime can run every model")
         return report
     finally:
         torch.set_num_threads(previous_threads)
+        torch.backends.cudnn.benchmark = previous_benchmark
 
 
 def _measure(
@@ -318,13 +379,17 @@ def _measure(
     warmup: int,
     channels_last: bool,
     max_seconds: float | None = None,
+    device: torch.device | None = None,
 ) -> None:
+    device = device or torch.device("cpu")
     for p in prepared:
         if p.fixed_batch is not None and p.fixed_batch != batch:
             raise SepconvError(f"{p.label} has a fixed batch of {p.fixed_batch}; cannot run batch {batch}")
     x = torch.randn(batch, *report.input_size, generator=torch.Generator().manual_seed(batch))
+    if runtime in TORCH_RUNTIMES:
+        x = x.to(device)
     calls = [_runner(p, runtime, x, threads, channels_last) for p in prepared]
-    times = time_interleaved(calls, repeats, warmup, max_seconds)
+    times = time_interleaved(calls, repeats, warmup, max_seconds, device if runtime in TORCH_RUNTIMES else None)
     for p, t in zip(prepared, times):
         report.results.append(summarize(p.label, runtime, batch, t))
     if len(times) == 2:
@@ -336,12 +401,14 @@ def _measure(
 def _runner(
     p: _Prepared, runtime: str, x: torch.Tensor, threads: int, channels_last: bool
 ) -> Callable[[], Any]:
-    if runtime == "torch":
+    if runtime in TORCH_RUNTIMES:
         assert p.module is not None
         module = p.module
         if channels_last:
             module = copy.deepcopy(module).to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
+        if runtime == "torch-cudagraph":
+            return cuda_graph_call(module, x)
 
         def run_torch() -> Any:
             with torch.inference_mode():
@@ -351,6 +418,27 @@ def _runner(
 
     assert p.onnx is not None
     return bound_ort_call(_timing_session(p.onnx, threads), x.numpy())
+
+
+def cuda_graph_call(module: nn.Module, x: torch.Tensor, warmup: int = 3) -> Callable[[], Any]:
+    """A no-argument call replaying ``module(x)`` captured as one CUDA graph (static input and
+    output buffers): warmed up on a side stream first, as capture requires."""
+    static_x = x.clone()
+    side = torch.cuda.Stream(device=x.device)
+    side.wait_stream(torch.cuda.current_stream(x.device))
+    with torch.no_grad(), torch.cuda.stream(side):
+        for _ in range(warmup):
+            module(static_x)
+    torch.cuda.current_stream(x.device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        static_out = module(static_x)
+
+    def replay() -> Any:
+        graph.replay()
+        return static_out
+
+    return replay
 
 
 def bound_ort_call(session: Any, array: np.ndarray) -> Callable[[], Any]:
@@ -396,6 +484,7 @@ def _prepare(
     need_torch: bool,
     need_onnx: bool,
     create_kwargs: dict[str, Any],
+    device: torch.device | None = None,
 ) -> _Prepared:
     if isinstance(source, (str, os.PathLike)) and str(source).endswith(".onnx"):
         return _prepare_onnx_file(Path(source), label, input_size)
@@ -405,6 +494,8 @@ def _prepare(
     macs = profile(module, size).macs  # also checks that the model runs on this input size
     deployed, _ = prepare_for_deployment(module)
     onnx_bytes = export_onnx_bytes(module, input_size=size, dynamic_batch=True)[0] if need_onnx else None
+    if device is not None:
+        deployed.to(device)
     return _Prepared(label, deployed if need_torch else None, onnx_bytes, macs, size)
 
 

@@ -261,7 +261,7 @@ def decompose(
         ):
             # BN(x + b) = BN with running_mean − b: the bias lives in the BN, the layout stays bias-free.
             with torch.no_grad():
-                bn.running_mean.copy_((bn.running_mean.to(F64) - bias).to(bn.running_mean.dtype))
+                bn.running_mean.copy_(bn.running_mean.to(device="cpu", dtype=F64) - bias)
             pw.bias = None
         report.rows.append(row)
         steps.append(
@@ -315,8 +315,7 @@ def _model_totals(
     first = next(iter(sampler.source))
     size = tuple(int(s) for s in first.shape[1:])
     try:
-        # Float32 copies: the profiler feeds float32 inputs, and a float64 model is legitimate here.
-        p0, p1 = (profile(copy.deepcopy(m).float(), size) for m in (before, after))
+        p0, p1 = (profile(m, size) for m in (before, after))  # on the models' own device and dtype
     except SepconvError:
         return
     report.params_before, report.macs_before = p0.params, p0.macs
