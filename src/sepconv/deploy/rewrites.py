@@ -113,7 +113,11 @@ def _shortcuts_as_conv(model: nn.Module) -> int:
                 and child.in_channels == child.out_channels
                 and bool((child.index.cpu() == torch.arange(child.out_channels)).all())
             )
-            if not identity:  # the identity case already exports as nothing at all
+            if identity:
+                # Exports as nothing either way; as nn.Identity it also skips the check in forward
+                # that reads the index (a device sync, which a CUDA graph cannot capture).
+                setattr(parent, name, nn.Identity())
+            else:
                 setattr(parent, name, shortcut_as_conv(child, like))
                 count += 1
     return count
