@@ -301,6 +301,19 @@ def _image_folder(root: Path, per_class: int = 8) -> None:
                 Image.fromarray(pixels).save(folder / f"{k}.png")
 
 
+def test_a_recipe_runs_on_cuda_end_to_end(tmp_path: Path) -> None:
+    data, test = random_dataset(96, size=32), random_dataset(48, size=32, seed=3)
+    recipe = sepconv.load_recipe("resnet20-pca-fpgm-dsc-40").with_settings(
+        {"epochs": 2, "batch_size": 32, "device": "cuda", "amp": "bf16"}
+    )
+    summary = sepconv.run_recipe(recipe, tmp_path / "run", data=data, test_data=test, quiet=True)
+    assert summary["params"] < summary["unpruned_params"] and summary["macs"] < summary["unpruned_macs"]
+    history = json.loads((tmp_path / "run" / "train" / "history.json").read_text())
+    assert history["device"].startswith("cuda")
+    model = sepconv.load_model(tmp_path / "run" / "model.pt")  # written from CUDA, loads on the CPU
+    assert sepconv.evaluate(model, test)["accuracy"] == pytest.approx(summary["accuracy"], abs=2 / 48)
+
+
 def test_train_and_evaluate_commands_on_cuda(tmp_path: Path) -> None:
     _image_folder(tmp_path / "data")
     spec = f"folder:{tmp_path / 'data'}"
