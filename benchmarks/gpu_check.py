@@ -155,7 +155,8 @@ def run_section(name: str, out: Path, device: str, budget: float, quick: bool) -
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--out", str(out)]
     command += ["--device", device, "--budget", f"{budget:.0f}", *(["--quick"] if quick else [])]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH", "")) if p)
+    # src for sepconv, the root for the CUDA tests' helpers
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")) if p)
     started = time.perf_counter()
     status, rc = "ok", None
     with open(out / f"gpu_check_{name}.log", "w") as stderr:
@@ -249,15 +250,7 @@ def section_equivalence(result: dict[str, Any], out: Path, device: str, deadline
     result["tf32"] = False
     x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
-    def with_statistics(model: nn.Module) -> nn.Module:
-        g = torch.Generator().manual_seed(1)
-        with torch.no_grad():
-            for m in model.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
-                    m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                    m.bias.copy_(torch.rand(m.num_features, generator=g) * 0.4 - 0.2)
-        return model.eval()
+    from tests.test_cuda import with_statistics  # the CUDA tests' models, with BN statistics
 
     def out_of(model: nn.Module) -> torch.Tensor:
         d = next(model.parameters()).device
@@ -616,8 +609,7 @@ def markdown(record: dict[str, Any]) -> str:
         f"`{record['command']}` on {', '.join(env.get('gpus', [])) or 'no GPU'} (torch {env['torch']}, "
         f"CUDA {env['cuda_build']}, Python {env['python']}), {record['date']}.",
         "",
-        "| section | status | seconds |",
-        "|---|---|---:|",
+        *heading("", ["section", "status", "seconds"], "l l r")[2:],
     ]
     for name, entry in record["sections"].items():
         status = entry["status"] + (f" ({entry['reason']})" if entry.get("reason") else "")
@@ -634,7 +626,11 @@ def markdown(record: dict[str, Any]) -> str:
 
     eq = sections.get("equivalence")
     if eq and "compaction" in eq:
-        lines += ["", "## CUDA vs CPU (TF32 off)", "", "| transformation | bitwise equal weights | max weight diff | max output diff (relative) | seconds CPU / GPU |", "|---|---|---:|---:|---|"]
+        lines += heading(
+            "## CUDA vs CPU (TF32 off)",
+            ["transformation", "bitwise equal weights", "max weight diff", "max output diff (relative)", "seconds CPU / GPU"],
+            "l l r r l",
+        )
         for key in ("compaction", "fold_batchnorm", "decomposition"):
             row = eq.get(key)
             if not row:
@@ -649,13 +645,12 @@ def markdown(record: dict[str, Any]) -> str:
 
     tp = sections.get("throughput")
     if tp and tp.get("rows"):
-        lines += [
-            "",
+        lines += heading(
             f"## Training throughput ({tp['images_per_epoch']:,} images per epoch, median of {tp['timed_epochs']} alternating epochs)",
-            "",
-            "| configuration | bare loop img/s | engine img/s | engine / bare (target 0.8) | + soft pruning img/s | + soft pruning / bare (target 0.7) |",
-            "|---|---:|---:|---:|---:|---:|",
-        ]
+            ["configuration", "bare loop img/s", "engine img/s", "engine / bare (target 0.8)",
+             "+ soft pruning img/s", "+ soft pruning / bare (target 0.7)"],
+            "l r r r r r",
+        )  # fmt: skip
         for row in tp["rows"]:
             if "skipped" in row:
                 lines.append(f"| {row['model']} batch {row['batch']} | skipped: {row['skipped']} | | | | |")
@@ -668,13 +663,11 @@ def markdown(record: dict[str, Any]) -> str:
 
     rc = sections.get("recipe")
     if rc and rc.get("runs"):
-        lines += [
-            "",
+        lines += heading(
             f"## Recipe `{rc['recipe']}` on the GPU ({rc['epochs']} epochs, {rc['warmup_epochs']} warm-up)",
-            "",
-            "| seed | accuracy % | after training (masked) % | params | MACs | train s | img/s | CPU accuracy % |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
-        ]
+            ["seed", "accuracy %", "after training (masked) %", "params", "MACs", "train s", "img/s", "CPU accuracy %"],
+            "l r r r r r r r",
+        )
         cpu = rc.get("cpu_reference", {}).get("accuracy_by_seed", {})
         for seed, run in rc["runs"].items():
             ref = cpu.get(seed)
@@ -686,7 +679,11 @@ def markdown(record: dict[str, Any]) -> str:
 
     bench = sections.get("bench")
     if bench and bench.get("comparisons"):
-        lines += ["", "## Latency (median per call, BN folded; on a GPU timed by CUDA events on an idle stream)", "", "| model vs resnet20 | MAC ratio | " + "speed-up | " * 1 + "resnet20 ms | model ms |", "|---|---:|---|---:|---:|"]
+        lines += heading(
+            "## Latency (median per call, BN folded; on a GPU timed by CUDA events on an idle stream)",
+            ["model vs resnet20", "MAC ratio", "speed-up", "resnet20 ms", "model ms"],
+            "l r r r r",
+        )
         for comp in bench["comparisons"]:
             if "skipped" in comp:
                 continue
@@ -703,6 +700,12 @@ def markdown(record: dict[str, Any]) -> str:
     if ddp:
         lines += ["", "## Multi-GPU", "", ddp.get("skipped") or json.dumps({k: v for k, v in ddp.items() if k not in ("ranks",)})[:600]]
     return "\n".join(lines) + "\n"
+
+
+def heading(title: str, columns: list[str], align: str) -> list[str]:
+    """A Markdown section title and table header; ``align`` has one l or r per column."""
+    rule = "|".join("---:" if a == "r" else "---" for a in align.split())
+    return ["", title, "", "| " + " | ".join(columns) + " |", f"|{rule}|"]
 
 
 if __name__ == "__main__":
