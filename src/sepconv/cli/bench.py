@@ -6,9 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..devices import resolve_device
 from ..errors import SepconvError
-from ..measure.latency import GPU_RUNTIMES, benchmark
+from ..measure.latency import benchmark
 from .profile import parse_input_size
 
 
@@ -46,14 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
-    runtime = args.runtime or ",".join(GPU_RUNTIMES if device.type == "cuda" else ("torch", "onnxruntime"))
     report = benchmark(
         args.model,
         vs=args.vs,
         batches=parse_int_list(args.batch, "--batch"),
-        runtimes=[r for r in runtime.split(",") if r.strip()],
-        device=device,
+        runtimes=[r for r in args.runtime.split(",") if r.strip()] if args.runtime else None,
+        device=args.device,
         threads=args.threads,
         repeats=args.repeats,
         warmup=args.warmup,

@@ -53,9 +53,9 @@ from ..errors import SepconvError
 from ..models.arch import get_arch
 from .profile import default_input_size, profile
 
-RUNTIMES = ("torch", "onnxruntime", "torch-cudagraph")
-GPU_RUNTIMES = ("torch", "torch-cudagraph")  # what runs on a CUDA device (ONNX Runtime: the CPU here)
-TORCH_RUNTIMES = ("torch", "torch-cudagraph")
+CPU_RUNTIMES = ("torch", "onnxruntime")  # the defaults on the CPU
+RUNTIMES = (*CPU_RUNTIMES, "torch-cudagraph")
+TORCH_RUNTIMES = ("torch", "torch-cudagraph")  # also what runs on a CUDA device (ONNX Runtime: the CPU)
 ModelSource = nn.Module | str | os.PathLike[str]
 
 
@@ -249,11 +249,12 @@ def _cuda_timed(call: Callable[[], Any], device: torch.device) -> Callable[[], f
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 
     def timed() -> float:
-        torch.cuda.synchronize(device)
-        start.record()
-        call()
-        end.record()
-        end.synchronize()
+        with torch.cuda.device(device):  # the events go to that device's current stream
+            torch.cuda.synchronize(device)
+            start.record()
+            call()
+            end.record()
+            end.synchronize()
         return start.elapsed_time(end) / 1e3
 
     return timed
@@ -280,7 +281,7 @@ def benchmark(
     model: ModelSource,
     vs: ModelSource | None = None,
     batches: Sequence[int] = (1, 64),
-    runtimes: Sequence[str] = RUNTIMES,
+    runtimes: Sequence[str] | None = None,
     threads: int = 2,
     repeats: int = 50,
     warmup: int = 10,
@@ -300,19 +301,22 @@ def benchmark(
     and every result says how many rounds it got.
 
     ``device`` ``cuda`` (or ``cuda:N``) times the PyTorch runtimes on that GPU (module docstring);
-    ``torch-cudagraph`` needs it, ``onnxruntime`` needs the CPU.
+    ``torch-cudagraph`` needs it, ``onnxruntime`` needs the CPU. ``runtimes`` None: PyTorch and
+    ONNX Runtime on the CPU, eager PyTorch and CUDA graphs on a GPU.
     """
+    target = resolve_device(device)
+    if runtimes is None:
+        runtimes = TORCH_RUNTIMES if target.type == "cuda" else CPU_RUNTIMES
     runtimes = [r.strip() for r in runtimes]
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown or not runtimes:
         raise SepconvError(
             f"unknown runtime {', '.join(unknown) or '(none)'}; choose from {', '.join(RUNTIMES)}"
         )
-    target = resolve_device(device)
     if target.type == "cuda":
-        wrong = [r for r in runtimes if r not in GPU_RUNTIMES]
+        wrong = [r for r in runtimes if r not in TORCH_RUNTIMES]
         if wrong:
-            raise SepconvError(f"runtime {wrong[0]} runs on the CPU; on {target} choose from {', '.join(GPU_RUNTIMES)}")
+            raise SepconvError(f"runtime {wrong[0]} runs on the CPU; on {target} choose from {', '.join(TORCH_RUNTIMES)}")
     elif "torch-cudagraph" in runtimes:
         raise SepconvError("runtime torch-cudagraph needs a CUDA device (--device cuda)")
     batches = [int(b) for b in batches]
