@@ -92,20 +92,6 @@ def _graphs(model: nn.Module) -> Iterator[_Graph]:
         yield _Graph(part.prefix, part.gm, graph, calls, read)
 
 
-def sole_consumers(model: nn.Module) -> dict[str, str]:
-    """``{module name: name of the only module reading its output}`` where that is certain: both
-    modules are called once and the value has no other reader."""
-    out: dict[str, str] = {}
-    for g in _graphs(model):
-        for node in g.graph.nodes:
-            if node.op != "call_module" or g.calls[node.target] != 1:
-                continue
-            user = g.sole_module_user(node)
-            if user is not None:
-                out[g.prefix + str(node.target)] = g.prefix + str(user.target)
-    return out
-
-
 def _chains(model: nn.Module, architectural: bool) -> list[tuple[str, str | None, str | None, str]]:
     """(dw, bn, activation, pw) names of every foldable DW → [BN] → [act] → PW chain.
 
