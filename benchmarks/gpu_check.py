@@ -305,7 +305,10 @@ def section_equivalence(result: dict[str, Any], out: Path, device: str, deadline
 
     # BN folding and export: float64 arithmetic on the CPU, so bitwise the same weights and file.
     gpu_base = copy.deepcopy(base).to(gpu)
-    result["fold_batchnorm"] = differences(sepconv.fold_batchnorm(gpu_base)[0], sepconv.fold_batchnorm(base)[0])
+    result["fold_batchnorm"] = {
+        "model": "resnet20_dsc, every BatchNorm folded",
+        **differences(sepconv.fold_batchnorm(gpu_base)[0], sepconv.fold_batchnorm(base)[0]),
+    }
     result["export_identical_bytes"] = export_onnx_bytes(gpu_base)[0] == export_onnx_bytes(base)[0]
     log("equivalence", f"fold_batchnorm: {json.dumps(result['fold_batchnorm'])}; export identical: {result['export_identical_bytes']}")
 
