@@ -1,5 +1,6 @@
-"""``sepconv bench``: latency in PyTorch, ONNX Runtime and OpenVINO; with ``--vs``, realized vs MAC
-speed-up, per runtime and (``--runtime best``) each model in its fastest runtime."""
+"""``sepconv bench``: latency in PyTorch, ONNX Runtime and OpenVINO (``--device cuda``: PyTorch eager
+and CUDA-graph replay on a GPU); with ``--vs``, realized vs MAC speed-up, per runtime and
+(``--runtime best``) each model in its fastest runtime."""
 
 from __future__ import annotations
 
@@ -30,10 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", default="1,64", help="batch sizes, comma-separated (default 1,64)")
     p.add_argument(
         "--runtime",
-        default="torch,onnxruntime",
         help=f"comma-separated: {', '.join(RUNTIMES)}, or best (every available one, and each model in its "
-        "fastest: the best-vs-best speed-up) (default torch,onnxruntime)",
+        "fastest: the best-vs-best speed-up) (default: torch,onnxruntime; on CUDA torch,torch-cudagraph)",
     )
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto: where PyTorch runs")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads for every runtime (default 2)")
     p.add_argument("--repeats", type=int, default=50, help="timed runs per model (default 50)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs first (default 10)")
@@ -54,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         args.model,
         vs=args.vs,
         batches=parse_int_list(args.batch, "--batch"),
-        runtimes=[r for r in args.runtime.split(",") if r.strip()],
+        runtimes=[r for r in args.runtime.split(",") if r.strip()] if args.runtime else None,
+        device=args.device,
         threads=args.threads,
         repeats=args.repeats,
         warmup=args.warmup,

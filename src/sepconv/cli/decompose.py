@@ -17,6 +17,7 @@ from typing import Any
 from ..checkpoint import load_model, save_model
 from ..convert.decompose import DecomposeOptions
 from ..data.registry import get_dataset
+from ..devices import resolve_device
 from ..errors import SepconvError
 from ..io import atomic_write_text, ensure_writable_dir
 from ..methods.base import StepContext
@@ -40,6 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="data set spec whose training images are sampled")
     p.add_argument("--out", required=True, help="output folder: model.pt, decompose.json")
     p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="where the networks run and the statistics are gathered, and fine-tuning trains: "
+        "auto (CUDA when available; default), cpu, cuda or cuda:N",
+    )
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     add_option_flags(p.add_argument_group("decomposition"), DecomposeOptions, _DEST)
     finetune = p.add_argument_group("fine-tuning (after decomposition; --finetune-epochs 0 = none)")
@@ -49,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         _FINETUNE_DEST,
         defaults=FINETUNE_DEFAULTS,
         names={i.name: f"--finetune-{i.name.replace('_', '-')}" for i in describe(TrainConfig)},
+        skip=("device",),  # --device serves both
     )
     p.set_defaults(run=run)
 
@@ -56,11 +64,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     options = DecomposeOptions.from_dict(given_options(args, _DEST), "decompose")
     finetune = _finetune_config(given_options(args, _FINETUNE_DEST))  # checked before any work
+    device = resolve_device(args.device)
+    if finetune is not None:
+        finetune = finetune.replace(device=args.device)
     set_torch_threads(args.threads)
     out = ensure_writable_dir(args.out)
     data = get_dataset(args.data, train=True)
     model = load_model(args.checkpoint, num_classes=data.num_classes, in_channels=data.in_channels)
     check_model_fits_data(model, data, args.checkpoint)
+    model.to(device)
 
     ctx = StepContext(
         out, lambda train_split: data if train_split else get_dataset(args.data, train=False), quiet=args.json

@@ -7,6 +7,7 @@ import json
 
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..data.registry import get_dataset
+from ..devices import resolve_device
 from ..errors import SepconvError
 from ..measure.profile import profile
 from ..threads import set_torch_threads
@@ -20,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--limit", type=int, help="evaluate on a fixed random subset of N images")
     p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available; default), cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
 
@@ -28,10 +30,11 @@ def run(args: argparse.Namespace) -> int:
     set_torch_threads(args.threads)
     if args.batch_size < 1:
         raise SepconvError(f"--batch-size must be at least 1, got {args.batch_size}")
+    device = resolve_device(args.device)
     model = model_from_checkpoint(load_checkpoint(args.checkpoint), args.checkpoint)
     dataset = limit_dataset(get_dataset(args.data, train=False), args.limit)
     check_model_fits_data(model, dataset, args.checkpoint)
-    metrics = evaluate(model, dataset, batch_size=args.batch_size)
+    metrics = evaluate(model, dataset, batch_size=args.batch_size, device=device)
     prof = profile(model, tuple(dataset.images.shape[1:]))
     result = {
         "checkpoint": str(args.checkpoint),

@@ -9,6 +9,10 @@ original PyTorch model in eval mode. The file is written, atomically, only once 
 has passed: a written ``.onnx`` is a verified one. Its settings are one :class:`ExportOptions`.
 
 Graph inputs/outputs are named ``input`` and ``output`` (``output_0``, ``output_1``... for several).
+
+The exported graph is float32 and is exported from a CPU copy of the model, whatever the model's
+device and dtype: a CUDA model (or a float64 or bfloat16 one) gives the file its CPU float32
+copy gives, byte for byte.
 """
 
 from __future__ import annotations
@@ -176,7 +180,8 @@ def export_onnx_bytes(
 
 
 def _export_and_verify(source: nn.Module, opts: ExportOptions) -> tuple[bytes, ExportReport]:
-    reference = copy.deepcopy(source).eval()
+    # ONNX Runtime's CPU kernels take float32, and the CPU copy makes the file device-independent.
+    reference = copy.deepcopy(source).to(device="cpu", dtype=torch.float32).eval()
     deployed, changes = prepare_for_deployment(
         reference, opts.fold_bn, opts.shortcuts_as_conv, opts.merge_narrow_separable
     )

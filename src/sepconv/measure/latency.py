@@ -28,6 +28,14 @@ BatchNorm folded, option-A shortcuts as 1×1 selection convs). PyTorch runs it u
 ``torch.inference_mode()`` (optionally in ``channels_last``); ONNX Runtime and OpenVINO run its
 verified export (:func:`sepconv.deploy.onnx.export_onnx_bytes`, dynamic batch axis; OpenVINO
 compiles it for each batch size), or an ``.onnx`` file given directly (an INT8 QDQ file included).
+
+On a GPU (``device="cuda"``) PyTorch runs the same module there, eagerly (``torch``) and as a
+replayed CUDA graph (``torch-cudagraph``: the whole forward captured once, then launched as one
+graph, which removes the per-kernel launch cost that dominates small models at small batches).
+Every call is timed with CUDA events on an idle stream (synchronised before each call), so a time
+is the call's latency, launches included; cuDNN's autotuner is on. Depthwise convolutions are
+memory-bound on GPUs, so the realized speed-up there is not the MAC ratio either; the report puts
+the two side by side as on the CPU.
 """
 
 from __future__ import annotations
@@ -48,12 +56,22 @@ from ..checkpoint import load_model
 from ..deploy.onnx import export_onnx_bytes
 from ..deploy.ort import load_onnx
 from ..deploy.rewrites import prepare_for_deployment
+from ..devices import resolve_device
 from ..errors import SepconvError
 from ..models.arch import get_arch
 from .profile import default_input_size, profile
-from .runtimes import TimingSettings, available_runtimes, bound_ort_call, get_runtime, list_runtimes
+from .runtimes import (
+    TimingSettings,
+    available_runtimes,
+    bound_ort_call,
+    cuda_graph_call,
+    get_runtime,
+    list_runtimes,
+)
 
 RUNTIMES = tuple(list_runtimes())  # registered in .runtimes
+CPU_RUNTIMES = ("torch", "onnxruntime")  # the defaults on the CPU
+TORCH_RUNTIMES = ("torch", "torch-cudagraph")  # the defaults on a CUDA device
 BEST = "best"  # every available runtime, each model judged in its fastest
 ModelSource = nn.Module | str | os.PathLike[str]
 
@@ -123,6 +141,8 @@ class BenchmarkReport:
     blocks: int = 1  # alternating blocks per runtime
     runtime_settings: dict[str, str] = field(default_factory=dict)  # runtime -> its settings phrase
     versions: dict[str, str | None] = field(default_factory=dict)
+    device: str = "cpu"
+    device_name: str = ""  # e.g. the GPU's name
 
     @property
     def mac_ratio(self) -> float | None:
@@ -138,6 +158,13 @@ class BenchmarkReport:
 
     def threads_line(self) -> str:
         n = self.threads
+        if self.device != "cpu":
+            return (
+                f"device: {self.device} ({self.device_name}); CUDA-event timing of each call on an idle "
+                f"stream; cuDNN benchmark on; {self.repeats} timed runs after {self.warmup} warm-up; "
+                f"input {'x'.join(map(str, self.input_size))}; BN folded, shortcuts as 1x1 convs; "
+                f"channels_last {'on' if self.channels_last else 'off'}"
+            )
         settings = "; ".join(self.runtime_settings.values()) or f"{n} threads"
         blocks = f" in {self.blocks} alternating blocks per runtime" if self.blocks > 1 else ""
         return (
@@ -159,6 +186,8 @@ class BenchmarkReport:
             "warmup": self.warmup,
             "input_size": list(self.input_size),
             "channels_last": self.channels_last,
+            "device": self.device,
+            **({"device_name": self.device_name} if self.device_name else {}),
             "macs": self.macs,
             # timed rounds per measurement (fewer than `repeats` when max_seconds cut it short)
             "rounds": {f"{r.runtime}@{r.batch}": r.repeats for r in self.results},
@@ -226,17 +255,25 @@ MIN_ROUNDS = 5  # a time budget never cuts a measurement below this many rounds
 
 
 def time_interleaved(
-    calls: Sequence[Callable[[], Any]], repeats: int, warmup: int, max_seconds: float | None = None
+    calls: Sequence[Callable[[], Any]],
+    repeats: int,
+    warmup: int,
+    max_seconds: float | None = None,
+    device: torch.device | None = None,
 ) -> list[np.ndarray]:
     """Seconds per call of each callable, called in turn (A, B, ..., A, B, ...) ``repeats`` times
     after ``warmup`` untimed rounds. Round ``i`` of every callable ran back to back, which is what
     makes per-round ratios meaningful on a noisy machine. ``max_seconds`` stops the timed rounds
-    early once that much time has passed (after at least ``MIN_ROUNDS`` rounds)."""
+    early once that much time has passed (after at least ``MIN_ROUNDS`` rounds). On a CUDA
+    ``device`` each call is timed by CUDA events after the device has gone idle."""
     if repeats < 1 or warmup < 0:
         raise SepconvError("repeats must be >= 1 and warmup >= 0")
     for _ in range(warmup):
         for call in calls:
             call()
+    on_cuda = device is not None and device.type == "cuda"
+    if on_cuda:
+        calls = [_cuda_timed(call, device) for call in calls]  # type: ignore[arg-type]
     times = np.zeros((len(calls), repeats))
     clock = time.perf_counter
     rounds = 0
@@ -247,8 +284,8 @@ def time_interleaved(
         for i in range(repeats):
             for j, call in enumerate(calls):
                 start = clock()
-                call()
-                times[j, i] = clock() - start
+                seconds = call()
+                times[j, i] = seconds if on_cuda else clock() - start
             rounds = i + 1
             if max_seconds is not None and rounds >= MIN_ROUNDS and clock() - began > max_seconds:
                 break
@@ -256,6 +293,22 @@ def time_interleaved(
         if gc_was_enabled:
             gc.enable()
     return list(times[:, :rounds])
+
+
+def _cuda_timed(call: Callable[[], Any], device: torch.device) -> Callable[[], float]:
+    """``call`` timed by CUDA events on an idle device: returns its seconds (launches included)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def timed() -> float:
+        with torch.cuda.device(device):  # the events go to that device's current stream
+            torch.cuda.synchronize(device)
+            start.record()
+            call()
+            end.record()
+            end.synchronize()
+        return start.elapsed_time(end) / 1e3
+
+    return timed
 
 
 def summarize(label: str, runtime: str, batch: int, seconds: np.ndarray) -> LatencyResult:
@@ -279,7 +332,7 @@ def benchmark(
     model: ModelSource,
     vs: ModelSource | None = None,
     batches: Sequence[int] = (1, 64),
-    runtimes: Sequence[str] = ("torch", "onnxruntime"),
+    runtimes: Sequence[str] | None = None,
     threads: int = 2,
     repeats: int = 50,
     warmup: int = 10,
@@ -289,6 +342,7 @@ def benchmark(
     max_seconds: float | None = None,
     blocks: int | None = None,
     precision: str = "f32",
+    device: str | torch.device = "cpu",
     **create_kwargs: Any,
 ) -> BenchmarkReport:
     """Time ``model`` (and ``vs``, interleaved with it) on each runtime and batch size.
@@ -302,14 +356,25 @@ def benchmark(
     runtime), each block ``repeats / blocks`` rounds and ``max_seconds / blocks`` seconds at most;
     ``repeats`` is then an upper bound and every result says how many rounds it got.
     ``precision`` is OpenVINO's inference precision (``f32``, or ``bf16`` where the CPU has it).
+
+    ``device`` ``cuda`` (or ``cuda:N``) times the PyTorch runtimes on that GPU (module docstring);
+    ``torch-cudagraph`` needs it, ONNX Runtime and OpenVINO need the CPU. ``runtimes`` None:
+    PyTorch and ONNX Runtime on the CPU, eager PyTorch and CUDA graphs on a GPU; ``best`` takes
+    the runtimes that run on the device.
     """
+    target = resolve_device(device)
+    if runtimes is None:
+        runtimes = TORCH_RUNTIMES if target.type == "cuda" else CPU_RUNTIMES
     names_asked = [r.strip() for r in runtimes if r.strip()]
     if not names_asked:
         raise SepconvError(f"no runtime given; choose from {', '.join(list_runtimes())} or {BEST}")
     want_best = BEST in names_asked
     for name in names_asked:
-        if name != BEST:
-            get_runtime(name)  # unknown names fail before any model is built
+        if name != BEST and target.type not in get_runtime(name).devices:  # unknown names fail here too
+            if target.type == "cuda":
+                on_cuda = [r for r in list_runtimes() if "cuda" in get_runtime(r).devices]
+                raise SepconvError(f"runtime {name} runs on the CPU; on {target} choose from {', '.join(on_cuda)}")
+            raise SepconvError(f"runtime {name} needs a CUDA device (--device cuda)")
     batches = [int(b) for b in batches]
     if not batches or min(batches) < 1:
         raise SepconvError(f"batch sizes must be positive, got {batches}")
@@ -324,14 +389,16 @@ def benchmark(
     if len(names) == 2 and names[0] == names[1]:
         names[1] += " (vs)"
     notes: list[str] = []
-    chosen = _expand_runtimes(names_asked, sources, notes)
-    settings = TimingSettings(threads, channels_last, precision)
+    chosen = _expand_runtimes(names_asked, sources, notes, target)
+    settings = TimingSettings(threads, channels_last, precision, target)
     previous_threads = torch.get_num_threads()
+    previous_benchmark = torch.backends.cudnn.benchmark
     torch.set_num_threads(threads)
+    torch.backends.cudnn.benchmark = True  # only read by CUDA convolutions
     try:
         need = {get_runtime(r).runs for r in chosen}
         prepared = [
-            _prepare(s, n, input_size, "module" in need, "onnx" in need, create_kwargs)
+            _prepare(s, n, input_size, "module" in need, "onnx" in need, create_kwargs, target)
             for s, n in zip(sources, names)
         ]
         sizes = {p.input_size for p in prepared}
@@ -360,23 +427,28 @@ def benchmark(
             blocks=n_blocks,
             runtime_settings={r: get_runtime(r).describe(settings) for r in usable},
             versions={r: get_runtime(r).version() for r in usable},
+            device=str(target),
+            device_name=torch.cuda.get_device_name(target) if target.type == "cuda" else "",
         )
         for batch in batches:
             _measure_batch(report, prepared, usable, batch, settings, n_blocks, max_seconds, want_best)
         return report
     finally:
         torch.set_num_threads(previous_threads)
+        torch.backends.cudnn.benchmark = previous_benchmark
 
 
-def _expand_runtimes(asked: list[str], sources: list[ModelSource], notes: list[str]) -> list[str]:
-    """The runtimes to time: ``best`` = every available one (PyTorch only for models it can run);
-    a runtime named explicitly but missing here is an error."""
+def _expand_runtimes(
+    asked: list[str], sources: list[ModelSource], notes: list[str], device: torch.device
+) -> list[str]:
+    """The runtimes to time: ``best`` = every available one that runs on ``device`` (PyTorch only
+    for models it can run); a runtime named explicitly but missing here is an error."""
     chosen: list[str] = []
     onnx_files = any(_is_onnx_file(s) for s in sources)
     for name in asked:
         if name == BEST:
             for candidate in list_runtimes():
-                if candidate in chosen:
+                if candidate in chosen or device.type not in get_runtime(candidate).devices:
                     continue
                 if candidate not in available_runtimes():
                     notes.append(f"{candidate} not timed: {get_runtime(candidate).missing()}")
@@ -414,6 +486,7 @@ def _measure_batch(
         r: [get_runtime(r).bind(_payload(p, r), x, settings) for p in prepared]  # type: ignore[arg-type]
         for r in runtimes
     }
+    timing_device = {r: settings.device if get_runtime(r).runs == "module" else None for r in runtimes}
     per_block = max(1, report.repeats // blocks)
     block_seconds = None if max_seconds is None else max_seconds / blocks
     # times[runtime][block] = one array of seconds per model
@@ -421,7 +494,7 @@ def _measure_batch(
     for block in range(blocks):
         for r in runtimes:
             warm = report.warmup if block == 0 else max(1, report.warmup // 5)
-            times[r].append(time_interleaved(calls[r], per_block, warm, block_seconds))
+            times[r].append(time_interleaved(calls[r], per_block, warm, block_seconds, timing_device[r]))
     for r in runtimes:
         pooled = [np.concatenate([blk[j] for blk in times[r]]) for j in range(len(prepared))]
         for p, t in zip(prepared, pooled):
@@ -475,6 +548,7 @@ def _prepare(
     need_torch: bool,
     need_onnx: bool,
     create_kwargs: dict[str, Any],
+    device: torch.device | None = None,
 ) -> _Prepared:
     if _is_onnx_file(source):
         return _prepare_onnx_file(Path(source), label, input_size)
@@ -484,6 +558,8 @@ def _prepare(
     macs = profile(module, size).macs  # also checks that the model runs on this input size
     deployed, _ = prepare_for_deployment(module)
     onnx_bytes = export_onnx_bytes(module, input_size=size, dynamic_batch=True)[0] if need_onnx else None
+    if device is not None:
+        deployed.to(device)
     return _Prepared(label, deployed if need_torch else None, onnx_bytes, macs, size)
 
 
@@ -506,13 +582,16 @@ def _prepare_onnx_file(path: Path, label: str, input_size: Sequence[int] | None)
 
 __all__ = [
     "BEST",
+    "CPU_RUNTIMES",
     "RUNTIMES",
+    "TORCH_RUNTIMES",
     "BenchmarkReport",
     "BestVsBest",
     "LatencyResult",
     "Speedup",
     "benchmark",
     "bound_ort_call",
+    "cuda_graph_call",
     "summarize",
     "time_interleaved",
 ]

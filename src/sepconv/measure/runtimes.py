@@ -33,6 +33,7 @@ class TimingSettings:
     threads: int = 2
     channels_last: bool = False  # PyTorch only
     precision: str = "f32"  # OpenVINO's inference precision hint: f32 or bf16
+    device: torch.device = torch.device("cpu")  # where the PyTorch runtimes run
 
 
 class Runtime(ABC):
@@ -41,6 +42,7 @@ class Runtime(ABC):
     name: str = ""
     title: str = ""  # for people: "ONNX Runtime"
     runs: Literal["module", "onnx"] = "onnx"
+    devices: tuple[str, ...] = ("cpu",)  # the device types it runs on
 
     def missing(self) -> str | None:
         """Why this runtime cannot run here (None: it can)."""
@@ -89,16 +91,14 @@ def available_runtimes() -> list[str]:
 
 class TorchRuntime(Runtime):
     name, title, runs = "torch", "PyTorch eager", "module"
+    devices = ("cpu", "cuda")
 
     def version(self) -> str | None:
         return torch.__version__
 
     def bind(self, model: nn.Module | bytes, x: torch.Tensor, settings: TimingSettings) -> Callable[[], Any]:
         assert isinstance(model, nn.Module)
-        module = model
-        if settings.channels_last:
-            module = copy.deepcopy(model).to(memory_format=torch.channels_last)
-            x = x.contiguous(memory_format=torch.channels_last)
+        module, x = self._placed(model, x, settings)
 
         def run_torch() -> Any:
             with torch.inference_mode():
@@ -106,9 +106,51 @@ class TorchRuntime(Runtime):
 
         return run_torch
 
+    @staticmethod
+    def _placed(model: nn.Module, x: torch.Tensor, settings: TimingSettings) -> tuple[nn.Module, torch.Tensor]:
+        """The module (already on the device) and the input moved there, in the layout asked for."""
+        x = x.to(settings.device)
+        if settings.channels_last:
+            model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        return model, x
+
     def describe(self, settings: TimingSettings) -> str:
         layout = "channels_last" if settings.channels_last else "NCHW"
         return f"torch.set_num_threads({settings.threads}), {layout}"
+
+
+class TorchCudaGraphRuntime(TorchRuntime):
+    name, title, runs = "torch-cudagraph", "PyTorch CUDA graph", "module"
+    devices = ("cuda",)
+
+    def bind(self, model: nn.Module | bytes, x: torch.Tensor, settings: TimingSettings) -> Callable[[], Any]:
+        assert isinstance(model, nn.Module)
+        return cuda_graph_call(*self._placed(model, x, settings))
+
+    def describe(self, settings: TimingSettings) -> str:
+        return "the whole forward captured as one CUDA graph and replayed"
+
+
+def cuda_graph_call(module: nn.Module, x: torch.Tensor, warmup: int = 3) -> Callable[[], Any]:
+    """A no-argument call replaying ``module(x)`` captured as one CUDA graph (static input and
+    output buffers): warmed up on a side stream first, as capture requires."""
+    static_x = x.clone()
+    side = torch.cuda.Stream(device=x.device)
+    side.wait_stream(torch.cuda.current_stream(x.device))
+    with torch.no_grad(), torch.cuda.stream(side):
+        for _ in range(warmup):
+            module(static_x)
+    torch.cuda.current_stream(x.device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph):
+        static_out = module(static_x)
+
+    def replay() -> Any:
+        graph.replay()
+        return static_out
+
+    return replay
 
 
 class OnnxRuntime(Runtime):
@@ -170,5 +212,5 @@ def bound_ort_call(session: Any, array: np.ndarray) -> Callable[[], Any]:
     return run_ort
 
 
-for _runtime in (TorchRuntime(), OnnxRuntime(), OpenVinoRuntime()):
+for _runtime in (TorchRuntime(), OnnxRuntime(), OpenVinoRuntime(), TorchCudaGraphRuntime()):
     register_runtime(_runtime)

@@ -56,9 +56,8 @@ from ..errors import CheckpointError, SepconvError
 from ..graph.analysis import analyse
 from ..graph.budget import Budget, check_rate
 from ..graph.groups import Member
-from ..graph.queries import is_depthwise
+from ..graph.queries import graph_queries, is_depthwise
 from ..graph.selection import plan_removal
-from ..graph.trace import trace
 from ..options import Options, option
 from ..threads import torch_threads
 from ..train.callbacks import Callback
@@ -121,20 +120,10 @@ def prunable_convs(model: nn.Module) -> list[str]:
 
 
 def find_following_batchnorm(model: nn.Module, conv_names: Sequence[str]) -> dict[str, str]:
-    """For each conv, the BatchNorm applied directly to its output (if any), found with torch.fx."""
-    try:
-        graph = trace(model, only_through=(*_CONV, *_BN)).graph
-    except SepconvError as exc:
-        raise SepconvError(f"the BatchNorm after each conv is found by tracing with torch.fx ({exc})") from None
-    wanted = set(conv_names)
-    out: dict[str, str] = {}
-    for node in graph.nodes:
-        if node.op != "call_module" or node.target not in wanted:
-            continue
-        for user in node.users:
-            if user.op == "call_module" and isinstance(model.get_submodule(str(user.target)), _BN):
-                out[str(node.target)] = str(user.target)
-    return out
+    """For each conv, the BatchNorm applied directly to its output (if any)."""
+    queries = graph_queries(model)
+    found = {name: queries.following_batchnorm(name, only_reader=False) for name in conv_names}
+    return {name: bn for name, bn in found.items() if bn is not None}
 
 
 class SoftPruner(Callback):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ..devices import check_device_spec
 from ..errors import SepconvError
 from ..options import Options, option
 from .schedules import Schedule, make_schedule
@@ -26,6 +27,13 @@ class TrainConfig(Options):
     gradients whose global L2 norm exceeds it (after the callbacks' ``on_step``, so masked
     gradients stay zero); a decomposed network whose narrow layers carry a whole layer's signal
     can otherwise take one huge first step.
+
+    ``device`` is where the model, the batches and the augmentation live (``auto``: CUDA when
+    available, see :func:`sepconv.devices.resolve_device`); on a GPU the in-memory data set is
+    copied there once and batched there. ``amp`` trains in mixed precision (autocast to bfloat16
+    or float16; float16 with a gradient scaler, the callbacks' ``on_step`` seeing unscaled
+    gradients). ``channels_last`` stores the model and the batches NHWC, which GPUs' convolution
+    kernels prefer. The CPU path is unchanged by all of them at their defaults.
     """
 
     epochs: int = option(30, "training epochs", low=1, high=100_000)
@@ -47,8 +55,13 @@ class TrainConfig(Options):
     eval_batch_size: int = option(512, "batch size of evaluation", low=1, high=1_000_000)
     bn_frozen: bool = option(False, "keep BatchNorm on its running statistics while training")
     clip_grad_norm: float = option(0.0, "clip the gradients' global L2 norm at this value (0 = off)", low=0)
+    device: str = option("auto", "where to train: auto (CUDA when available), cpu, cuda or cuda:N", metavar="DEVICE")
+    amp: Literal["off", "bf16", "fp16"] = option("off", "mixed precision (fp16 with a gradient scaler)")
+    channels_last: bool = option(False, "channels_last memory format for the model and the batches")
+    cudnn_benchmark: bool = option(True, "let cuDNN pick the fastest convolution algorithms (CUDA only)")
 
     def validate(self) -> None:
+        self.device = check_device_spec(self.device, "option device")  # available? checked when training starts
         if self.nesterov and self.momentum <= 0:
             raise SepconvError("Nesterov momentum needs a momentum > 0")
         self.make_schedule()  # its own checks (warm-up, milestones) now, before any folder is made
