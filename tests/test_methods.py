@@ -279,7 +279,7 @@ def test_balanced_groups_are_asked_the_same_count_as_every_other_group() -> None
 def test_an_unsatisfiable_balance_is_reported() -> None:
     model = sepconv.create_model("shufflenet_v2", width_mult=0.5)
     cg = analyse(model.eval(), torch.zeros(1, 3, 32, 32))
-    group = next(g for g in cg.groups if g.prunable and g.balances and g.size >= 6)
+    group = next(g for g in cg.groups if g.removable and g.balances and g.size >= 6)
     # An odd count where every block must lose equally many cannot always be met exactly.
     asked = {group.id: group.size - 1}
     plan = plan_removal(cg, asked)

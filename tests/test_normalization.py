@@ -13,7 +13,6 @@ import shutil
 from pathlib import Path
 
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 
@@ -23,6 +22,7 @@ from sepconv.cli import main
 from sepconv.data.colorchart import ChartSpec, generate_colorchart
 from sepconv.data.registry import get_dataset
 from sepconv.deploy.onnx import read_normalization
+from sepconv.deploy.ort import ort_session
 from sepconv.errors import SepconvError
 from sepconv.models.arch import Architecture, get_arch, get_normalization
 from sepconv.normalization import Normalization
@@ -117,7 +117,7 @@ def test_export_writes_the_statistics_or_bakes_them_in(trained, tmp_path, capsys
     assert read_normalization(baked)["baked"] is True
     pixels = torch.rand(3, 3, 12, 12)
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (norm.mean, norm.std))
-    run = {n: ort.InferenceSession(str(tmp_path / n)) for n in ("m.onnx", "b.onnx")}
+    run = {n: ort_session(tmp_path / n, threads=1) for n in ("m.onnx", "b.onnx")}
     out_plain = run["m.onnx"].run(None, {"input": ((pixels - mean) / std).numpy()})[0]
     out_baked = run["b.onnx"].run(None, {"input": pixels.numpy()})[0]
     torch.testing.assert_close(torch.from_numpy(out_baked), torch.from_numpy(out_plain), atol=1e-4, rtol=1e-4)

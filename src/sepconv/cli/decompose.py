@@ -17,6 +17,7 @@ from typing import Any
 from ..checkpoint import is_checkpoint_path, load_model, save_model
 from ..convert.decompose import DecomposeOptions
 from ..data.registry import check_spec, get_dataset
+from ..devices import resolve_device
 from ..errors import SepconvError
 from ..io import atomic_write_text, clean_stale_temporaries, ensure_writable_dir
 from ..methods.base import StepContext
@@ -42,6 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="data set spec whose training images are sampled")
     p.add_argument("--out", required=True, help="output folder: model.pt, decompose.json")
     p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="where the networks run and the statistics are gathered, and fine-tuning trains: "
+        "auto (CUDA when available; default), cpu, cuda or cuda:N",
+    )
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     add_option_flags(p.add_argument_group("decomposition"), DecomposeOptions, _DEST)
     finetune = p.add_argument_group("fine-tuning (after decomposition; --finetune-epochs 0 = none)")
@@ -51,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         _FINETUNE_DEST,
         defaults=FINETUNE_DEFAULTS,
         names={i.name: f"--finetune-{i.name.replace('_', '-')}" for i in describe(TrainConfig)},
+        skip=("device",),  # --device serves both
     )
     p.set_defaults(run=run)
 
@@ -58,6 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     options = DecomposeOptions.from_dict(given_options(args, _DEST), "decompose")
     finetune = _finetune_config(given_options(args, _FINETUNE_DEST))  # checked before any work
+    device = resolve_device(args.device)
+    if finetune is not None:
+        finetune = finetune.replace(device=args.device)
     set_torch_threads(args.threads)
     check_spec(args.data)
     out = ensure_writable_dir(args.out)
@@ -73,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if norm is None:  # fresh weights, or a checkpoint from before normalisations were recorded
         stats = (tuple(data.mean), tuple(data.std))
         set_normalization(model, Normalization(*stats))
+    model.to(device)
 
     ctx = StepContext(
         out,

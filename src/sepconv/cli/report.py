@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--bench", action="store_true", help="time every model interleaved with the baseline first"
     )
     p.add_argument("--batch", default="1,64", help="with --bench: batch sizes (default 1,64)")
-    p.add_argument("--runtime", default="onnxruntime,torch", help="with --bench: runtimes (default both)")
+    p.add_argument(
+        "--runtime", default="best", help="with --bench: runtimes, or best (every available one; default)"
+    )
     p.add_argument("--repeats", type=int, default=50, help="with --bench: timed runs (default 50)")
     p.add_argument("--warmup", type=int, default=10, help="with --bench: warm-up runs (default 10)")
     p.add_argument("--threads", type=int, help="with --bench: threads (default 2, or the cores if fewer)")

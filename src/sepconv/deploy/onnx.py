@@ -9,6 +9,10 @@ original PyTorch model in eval mode. The file is written, atomically, only once 
 has passed: a written ``.onnx`` is a verified one. Its settings are one :class:`ExportOptions`.
 
 Graph inputs/outputs are named ``input`` and ``output`` (``output_0``, ``output_1``... for several).
+
+The exported graph is float32 and is exported from a CPU copy of the model, whatever the model's
+device and dtype: a CUDA model (or a float64 or bfloat16 one) gives the file its CPU float32
+copy gives, byte for byte.
 """
 
 from __future__ import annotations
@@ -23,9 +27,9 @@ import sys
 import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -70,6 +74,8 @@ class ExportReport:
     op_counts: dict[str, int] = field(default_factory=dict)
     # The model's input normalisation: "baked" into the graph, "metadata" only, or "none" recorded.
     normalization: str = "none"
+    runtime: str = "ONNX Runtime"  # the runtime whose outputs were compared with PyTorch's
+    format: str = "onnx"  # or "openvino" (IR)
 
     @property
     def allowed_diff(self) -> float:
@@ -82,7 +88,7 @@ class ExportReport:
         return self.max_abs_diff <= self.allowed_diff
 
     def verification_line(self) -> str:
-        line = f"ONNX Runtime matches PyTorch: max abs diff {self.max_abs_diff:.1e}"
+        line = f"{self.runtime} matches PyTorch: max abs diff {self.max_abs_diff:.1e}"
         if self.output_scale > 1.0:
             line += f" (outputs up to {self.output_scale:.1e}, relative {self.max_abs_diff / self.output_scale:.1e})"
         return line
@@ -118,6 +124,8 @@ class ExportReport:
             "file_bytes": self.file_bytes,
             "op_counts": self.op_counts,
             "normalization": self.normalization,
+            "runtime": self.runtime,
+            "format": self.format,
         }
 
 
@@ -141,6 +149,18 @@ class ExportOptions(Options):
         "put the model's input normalisation into the graph: it then takes pixels / 255, in [0, 1] "
         "(else the graph takes normalised images and the statistics go into the ONNX metadata)",
     )
+    format: Literal["onnx", "openvino"] = option("onnx", "onnx (.onnx) or openvino (IR: .xml + .bin)")
+    int8: bool = option(False, "post-training static INT8 quantization with calibration images (needs --data)")
+    calibration_images: int = option(512, "INT8: training images used for calibration", low=1, high=1_000_000)
+    eval_images: int | None = option(
+        None, "INT8: test images the accuracy check uses (default: the whole test split)", low=1, high=1 << 31
+    )
+    max_accuracy_drop: float = option(
+        1.0,
+        "INT8: largest allowed accuracy loss in points against the fp32 export (else nothing is written)",
+        low=0,
+        high=100,
+    )
 
     def validate(self) -> None:
         if len(self.input_size) != 3:
@@ -159,7 +179,10 @@ def export_onnx(
     Raises :class:`ExportError` naming the operator when the model cannot be exported, and when
     ONNX Runtime's outputs differ from PyTorch's by more than the tolerance (nothing is written).
     """
-    data, report = export_onnx_bytes(model, options, **settings)
+    opts = (options or ExportOptions()).replace(**settings) if settings else (options or ExportOptions())
+    if opts.format != "onnx" or opts.int8:
+        raise SepconvError("export_onnx writes fp32 ONNX; OpenVINO IR and INT8 go through sepconv.export")
+    data, report = export_onnx_bytes(model, opts)
     atomic_write_bytes(path, lambda f: f.write(data))
     report.path = str(path)
     return report
@@ -185,7 +208,8 @@ def _export_and_verify(source: nn.Module, opts: ExportOptions) -> tuple[bytes, E
         raise ExportError("the model records no input normalisation to bake in (it was not trained by sepconv)")
     if norm is not None and norm.channels != opts.input_size[0]:
         raise ExportError(f"the model's normalisation has {norm.channels} channel(s), the input {opts.input_size[0]}")
-    reference = copy.deepcopy(source).eval()
+    # ONNX Runtime's CPU kernels take float32, and the CPU copy makes the file device-independent.
+    reference = copy.deepcopy(source).to(device="cpu", dtype=torch.float32).eval()
     deployed, changes = prepare_for_deployment(
         reference, opts.fold_bn, opts.shortcuts_as_conv, opts.merge_narrow_separable
     )
@@ -267,6 +291,21 @@ def verify_against_torch(
 ) -> tuple[float, float]:
     """(max |ORT - PyTorch|, max |PyTorch|) over all outputs for random inputs at each batch size."""
     session = ort_session(data)
+    return verify_outputs(
+        lambda x: session.run(None, {INPUT_NAME: x}), reference, input_size, batches, seed, "ONNX Runtime"
+    )
+
+
+def verify_outputs(
+    run: Callable[[np.ndarray], list[np.ndarray]],
+    reference: nn.Module,
+    input_size: tuple[int, ...],
+    batches: list[int],
+    seed: int = 0,
+    runtime: str = "ONNX Runtime",
+) -> tuple[float, float]:
+    """(max |runtime - PyTorch|, max |PyTorch|) over all outputs for random inputs at each batch
+    size; ``run`` maps an input array to the runtime's outputs (any runtime)."""
     generator = torch.Generator().manual_seed(seed)
     worst = scale = 0.0
     for batch in batches:
@@ -274,17 +313,19 @@ def verify_against_torch(
         with torch.inference_mode():
             expected = _flatten_outputs(reference(x))
         try:
-            got = session.run(None, {INPUT_NAME: x.numpy()})
+            got = run(x.numpy())
+        except SepconvError:
+            raise
         except Exception as exc:  # noqa: BLE001
-            raise ExportError(f"ONNX Runtime failed to run the model ({first_line(exc)})") from None
+            raise ExportError(f"{runtime} failed to run the model ({first_line(exc)})") from None
         if len(got) != len(expected):
-            raise ExportError(f"ONNX model has {len(got)} outputs, PyTorch {len(expected)}")
+            raise ExportError(f"{runtime} gives {len(got)} outputs, PyTorch {len(expected)}")
         for e, g in zip(expected, got):
             if tuple(e.shape) != tuple(g.shape):
-                raise ExportError(f"ONNX output shape {tuple(g.shape)} != PyTorch {tuple(e.shape)}")
+                raise ExportError(f"{runtime} output shape {tuple(g.shape)} != PyTorch {tuple(e.shape)}")
             diff = float(np.max(np.abs(e.numpy().astype(np.float64) - g.astype(np.float64)), initial=0.0))
             if not np.isfinite(diff):
-                raise ExportError("ONNX Runtime or PyTorch produced NaN/inf on random inputs")
+                raise ExportError(f"{runtime} or PyTorch produced NaN/inf on random inputs")
             worst = max(worst, diff)
             scale = max(scale, float(e.abs().max()) if e.numel() else 0.0)
     return worst, scale

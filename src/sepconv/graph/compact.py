@@ -31,6 +31,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from ..devices import tensor_like, to_model
 from ..errors import SepconvError, did_you_mean
 from ..measure.memory import check_forward_memory
 from ..measure.profile import MAX_INPUT_SIDE, Profile, count_params, default_input_size, profile
@@ -111,7 +112,8 @@ def compact(
     1×1 and linear consumers, interior-exact for padded k×k ones); ``fold="none"`` drops them.
     ``constants`` overrides the value of channels at a node or layer output (see
     :func:`~.constants.channel_constants`). ``example_input`` defaults to a batch of 2 zero images
-    of the model's input size.
+    of the model's input size; it is moved to the model's device and dtype. The result stays on
+    the model's device: the constants are computed in float64 on the CPU and written back there.
     """
     if fold not in ("bias", "none"):
         raise SepconvError(f"fold must be 'bias' or 'none', got {fold!r}")
@@ -196,10 +198,8 @@ def compact_zeros(
 
 def _example(model: nn.Module, example_input: torch.Tensor | None) -> torch.Tensor:
     if example_input is not None:
-        return example_input
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    return torch.zeros(2, *default_input_size(model), device=device)
+        return to_model(example_input, model)
+    return torch.zeros(2, *default_input_size(model), **tensor_like(model))
 
 
 # --------------------------------------------------------------------------- what to remove
@@ -528,11 +528,12 @@ def _replay(
 ) -> nn.Module:
     """Rebuild a compaction: ``kept_filters`` {producer layer: kept output channels} (version 2),
     or ``keep`` {group id: kept chain indices} as sepconv 0.1 recorded it."""
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    # The analysis keeps every activation of a batch of two: a forged size must fail here, at once.
-    check_forward_memory(model, input_size, 2, f"replaying a compaction at input {tuple(input_size)}", keep_all=True)
-    x = torch.zeros(2, *input_size, device=device)
+    like = tensor_like(model)
+    if like["device"].type == "cpu":  # the analysis keeps every activation of a batch of two
+        check_forward_memory(
+            model, input_size, 2, f"replaying a compaction at input {tuple(input_size)}", keep_all=True
+        )
+    x = torch.zeros(2, *input_size, **like)
     cg = analyse(model, x)
     removed = np.zeros(cg.num_chains, dtype=bool)
     for gid, kept in (keep or {}).items():
@@ -560,9 +561,7 @@ def _replay(
     for name in bias_added:
         layer = result.get_submodule(name)
         if layer.bias is None:
-            layer.bias = nn.Parameter(
-                torch.zeros(layer.weight.shape[0], dtype=layer.weight.dtype, device=device)
-            )
+            layer.bias = nn.Parameter(layer.weight.new_zeros(layer.weight.shape[0]))
     return result
 
 

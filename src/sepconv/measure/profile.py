@@ -17,6 +17,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..checkpoint import load_model
+from ..devices import tensor_like
 from ..errors import SepconvError, first_line
 from ..models.arch import get_arch
 from .memory import check_forward_memory
@@ -81,15 +82,6 @@ class Profile:
 
     def summary(self) -> str:
         return f"{self.model or 'model'}: {self.params:,} params, {self.macs:,} MACs per image at {tuple(self.input_size)}"
-
-
-def tensor_like(model: nn.Module) -> dict[str, Any]:
-    """``device``/``dtype`` keywords for an input that the model can run on: those of its first
-    floating-point parameter or buffer (CPU float32 for a model without any)."""
-    for t in (*model.parameters(), *model.buffers()):
-        if t.is_floating_point():
-            return {"device": t.device, "dtype": t.dtype}
-    return {"device": torch.device("cpu"), "dtype": torch.float32}
 
 
 def count_params(model: nn.Module) -> int:

@@ -6,6 +6,10 @@ method acts while training, its callbacks join the next ``train`` step and its
 :meth:`~sepconv.methods.base.Method.after_training` runs after that step. Each ``train`` step
 trains in its own folder (``OUT/train``, ``OUT/train-2``...). At the end the model is evaluated
 on the test split and written as ``OUT/model.pt`` (loadable without code) with ``OUT/summary.json``.
+
+The starting model is placed on the device of the first ``train`` step (its ``device`` option,
+``auto`` by default), so the steps before it (a decomposition's sampling) run there too; every
+later step works on the model where training left it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch.nn as nn
 from ..checkpoint import is_checkpoint_path, load_model, save_model
 from ..data.dataset import ImageDataset, Stats, with_stats
 from ..data.registry import check_spec, get_dataset
+from ..devices import local_rank, resolve_device
 from ..errors import CheckpointError
 from ..io import atomic_write_text, clean_stale_temporaries, ensure_writable_dir
 from ..measure.profile import profile
@@ -65,13 +70,16 @@ def run_recipe(
     def load(train_split: bool) -> ImageDataset:
         dataset = given[train_split]
         if dataset is None:
-            return get_dataset(recipe.data, train=train_split, stats=stats[0] if stats else None)
+            dataset = get_dataset(recipe.data, train=train_split)
         return with_stats(dataset, stats[0]) if stats else dataset
 
     ctx = StepContext(out, load, recipe.seed, quiet, resume, log=(lambda line: None) if quiet else print)
     if not resume:
         seed_everything(recipe.seed)
     model = _starting_model(recipe, ctx, stats)
+    first_train = recipe.train_steps()[:1]
+    if first_train:
+        model.to(resolve_device(first_train[0].options.device, local_rank()))  # type: ignore[attr-defined]
 
     record: dict[str, Any] = {"train_seconds": 0.0, "epochs": None, "best_accuracy": None}
     unpruned = masked = None

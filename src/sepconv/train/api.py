@@ -60,7 +60,7 @@ def train(
             f"unknown training setting {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
     config = TrainConfig.from_dict({**(config.to_dict() if config else {}), **settings})
-    ctx, created_group = distributed.setup()
+    ctx, created_group = distributed.setup(config.device)
     try:
         if out is not None and ctx.is_main:
             ensure_writable_dir(out)  # before any slow loading

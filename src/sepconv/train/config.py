@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ..devices import check_device_spec
 from ..errors import SepconvError
 from ..options import Options, option
 from .schedules import Schedule, make_schedule
@@ -30,11 +31,18 @@ class TrainConfig(Options):
     gradients whose global L2 norm exceeds it (after the callbacks' ``on_step``, so masked
     gradients stay zero); a decomposed network whose narrow layers carry a whole layer's signal
     can otherwise take one huge first step.
+
+    ``device`` is where the model, the batches and the augmentation live (``auto``: CUDA when
+    available, see :func:`sepconv.devices.resolve_device`); on a GPU the in-memory data set is
+    copied there once and batched there. ``amp`` trains in mixed precision (autocast to bfloat16
+    or float16; float16 with a gradient scaler, the callbacks' ``on_step`` seeing unscaled
+    gradients). ``channels_last`` stores the model and the batches NHWC, which GPUs' convolution
+    kernels prefer. The CPU path is unchanged by all of them at their defaults.
     """
 
     epochs: int = option(30, "training epochs", low=1, high=MAX_EPOCHS)
     batch_size: int = option(128, "global batch (split over torchrun processes)", low=1, high=MAX_BATCH)
-    lr: float = option(0.1, "base learning rate", low=0, low_open=True, high=1e9)
+    lr: float = option(0.1, "base learning rate", low=0, low_open=True, high=1e12)
     momentum: float = option(0.9, "SGD momentum", low=0, high=1, high_open=True)
     nesterov: bool = option(False, "Nesterov momentum")
     weight_decay: float = option(5e-4, "L2 weight decay", low=0, high=1)
@@ -53,8 +61,13 @@ class TrainConfig(Options):
     clip_grad_norm: float = option(
         0.0, "clip the gradients' global L2 norm at this value (0 = off)", low=0, high=1e9
     )
+    device: str = option("auto", "where to train: auto (CUDA when available), cpu, cuda or cuda:N", metavar="DEVICE")
+    amp: Literal["off", "bf16", "fp16"] = option("off", "mixed precision (fp16 with a gradient scaler)")
+    channels_last: bool = option(False, "channels_last memory format for the model and the batches")
+    cudnn_benchmark: bool = option(True, "let cuDNN pick the fastest convolution algorithms (CUDA only)")
 
     def validate(self) -> None:
+        self.device = check_device_spec(self.device, "option device")  # available? checked when training starts
         if self.nesterov and self.momentum <= 0:
             raise SepconvError("Nesterov momentum needs a momentum > 0")
         self.make_schedule()  # its own checks (warm-up, milestones) now, before any folder is made
