@@ -290,7 +290,7 @@ def test_the_loop_freezes_on_a_plateau_and_folds_the_gates() -> None:
     # Nothing can change (no candidate, no growth): widths settle at once; with a huge accuracy
     # tolerance no gain counts, so the rule freezes after `patience` evaluations.
     cb = AdaptivePruneGrow(
-        probe=PROBE, **FAST, theta_low=1e-6, theta_high=1e6, patience=2, accuracy_tolerance=1.0, lambda_mode="fixed"
+        probe=PROBE, **FAST, theta_low=1e-6, theta_high=100.0, patience=2, accuracy_tolerance=1.0, lambda_mode="fixed"
     )
     trainer = trainer_for(tiny_model(), cb, epochs=3)
     trainer.fit()
@@ -301,7 +301,7 @@ def test_the_loop_freezes_on_a_plateau_and_folds_the_gates() -> None:
 
 def test_statistics_can_be_limited_to_the_steps_before_each_evaluation() -> None:
     every, last = (
-        AdaptivePruneGrow(probe=PROBE, **FAST, theta_low=1e-6, theta_high=1e6, patience=100, stats_steps=n)
+        AdaptivePruneGrow(probe=PROBE, **FAST, theta_low=1e-6, theta_high=100.0, patience=100, stats_steps=n)
         for n in (None, 1)
     )
     for cb in (every, last):
@@ -420,6 +420,13 @@ def test_the_command_line_runs_the_method_and_rejects_bad_options(tmp_path: Path
     assert cli_main([*argv[:-2], "--window-start", "0.9", "--window-end", "0.5", "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("sepconv: error: ") and "window_end" in err and len(err.splitlines()) == 1
+    for bad, needle in (
+        (["--theta-high", "1e300"], "theta_high"),  # scores average 1: bounded
+        (["--theta-max", "0.1"], "theta_max must be at least theta_low"),  # with a target it would lower it
+    ):
+        assert cli_main([*argv[:-2], *bad, "--out", str(tmp_path / "q")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("sepconv: error: ") and needle in err and len(err.splitlines()) == 1, err
 
 
 def test_without_a_probe_set_the_callback_refuses_to_start() -> None:

@@ -11,10 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sepconv
+from sepconv import resources
 from sepconv.errors import SepconvError
 from sepconv.graph import analyse, find_units, unit_of, widen
 from sepconv.graph.widen import widen_conv, widen_linear, widen_norm
+from sepconv.measure import memory
+from sepconv.models import guard
 from sepconv.models.arch import get_arch
+from sepconv.models.registry import build_from_arch
 from sepconv.nn import SeparableConv2d
 
 from .test_compact import randomize
@@ -164,6 +168,34 @@ def test_a_grown_checkpoint_reloads_with_weights_only(tmp_path) -> None:
     assert payload["arch"]["transforms"][-1]["name"] == "widen"
     reloaded = sepconv.load_model(tmp_path / "m.pt").eval()
     torch.testing.assert_close(outputs(reloaded, x), outputs(grown.eval(), x))
+
+
+@pytest.mark.parametrize(
+    "forge,needle",
+    [
+        (lambda kw: kw.__setitem__("parents", "conv1"), "parents"),
+        (lambda kw: kw.__setitem__("parents", {"nope": [0]}), "nope"),
+        (lambda kw: kw["parents"].__setitem__(next(iter(kw["parents"])), [-1]), ">= 0"),
+        (lambda kw: kw["parents"].__setitem__(next(iter(kw["parents"])), [10**6]), "out of range"),
+        (lambda kw: kw["parents"].__setitem__(next(iter(kw["parents"])), [0] * 10_000), "memory"),
+        (lambda kw: kw.__setitem__("input_size", [3, 100000, 100000]), "input_size"),
+        (lambda kw: kw.__setitem__("input_size", [3, 4000, 4000]), "memory"),
+        (lambda kw: kw.__setitem__("bogus", 1), "unknown option"),
+    ],
+)
+def test_a_forged_growth_record_is_refused_in_one_line(forge, needle, monkeypatch) -> None:
+    # 30 MB: room for ResNet-20 (1 MB), not for 10k more channels of a 64-wide unit (~46 MB) or
+    # a 4000x4000 analysis: what a file may ask for is bounded before anything is allocated.
+    for module in (resources, memory, guard):
+        monkeypatch.setattr(module, "available_memory", lambda: 30_000_000)
+    model = sepconv.create_model("resnet20")
+    x = torch.zeros(2, 3, 8, 8)
+    grown, _ = widen(model, {find_units(analyse(model, x))[-1].producer: [0]}, x)
+    forged = get_arch(grown).to_dict()
+    forge(forged["transforms"][-1]["kwargs"])
+    with pytest.raises(SepconvError) as info:
+        build_from_arch(forged)
+    assert "\n" not in str(info.value) and needle in str(info.value), str(info.value)
 
 
 def test_layer_functions_gather_channels_and_refuse_what_they_cannot_grow() -> None:

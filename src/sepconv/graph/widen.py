@@ -35,11 +35,15 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
+from ..devices import tensor_like
 from ..errors import SepconvError
-from ..measure.profile import count_params, default_input_size, tensor_like
+from ..measure.memory import check_forward_memory
+from ..measure.profile import MAX_INPUT_SIDE, count_params, default_input_size
 from ..models.arch import record_transform, register_transform
+from ..options import Options, option
 from ..report.protocol import ReportMixin
-from .analysis import analyse
+from ..resources import check_memory
+from .analysis import ChannelGraph, analyse
 from .groups import Member
 from .surgery import _param as new_parameter
 from .units import Unit, unit_of
@@ -187,6 +191,7 @@ def widen(
             raise SepconvError(f"{producer} has {unit.width} channels; a parent index is out of range")
         if indices:
             plan.append((unit, indices))
+    check_memory(_growth_bytes(cg, plan), f"inserting {sum(len(c) for _, c in plan):,} channel(s)")
     reference = _outputs(work, x) if verify else None
 
     gather, sources = _gather_plan(plan)
@@ -338,14 +343,46 @@ def _perturb_children(
             row.add_(draw.to(row))
 
 
+def _growth_bytes(cg: ChannelGraph, plan: Sequence[tuple[Unit, Sequence[int]]]) -> int:
+    """Bytes the new channels add: each member layer's tensors grow by new/old of their size (a
+    description read from a file may ask for any number of channels; refuse before allocating)."""
+    total = 0
+    for unit, chosen in plan:
+        seen: set[str] = set()
+        for member in unit.members:
+            if member.name in seen:
+                continue
+            seen.add(member.name)
+            module = cg.module(member.name)
+            size = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+            total += size * len(chosen) // max(unit.width, 1) + size  # new tensors beside the old
+    return total
+
+
+@dataclass
+class WidenRecord(Options):
+    """The recorded kwargs of ``widen``: the parent of every inserted channel, per producer layer,
+    and the example input's size."""
+
+    parents: dict[str, list[int]] = option(help="producer layer -> parent channel of each new channel", low=0)
+    input_size: tuple[int, ...] = option(help="C,H,W of the example input", low=1, high=MAX_INPUT_SIDE)
+
+    def validate(self) -> None:
+        if not 1 <= len(self.input_size) <= 4:
+            raise SepconvError(f"input_size must have 1 to 4 dimensions, got {len(self.input_size)}")
+
+
 def _replay(model: nn.Module, parents: Mapping[str, Sequence[int]], input_size: Sequence[int]) -> nn.Module:
     """Rebuild the shapes of a recorded growth (the weights come from the checkpoint)."""
-    x = torch.zeros(2, *[int(s) for s in input_size], **tensor_like(model))
+    like = tensor_like(model)
+    if like["device"].type == "cpu":  # the analysis keeps every activation of a batch of two
+        check_forward_memory(model, input_size, 2, f"replaying a growth at input {tuple(input_size)}", keep_all=True)
+    x = torch.zeros(2, *[int(s) for s in input_size], **like)
     grown, _ = widen(model, parents, x, inplace=True, verify=False)
     return grown
 
 
-register_transform("widen", _replay)
+register_transform("widen", _replay, WidenRecord)
 
 __all__ = [
     "SourceChannels",

@@ -75,6 +75,10 @@ if TYPE_CHECKING:
     from ..train.engine import Trainer
 
 
+# Scores are normalised to average 1 per unit: a threshold far above that prunes or grows everything.
+MAX_THETA = 100.0
+
+
 @dataclass
 class AdaptiveOptions(Options):
     """Settings of adaptive prune-and-grow; defaults are spec 04's (a 200-epoch CIFAR schedule)."""
@@ -90,8 +94,8 @@ class AdaptiveOptions(Options):
     lambda_init: float = option(0.5, "starting λ: weight of the own-layer profit (1: own only, 0: next only)", low=0, high=1)
     ema_decay: float = option(0.9, "decay of the per-step statistics' moving averages", low=0, high=1, high_open=True)
     stats_steps: int | None = option(None, "update the statistics only in the last N steps before each evaluation (default: every step)", low=1, high=10_000_000)
-    theta_low: float = option(0.3, "candidate below this score (scores average 1 per unit)", low=0, low_open=True)
-    theta_high: float = option(0.6, "a unit grows when every score exceeds this", low=0, low_open=True)
+    theta_low: float = option(0.3, "candidate below this score (scores average 1 per unit)", low=0, low_open=True, high=MAX_THETA)
+    theta_high: float = option(0.6, "a unit grows when every score exceeds this", low=0, low_open=True, high=MAX_THETA)
     alpha: float = option(0.5, "a candidate's gate is alpha^k after k candidate evaluations in a row", low=0, high=1)
     prune_after: int = option(3, "K: candidate evaluations in a row before the hard prune (1: no attenuation)", low=1, high=1000)
     max_prune: float = option(0.1, "at most this fraction of a unit hard-pruned per evaluation", low=0, high=1, low_open=True)
@@ -108,7 +112,7 @@ class AdaptiveOptions(Options):
     target: float | None = option(None, "fraction of the starting params (or MACs) to remove; the thresholds adapt", low=0, high=1, high_open=True)
     target_kind: Literal["params", "macs"] = option("params", "what target counts")
     threshold_step: float = option(1.1, "factor by which the budget controller moves theta_low", low=1, low_open=True, high=10)
-    theta_max: float = option(0.9, "the budget controller raises theta_low up to this", low=0, low_open=True)
+    theta_max: float = option(0.9, "the budget controller raises theta_low up to this", low=0, low_open=True, high=MAX_THETA)
     layers: list[str] | None = option(None, "fnmatch patterns of the producer layers whose units adapt (default: every conv unit)")
 
     def validate(self) -> None:
@@ -116,6 +120,8 @@ class AdaptiveOptions(Options):
             raise SepconvError("window_end must not come before window_start")
         if self.theta_high < self.theta_low:
             raise SepconvError("theta_high must be at least theta_low")
+        if self.target is not None and self.theta_max < self.theta_low:  # the controller would lower it above the target
+            raise SepconvError("theta_max must be at least theta_low")
 
     def limits(self, theta_low: float, theta_high: float) -> Limits:
         return Limits(
