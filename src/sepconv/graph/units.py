@@ -44,6 +44,14 @@ class Unit:
     depthwise: tuple[Member, ...]  # depthwise convs carrying the channels (role "in" and "out")
     chain_of_channel: tuple[int, ...]  # producer output channel -> position in the group's chains
 
+    def layers(self) -> list[Member]:
+        """The first member of each layer holding the unit's channels (a layer may hold them in
+        several roles, e.g. a depthwise conv's "in" and "out"), in member order."""
+        first: dict[str, Member] = {}
+        for member in self.members:
+            first.setdefault(member.name, member)
+        return list(first.values())
+
     def chains(self, channels: Sequence[int]) -> list[int]:
         """Positions in the group's chains of the given producer output channels."""
         return [self.chain_of_channel[int(c)] for c in channels]

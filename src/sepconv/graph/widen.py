@@ -348,11 +348,7 @@ def _growth_bytes(cg: ChannelGraph, plan: Sequence[tuple[Unit, Sequence[int]]]) 
     description read from a file may ask for any number of channels; refuse before allocating)."""
     total = 0
     for unit, chosen in plan:
-        seen: set[str] = set()
-        for member in unit.members:
-            if member.name in seen:
-                continue
-            seen.add(member.name)
+        for member in unit.layers():
             module = cg.module(member.name)
             size = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
             total += size * len(chosen) // max(unit.width, 1) + size  # new tensors beside the old

@@ -586,11 +586,7 @@ def _channel_cost(model: nn.Module, unit: Unit, macs_of: dict[str, int], kind: s
     counted in both)."""
     depthwise = {m.name for m in unit.depthwise}
     cost = 0.0
-    seen: set[str] = set()
-    for member in unit.members:
-        if member.name in seen:
-            continue
-        seen.add(member.name)
+    for member in unit.layers():
         module = model.get_submodule(member.name)
         per_channel = member.width / unit.width  # this layer's channels (columns) per unit channel
         if member.role == "norm":
