@@ -400,3 +400,73 @@ def test_plan_removal_takes_only_allowed_chains_even_to_meet_a_balance() -> None
         cg, {group.id: 3}, {group.id: np.arange(group.size, dtype=float)}, allowed={group.id: allowed}
     )
     assert plan[group.id] == [0, 8, 14]
+
+
+# --------------------------------------------------------------------------- methods and the command line
+def _tiny_data(n: int, seed: int):
+    from sepconv.data.dataset import ImageDataset
+
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 4
+    images = torch.randint(0, 256, (n, 3, 16, 16), generator=g, dtype=torch.uint8)
+    images[:, 0] = (labels * 60).view(n, 1, 1).to(torch.uint8)
+    return ImageDataset(images, labels, ["a", "b", "c", "d"], (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+def test_bn_l1_training_then_bn_prob_compress_on_the_checkpoint(tmp_path, monkeypatch, capsys) -> None:
+    import json
+
+    import sepconv.pipeline.run as run_module
+    from sepconv.cli import main as cli_main
+
+    data = {True: _tiny_data(64, 0), False: _tiny_data(48, 1)}
+    monkeypatch.setattr(run_module, "get_dataset", lambda spec, train: data[train])
+    common = ["--quiet", "--set", "model_config.width_mult=0.25"]
+    argv = ["compress", "--method", "bn-l1", "--model", "mobilenet_v1", "--strength", "0.01", "--epochs", "2"]
+    assert cli_main([*argv, "--batch-size", "16", *common, "--out", str(tmp_path / "l1")]) == 0
+    trained = json.loads((tmp_path / "l1" / "summary.json").read_text())
+    assert trained["steps"][-1]["details"]["scales"] > 0 and trained["params"] == trained["unpruned_params"]
+
+    ckpt = str(tmp_path / "l1" / "model.pt")
+    argv = ["compress", "--method", "bn-prob", "--model", ckpt, "--macs-reduction", "0.2", "--quiet"]
+    assert cli_main([*argv, "--finetune-epochs", "1", "--out", str(tmp_path / "bp")]) == 0, (
+        capsys.readouterr().err
+    )
+    summary = json.loads((tmp_path / "bp" / "summary.json").read_text())
+    step = summary["steps"][0]
+    assert summary["macs"] == step["macs_after"] <= 0.8 * step["macs_before"]
+    assert set(step["accuracy"]) == {"before", "after", "after_without_fusion", "after_finetune"}
+    assert step["removed_chains"] and step["groups"][0]["structure"] == "depthwise chain"
+    assert step["accuracy"]["after_finetune"] == pytest.approx(summary["accuracy"])
+    small = sepconv.load_model(tmp_path / "bp" / "model.pt")  # reloads from its description
+    assert sepconv.profile(small, (3, 16, 16)).macs == summary["macs"]
+    assert cli_main(["methods", "bn-prob"]) == 0
+    assert "--macs-reduction" in capsys.readouterr().out
+
+    for bad, needle in ((["--tau", "1.5"], "tau"), (["--macs-reduction", "0.999"], "reaches")):
+        assert cli_main([*argv[:5], *bad, "--quiet", "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("sepconv: error: ") and needle in err and len(err.splitlines()) == 1, err
+
+
+def test_the_bn_l1_penalty_drives_scales_down_and_only_the_chosen_ones() -> None:
+    from sepconv.prune.slimming import BNL1Penalty, penalised_norms
+
+    model = sepconv.create_model("mobilenet_v2", width_mult=0.25, num_classes=4)
+    activated = penalised_norms(model, "activated")
+    linear = [n for n in penalised_norms(model, "all") if n not in activated]
+    assert activated and linear and all(n.endswith(".1") for n in activated)
+    trainer = sepconv.train(
+        model, _tiny_data(64, 0), test_data=_tiny_data(32, 1), epochs=2, batch_size=16, lr=0.05,
+        weight_decay=0.0, callbacks=[BNL1Penalty(0.5, "activated")], quiet=True,
+    )  # fmt: skip
+    reference = sepconv.train(
+        sepconv.create_model("mobilenet_v2", width_mult=0.25, num_classes=4), _tiny_data(64, 0), test_data=_tiny_data(32, 1),
+        epochs=2, batch_size=16, lr=0.05, weight_decay=0.0, quiet=True,
+    )  # fmt: skip
+
+    def mean_gamma(m: nn.Module, names: list[str]) -> float:
+        return float(torch.cat([m.get_submodule(n).weight.detach().abs() for n in names]).mean())
+
+    assert mean_gamma(trainer.model, activated) < mean_gamma(reference.model, activated) - 0.1
+    assert abs(mean_gamma(trainer.model, linear) - mean_gamma(reference.model, linear)) < 0.05
