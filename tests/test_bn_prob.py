@@ -136,6 +136,17 @@ def test_float32_removal_of_dead_channels_is_exact_to_1e_5() -> None:
     assert _rel(_outputs(small, x), _outputs(model, x)) <= 1e-5
 
 
+def test_rounded_widths_remove_fewer_flagged_channels_never_others() -> None:
+    model = _randomize(Unit(), 5).double()
+    _kill(model.bn_a, [0, 2, 4, 6, 8, 10])  # 6 of 12 flagged; kept widths rounded up to 4 -> 8 kept
+    x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
+    small, report = bn_probability_prune(model, x, round_to=4, min_keep=1, min_keep_fraction=0.0)
+    (row,) = [g for g in report.groups if g.group == "producer"]
+    assert (row.flagged, row.removed, row.floor_kept) == (6, 4, 2) and small.dw.out_channels == 8
+    assert set(report.removed_chains["producer"]) <= {0, 2, 4, 6, 8, 10}
+    assert _rel(_outputs(small, x), _outputs(model, x)) <= 1e-9
+
+
 def test_the_fourth_case_keeps_channels_and_tau_orders_flags() -> None:
     model = _randomize(Unit(), 2).double()
     with torch.no_grad():  # p = Φ(−β/γ) = Φ(2) ≈ 0.977 on channel 4: flagged at 0.95, kept at 0.99

@@ -79,6 +79,7 @@ __all__ = [
     "ChainScores",
     "ChainSite",
     "CutNorm",
+    "UnreachableTarget",
     "bn_probability_prune",
     "chain_sites",
     "estimate_counts",
@@ -86,6 +87,15 @@ __all__ = [
     "score_chains",
     "zero_probability",
 ]
+
+
+class UnreachableTarget(SepconvError):
+    """A reduction target that removing every eligible channel cannot meet (``reached``: what it can)."""
+
+    def __init__(self, message: str, reached: float) -> None:
+        super().__init__(message)
+        self.reached = reached
+
 
 # Activations that zero a Gaussian's lower tail: the probability argument needs one of these.
 ELIGIBLE_ACTIVATIONS = ("relu", "relu6")
@@ -164,6 +174,12 @@ class ChainSite:
     @property
     def b_cuts(self) -> bool:
         return self.b is not None and self.read_by_depthwise_only
+
+    @property
+    def eligible(self) -> bool:
+        """Can the probability rule flag these chains at all (a cut of BNs followed by ReLU/ReLU6)?"""
+        a_ok = self.a is not None and all(n.eligible for n in self.a)
+        return a_ok or (self.b_cuts and all(n.eligible for n in self.b or ()))
 
     @property
     def structure(self) -> str:
@@ -409,6 +425,11 @@ class BNProbOptions(Options):
     min_keep_fraction: float = option(
         0.1, "... and at least this fraction of its channels (rounded up)", low=0, high=1, high_open=True
     )
+    round_to: int = option(
+        1,
+        "keep a multiple of this many channels per layer, removing fewer flagged ones (fast ORT kernels)",
+        low=1,
+    )
     criterion: Literal["bn-probability", "bn-scale"] = option(
         "bn-probability",
         "rank chains by P(zeroed) or, for comparison, by |gamma| (network slimming; needs a reduction target)",
@@ -443,7 +464,7 @@ class GroupResult:
     case3: int = 0  # only BN_b (the producer fed the depthwise conv alone)
     constant: int = 0  # of the removed, chains whose flagging BN channels are constant (|γ| ≤ ε)
     flagged: int = 0  # flagged chains (before floors and balance)
-    floor_kept: int = 0  # flagged but kept by the per-layer floor
+    floor_kept: int = 0  # flagged but kept by the per-layer floor (and the rounding of kept widths)
     balance_kept: int = 0  # flagged but kept so that every block loses equally many
     dw_only: int = 0  # flagged at BN_b only while the producer is read elsewhere (GhostNet): not handled
     structure: str = ""  # "depthwise chain", "plain", ...
@@ -555,6 +576,15 @@ class _Selector:
         keep = max(self.options.min_keep, math.ceil(self.options.min_keep_fraction * size))
         return min(keep, size)
 
+    def count(self, size: int, flagged: int) -> int:
+        """How many of ``flagged`` chains a group of ``size`` loses: the floor (the count rule's
+        ``min_keep``), then the kept width rounded *up* to ``round_to`` (only flagged chains may go)."""
+        count = Budget(0.0, min_keep=max(1, self.floor(size))).count(size, base=flagged)
+        multiple = self.options.round_to
+        if multiple > 1 and count > 0:
+            count = max(0, size - min(size, -(-(size - count) // multiple) * multiple))
+        return count
+
     def flagged(self, threshold: float) -> dict[str, np.ndarray]:
         return {gid: priority >= threshold for gid, priority in self.priority.items()}
 
@@ -563,8 +593,7 @@ class _Selector:
         counts, allowed, scores = {}, {}, {}
         for s in self.scores:
             gid, size = s.site.group.id, s.site.group.size
-            n = int(flagged[gid].sum())
-            count = Budget(0.0, min_keep=max(1, self.floor(size))).count(size, base=n)
+            count = self.count(size, int(flagged[gid].sum()))
             if count > 0:
                 counts[gid], allowed[gid] = count, flagged[gid]
                 scores[gid] = -self.priority[gid]  # the most certainly dead go first
@@ -586,15 +615,16 @@ class _Selector:
             return 1.0 - (sel.macs if kind == "macs" else sel.params) / total
 
         if candidates.size == 0:
-            raise SepconvError(
-                f"no channel can be removed, so {kind} cannot drop by {100 * target:.0f}% (reached 0.0%)"
+            raise UnreachableTarget(
+                f"cannot remove {100 * target:.1f}% of the {kind}: no channel is eligible (reaches 0.0%)", 0.0
             )
         lo, hi = 0, candidates.size - 1  # candidates[hi] (the lowest threshold) removes the most
         best = self.select(float(candidates[hi]))
         if reduction(best) < target:
-            raise SepconvError(
+            raise UnreachableTarget(
                 f"cannot remove {100 * target:.1f}% of the {kind}: removing every eligible channel (threshold "
-                f"{candidates[hi]:.3g}, per-layer floors) reaches {100 * reduction(best):.1f}%"
+                f"{candidates[hi]:.3g}, per-layer floors) reaches {100 * reduction(best):.1f}%",
+                reduction(best),
             )
         while lo < hi:
             mid = (lo + hi) // 2
@@ -611,8 +641,11 @@ class _Selector:
 def _slimming_priority(cg: ChannelGraph, scores: ChainScores) -> np.ndarray:
     """Network slimming's order on the same chains: −mean |γ| over the group's BNs (the
     ``bn-scale`` criterion on a :class:`GroupView`), mapped to (0, 1] so that thresholds work alike:
-    the smallest |γ| gets the highest priority."""
+    the smallest |γ| gets the highest priority. The candidates are the chains the probability rule
+    could flag (so that a comparison at equal MACs compares the rankings, not the scopes)."""
     group = scores.site.group
+    if not scores.site.eligible:
+        return np.zeros(group.size)
     norms = tuple(
         NormView(bn.name, cg.module(bn.name), torch.as_tensor(np.asarray(bn.channels, dtype=np.int64)))
         for bn in cg.batchnorms(group)
@@ -739,10 +772,11 @@ def _group_results(
         removed = np.zeros(group.size, dtype=bool)
         removed[plan.get(group.id, [])] = True
         a, b, dw_only = s.flags(threshold)
-        floor_room = max(0, group.size - selector.floor(group.size))
+        if selector.options.criterion != "bn-probability":  # ranked by |γ|: no cases
+            a = b = dw_only = np.zeros(group.size, dtype=bool)
         n_flagged = int(flagged.sum())
-        asked = min(n_flagged, floor_room)
-        constant = np.where(a, s.constant_a, s.constant_b)
+        asked = selector.count(group.size, n_flagged)
+        constant = np.where(a, s.constant_a, s.constant_b) & (a | b)
         results.append(
             GroupResult(
                 group=group.id,
