@@ -168,7 +168,6 @@ class ChainSite:
     b: tuple[CutNorm, ...] | None
     read_by_depthwise_only: bool  # the producers' outputs reach the consumers through depthwise convs only
     depthwise: tuple[str, ...]
-    consumers: tuple[str, ...]
     note: str = ""
 
     @property
@@ -203,9 +202,6 @@ def chain_sites(cg: ChannelGraph) -> list[ChainSite]:
         depthwise = tuple(
             dict.fromkeys(m.name for m in group.members if m.role == "out" and queries.is_depthwise(m.name))
         )
-        consumers = tuple(
-            dict.fromkeys(m.name for m in group.members if m.role == "in" and m.name not in depthwise)
-        )
         a = _cut(cg, producers, norms)
         b = _cut(cg, list(depthwise), norms) if depthwise else None
         readers = {reader for p in producers for reader in queries.consumers(p)}
@@ -215,7 +211,7 @@ def chain_sites(cg: ChannelGraph) -> list[ChainSite]:
             note = "a producer is not followed by a BatchNorm of its own"
         elif not all(n.eligible for n in a):
             note = "BN after the producer feeds no ReLU/ReLU6 (linear: a residual stream or projection)"
-        sites.append(ChainSite(group, a, b, read_by_depthwise_only, depthwise, consumers, note))
+        sites.append(ChainSite(group, a, b, read_by_depthwise_only, depthwise, note))
     return sites
 
 
@@ -267,8 +263,6 @@ class ChainScores:
     q_b: np.ndarray
     constant_a: np.ndarray  # every channel of the cut is constant (|γ| ≤ ε)
     constant_b: np.ndarray
-    p_a: np.ndarray  # the probability itself (diagnostics), min over the cut's channels
-    p_b: np.ndarray
 
     @property
     def priority(self) -> np.ndarray:
@@ -292,12 +286,11 @@ def _norm_parameters(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _cut_scores(
     cg: ChannelGraph, cut: tuple[CutNorm, ...] | None, size: int, constant_eps: float | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:
     if cut is None:
-        return np.zeros(size), np.zeros(size, dtype=bool), np.zeros(size)
+        return np.zeros(size), np.zeros(size, dtype=bool)
     q = np.ones(size)
     constant = np.ones(size, dtype=bool)
-    p_min = np.ones(size)
     for norm in cut:
         gamma, beta = _norm_parameters(cg.module(norm.name))
         table = torch.from_numpy(norm.table)
@@ -310,8 +303,7 @@ def _cut_scores(
         channel_q = np.where(is_constant, 1.0, p if norm.eligible else 0.0)
         q = np.minimum(q, channel_q.min(axis=1))
         constant &= is_constant.all(axis=1)
-        p_min = np.minimum(p_min, p.min(axis=1) if norm.eligible else 0.0)
-    return q, constant, p_min
+    return q, constant
 
 
 def score_chains(
@@ -321,9 +313,9 @@ def score_chains(
     out = []
     for site in sites:
         size = site.group.size
-        q_a, const_a, p_a = _cut_scores(cg, site.a, size, constant_eps)
-        q_b, const_b, p_b = _cut_scores(cg, site.b, size, constant_eps)
-        out.append(ChainScores(site, q_a, q_b, const_a, const_b, p_a, p_b))
+        q_a, const_a = _cut_scores(cg, site.a, size, constant_eps)
+        q_b, const_b = _cut_scores(cg, site.b, size, constant_eps)
+        out.append(ChainScores(site, q_a, q_b, const_a, const_b))
     return out
 
 
@@ -630,11 +622,9 @@ class _Selector:
             mid = (lo + hi) // 2
             sel = self.select(float(candidates[mid]))
             if reduction(sel) >= target:
-                best, hi = sel, mid
+                best, hi = sel, mid  # best is always the selection at candidates[hi]
             else:
                 lo = mid + 1
-        if best.threshold != float(candidates[lo]):
-            best = self.select(float(candidates[lo]))
         return best
 
 
