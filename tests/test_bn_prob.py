@@ -334,8 +334,13 @@ def test_a_macs_target_picks_tau_by_bisection_and_keeps_the_floors() -> None:
     assert report.macs_after <= 0.7 * report.macs_before
     _, looser = bn_probability_prune(model, x, tau=min(0.999999, report.tau * 1.0001 + 1e-9))
     assert looser.macs_after > 0.7 * looser.macs_before  # a higher tau would not reach the target
-    for layer, (_, cout, _, cout_after) in report.widths.items():
+    for layer, entry in report.layers.items():
+        cout, cout_after = entry["out"]
         assert cout_after >= min(cout, max(8, math.ceil(0.1 * cout))), layer
+    assert (
+        sum(e["macs"][0] - e["macs"][1] for e in report.layers.values())
+        == report.macs_before - report.macs_after
+    )
 
 
 def test_an_unreachable_target_says_what_it_reached() -> None:
@@ -449,6 +454,8 @@ def test_bn_l1_training_then_bn_prob_compress_on_the_checkpoint(tmp_path, monkey
     assert set(step["accuracy"]) == {"before", "after", "after_without_fusion", "after_finetune"}
     assert step["removed_chains"] and step["groups"][0]["structure"] == "depthwise chain"
     assert step["accuracy"]["after_finetune"] == pytest.approx(summary["accuracy"])
+    written = (tmp_path / "bp" / "bn_prob.md").read_text()
+    assert "| group | structure |" in written and "| layer | inputs | outputs | params | MACs |" in written
     small = sepconv.load_model(tmp_path / "bp" / "model.pt")  # reloads from its description
     assert sepconv.profile(small, (3, 16, 16)).macs == summary["macs"]
     assert cli_main(["methods", "bn-prob"]) == 0

@@ -7,6 +7,8 @@ flags channels at ``--tau`` (or chooses τ for ``--macs-reduction``/``--params-r
 removes them physically and folds their expected values into the consumers. With ``evaluate``
 (default) it measures the test accuracy before and after, and after the same removal without
 fusion; ``finetune_epochs`` > 0 fine-tunes afterwards (not part of the method: reported apart).
+Its report (also ``OUT/bn_prob.md``) lists every group's removed channels by case and every
+layer's widths, params and MACs before and after.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from ..graph.compact import compact
+from ..io import atomic_write_text
 from ..options import option
 from ..prune.bn_probability import BNProbOptions, BNProbReport, bn_probability_prune
 from ..train.api import train
@@ -81,6 +84,8 @@ class BNProb(Method):
                 report.accuracy["after_finetune"] = evaluate(
                     result, limit_dataset(ctx.test_data, opts.eval_images)
                 )["accuracy"]
+        if ctx.out is not None:
+            atomic_write_text(ctx.out / "bn_prob.md", report.markdown())
         return result, report
 
 

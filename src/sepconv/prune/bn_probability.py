@@ -64,7 +64,7 @@ import torch.nn as nn
 from ..errors import SepconvError
 from ..graph.analysis import ChannelGraph, analyse
 from ..graph.budget import Budget
-from ..graph.compact import CompactReport, compact
+from ..graph.compact import compact
 from ..graph.groups import ChannelGroup
 from ..graph.selection import RemovalPlan, plan_removal
 from ..measure.profile import Profile, profile
@@ -476,8 +476,8 @@ class BNProbReport(ReportMixin):
     estimated_params: int
     estimated_macs: int
     groups: list[GroupResult] = field(default_factory=list)
-    widths: dict[str, list[int]] = field(default_factory=dict)  # layer -> [in, out] before and after
-    layer_macs: dict[str, list[int]] = field(default_factory=dict)  # layer -> [before, after]
+    # every layer that changed: {"in": [before, after], "out": [...], "params": [...], "macs": [...]}
+    layers: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     border_inexact: list[str] = field(default_factory=list)
     shortfalls: dict[str, list[int]] = field(default_factory=dict)
     removed_chains: dict[str, list[int]] = field(
@@ -522,6 +522,10 @@ class BNProbReport(ReportMixin):
             lines.append(f"fold exact on interior pixels only at {len(self.border_inexact)} padded layer(s)")
         return "\n".join(lines)
 
+    def markdown(self) -> str:
+        """The summary, the per-group cases and the per-layer widths, params and MACs."""
+        return "\n\n".join([self.summary(), self.table(), _layer_table(self.layers)]) + "\n"
+
     def table(self) -> str:
         """Per group: size, removed and by which case (Markdown)."""
         rows = [
@@ -536,6 +540,15 @@ class BNProbReport(ReportMixin):
                 f"{g.constant} | {g.floor_kept} | {g.balance_kept} | {g.dw_only} |"
             )
         return "\n".join(rows)
+
+
+def _layer_table(layers: Mapping[str, Mapping[str, list[int]]]) -> str:
+    rows = ["| layer | inputs | outputs | params | MACs |", "|---|---:|---:|---:|---:|"]
+    for name, e in layers.items():
+        cells = [f"{e[k][0]} → {e[k][1]}" if k in e else "" for k in ("in", "out")]
+        cells += [f"{e[k][0]:,} → {e[k][1]:,}" for k in ("params", "macs")]
+        rows.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
 
 
 def _drop(now: int, before: int) -> str:
@@ -741,8 +754,7 @@ def bn_probability_prune(
         estimated_params=selection.params,
         estimated_macs=selection.macs,
         groups=_group_results(selector, scores, plan, threshold),
-        widths=_widths(model, creport),
-        layer_macs=_layer_macs(before, result, input_size),
+        layers=_layers(model, before, result, input_size),
         border_inexact=list(creport.border_inexact),
         shortfalls={k: list(v) for k, v in plan.shortfalls.items()},
         removed_chains={k: list(v) for k, v in plan.items()},
@@ -787,25 +799,27 @@ def _group_results(
     return results
 
 
-def _widths(model: nn.Module, creport: CompactReport) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {}
-    for name, m in model.named_modules():
-        if name in creport.widths and isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
-            before = (
-                [m.in_channels, m.out_channels]
-                if isinstance(m, nn.modules.conv._ConvNd)
-                else [m.in_features, m.out_features]
-            )
-            after = list(creport.widths[name])
-            if before != after:
-                out[name] = before + after
-    return out
-
-
-def _layer_macs(before: Profile, result: nn.Module, input_size: tuple[int, ...]) -> dict[str, list[int]]:
-    after = {row.name: row.macs for row in profile(result, input_size).rows}
-    return {
-        row.name: [row.macs, after.get(row.name, 0)]
-        for row in before.rows
-        if after.get(row.name, 0) != row.macs
-    }
+def _layers(
+    model: nn.Module, before: Profile, result: nn.Module, input_size: tuple[int, ...]
+) -> dict[str, dict[str, list[int]]]:
+    """Widths, params and MACs before and after of every layer compaction changed."""
+    after_rows = {row.name: row for row in profile(result, input_size).rows}
+    modules = dict(result.named_modules())
+    layers: dict[str, dict[str, list[int]]] = {}
+    for row in before.rows:
+        new = after_rows.get(row.name)
+        if new is None or (new.params, new.macs) == (row.params, row.macs):
+            continue
+        entry = {"params": [row.params, new.params], "macs": [row.macs, new.macs]}
+        old_layer, new_layer = model.get_submodule(row.name), modules.get(row.name)
+        for key, attr in (
+            ("in", ("in_channels", "in_features")),
+            ("out", ("out_channels", "out_features", "num_features")),
+        ):
+            widths = [
+                next((getattr(m, a) for a in attr if hasattr(m, a)), None) for m in (old_layer, new_layer)
+            ]
+            if None not in widths:
+                entry[key] = widths  # type: ignore[assignment]
+        layers[row.name] = entry
+    return layers
