@@ -91,7 +91,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--penalty", type=float, default=5e-3, help="L1 strength of the slimming run (0: skip it)")
+    p.add_argument(
+        "--penalty", default="5e-3", help="L1 strengths of the slimming runs, comma-separated (0: none)"
+    )
     p.add_argument("--train-images", type=int, default=3000, help="training subset (0: all)")
     p.add_argument("--test-images", type=int, default=1000, help="test subset for every accuracy (0: all)")
     p.add_argument("--taus", default="0.9,0.95,0.99,0.999")
@@ -118,6 +120,7 @@ def parse_args() -> argparse.Namespace:
     args.data = [d for d in args.data.split(",") if d]
     args.models = [m for m in args.models.split(",") if m]
     args.taus = [float(t) for t in args.taus.split(",") if t]
+    args.penalty = [float(v) for v in str(args.penalty).split(",") if v and float(v) > 0]
     args.work = args.work or ROOT / ".cache" / "bn_prob" / args.name
     return args
 
@@ -313,14 +316,16 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
         "runs": [],
     }
-    penalties = [0.0] + ([args.penalty] if args.penalty > 0 else [])
+    penalties = [0.0, *args.penalty]
     for spec in args.data:
         data = limit_dataset(get_dataset(spec, train=True), args.train_images or None)
         test = limit_dataset(get_dataset(spec, train=False), args.test_images or None)
         for name in args.models:
             for penalty in penalties:
-                tag = "slimming" if penalty else "normal"
-                folder = args.work / spec.replace(":", "_").replace("/", "_") / f"{name}_{tag}"
+                tag = f"L1 {penalty:g}" if penalty else "normal"
+                folder = (
+                    args.work / spec.replace(":", "_").replace("/", "_") / f"{name}_{tag.replace(' ', '')}"
+                )
                 model, info = trained_model(args, data, test, name, penalty, folder)
                 model = model.cpu().eval()
                 t0 = time.perf_counter()
@@ -391,7 +396,7 @@ def markdown(record: dict[str, Any]) -> str:
         "",
         f"Budget: {s['epochs']} epochs, batch {s['batch_size']}, SGD Nesterov lr {s['lr']} cosine, wd 5e-4; "
         f"width ×{s['width_mult']}; {s['train_images'] or 'all'} training images, accuracies on "
-        f"{s['test_images'] or 'all'} test images; slimming run: L1 {s['penalty']} on the scales of the BNs "
+        f"{s['test_images'] or 'all'} test images; slimming runs (training `L1 λ`): penalty λ·Σ|γ| on the scales of the BNs "
         f"followed by ReLU/ReLU6. Kept widths rounded up to multiples of {s['round_to']}. Device {s['device']}, {s['threads']} thread(s); {record['seconds']:.0f} s in all. "
         "No row is fine-tuned. `acc` = with shifting-factor fusion (expected activations; slimming: the "
         "propagated constants compaction folds), `no fusion` = the same removal with the constants dropped. "

@@ -343,6 +343,23 @@ def test_a_macs_target_picks_tau_by_bisection_and_keeps_the_floors() -> None:
     )
 
 
+def test_a_budget_keeps_ordering_channels_whose_probability_rounds_to_one() -> None:
+    model = _randomize(Unit(mid=16), 10).double()
+    dead = list(range(8))
+    with torch.no_grad():  # p = Φ(−β/γ) is exactly 1.0 in float64 for all eight; z = 20 ... 90
+        model.bn_a.weight[dead] = 1.0
+        model.bn_a.bias[dead] = -torch.linspace(20, 90, 8, dtype=torch.float64)
+    assert bool((zero_probability(model.bn_a.bias[dead], model.bn_a.weight[dead]) == 1.0).all())
+    x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
+    _, everything = bn_probability_prune(model, x, tau=0.999, min_keep=1, min_keep_fraction=0.0)
+    _, report = bn_probability_prune(model, x, macs_reduction=0.2, min_keep=1, min_keep_fraction=0.0)
+    assert everything.removed == 8 and 0 < report.removed < 8
+    assert report.removed_chains["producer"] == list(
+        range(8 - report.removed, 8)
+    )  # the most negative z first
+    assert report.tau == 1.0 and report.z > 20
+
+
 def test_an_unreachable_target_says_what_it_reached() -> None:
     model = _random_statistics("mobilenet_v1")
     # Half of every layer stays: about three quarters of the MACs at most can go.

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 import torch.nn as nn
 
 from ..graph.compact import compact
@@ -61,12 +60,12 @@ class BNProb(Method):
         )
         x = ctx.example_input()
         result, report = bn_probability_prune(model, x, prune_options)
-        if opts.evaluate:
-            test = limit_dataset(ctx.test_data, opts.eval_images)
+        test = limit_dataset(ctx.test_data, opts.eval_images) if opts.evaluate else None
+        if test is not None:
             report.accuracy["before"] = evaluate(model, test)["accuracy"]
             report.accuracy["after"] = evaluate(result, test)["accuracy"]
-            if opts.fusion != "none":
-                plain = _without_fusion(model, report, x)
+            if opts.fusion != "none":  # the same removal with the constants dropped: what fusion is worth
+                plain, _ = compact(model, report.removed_chains, x, fold="none")
                 report.accuracy["after_without_fusion"] = evaluate(plain, test)["accuracy"]
         if opts.finetune_epochs > 0:
             config = TrainConfig(
@@ -80,16 +79,8 @@ class BNProb(Method):
                 result, ctx.data, test_data=ctx.test_data, out=out, config=config, quiet=ctx.quiet
             )
             result = trainer.model
-            if opts.evaluate:
-                report.accuracy["after_finetune"] = evaluate(
-                    result, limit_dataset(ctx.test_data, opts.eval_images)
-                )["accuracy"]
+            if test is not None:
+                report.accuracy["after_finetune"] = evaluate(result, test)["accuracy"]
         if ctx.out is not None:
             atomic_write_text(ctx.out / "bn_prob.md", report.markdown())
         return result, report
-
-
-def _without_fusion(model: nn.Module, report: BNProbReport, x: torch.Tensor) -> nn.Module:
-    """The same removal with the constants dropped (the consumers see 0): what fusion is worth."""
-    plain, _ = compact(model, report.removed_chains, x, fold="none")
-    return plain
