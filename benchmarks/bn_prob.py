@@ -145,8 +145,16 @@ def trained_model(
 
     model_path = folder / "model.pt"
     info_path = folder / "run.json"
+    budget = {
+        **{k: v for k, v in train_settings(args).items() if k != "device"},
+        "width_mult": args.width_mult,
+        "train_images": args.train_images,
+        "penalty": penalty,
+    }
     if model_path.is_file() and info_path.is_file():
-        return sepconv.load_model(model_path), json.loads(info_path.read_text())
+        info = json.loads(info_path.read_text())
+        if info.get("budget") == budget:  # trained with these settings: reuse it
+            return sepconv.load_model(model_path), info
     config = {"width_mult": args.width_mult}
     model = sepconv.create_model(name, num_classes=data.num_classes, in_channels=data.in_channels, **config)
     callbacks = [BNL1Penalty(penalty, "activated")] if penalty > 0 else []
@@ -155,6 +163,7 @@ def trained_model(
         model, data, test_data=test, out=folder, callbacks=callbacks, quiet=True, **train_settings(args)
     )
     info = {
+        "budget": budget,
         "seconds": time.perf_counter() - start,
         "history": [{k: r[k] for k in ("epoch", "train_loss", "test_accuracy")} for r in trainer.history],
     }

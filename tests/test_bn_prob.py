@@ -505,3 +505,23 @@ def test_the_bn_l1_penalty_drives_scales_down_and_only_the_chosen_ones() -> None
 
     assert mean_gamma(trainer.model, activated) < mean_gamma(reference.model, activated) - 0.1
     assert abs(mean_gamma(trainer.model, linear) - mean_gamma(reference.model, linear)) < 0.05
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1-bn-prob-40", "mobilenet_v2-bn-prob-40"])
+def test_the_builtin_mobilenet_recipes_train_with_the_penalty_then_prune_40_percent(
+    name: str, tmp_path
+) -> None:
+    from sepconv.pipeline.recipe import load_recipe
+    from sepconv.pipeline.run import run_recipe
+
+    recipe = load_recipe(name).with_settings(
+        {
+            "train.epochs": 1,
+            "train.batch_size": 16,
+            "model_config.width_mult": 0.25,
+            "bn-prob.evaluate": False,
+        }
+    )
+    assert [s.name for s in recipe.steps] == ["bn-l1", "train", "bn-prob"]
+    summary = run_recipe(recipe, tmp_path, data=_tiny_data(48, 0), test_data=_tiny_data(32, 1), quiet=True)
+    assert summary["macs"] <= 0.6 * summary["unpruned_macs"]
