@@ -19,7 +19,7 @@ from .base import Method, StepContext, register_method
 @dataclass
 class BNL1Options(Options):
     strength: float = option(
-        1e-4, "lambda of the penalty lambda*sum|gamma| (the paper: 1e-4 to 1e-5)", low=0, low_open=True
+        1e-4, "lambda of the penalty lambda*sum|gamma| (the paper: 1e-4 to 1e-5)", low=0, low_open=True, high=1e6
     )
     norms: Literal["all", "activated"] = option(
         "all",

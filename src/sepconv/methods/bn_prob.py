@@ -21,8 +21,9 @@ from ..graph.compact import compact
 from ..io import atomic_write_text
 from ..options import option
 from ..prune.bn_probability import BNProbOptions, BNProbReport, bn_probability_prune
+from ..resources import MAX_IMAGES
 from ..train.api import train
-from ..train.config import TrainConfig
+from ..train.config import MAX_BATCH, MAX_EPOCHS, TrainConfig
 from ..train.evaluation import evaluate, limit_dataset
 from .base import Method, StepContext, register_method
 
@@ -32,12 +33,12 @@ class BNProbStepOptions(BNProbOptions):
     evaluate: bool = option(
         True, "measure test accuracy before, after, and after the same removal without fusion"
     )
-    eval_images: int | None = option(None, "evaluate on this many test images (all when unset)", low=1)
+    eval_images: int | None = option(None, "evaluate on this many test images (all when unset)", low=1, high=MAX_IMAGES)
     finetune_epochs: int = option(
-        0, "fine-tune this many epochs afterwards (0: none, as in the paper)", low=0
+        0, "fine-tune this many epochs afterwards (0: none, as in the paper)", low=0, high=MAX_EPOCHS
     )
-    finetune_lr: float = option(0.01, "learning rate of the fine-tuning", low=0, low_open=True)
-    finetune_batch_size: int = option(128, "batch size of the fine-tuning", low=1)
+    finetune_lr: float = option(0.01, "learning rate of the fine-tuning", low=0, low_open=True, high=1e12)
+    finetune_batch_size: int = option(128, "batch size of the fine-tuning", low=1, high=MAX_BATCH)
 
 
 @register_method

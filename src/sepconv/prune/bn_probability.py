@@ -427,8 +427,9 @@ class BNProbOptions(Options):
         None,
         "constant-channel rule: also remove channels with |gamma| <= this, folding act(beta) (off when unset)",
         low=0,
+        high=1e6,
     )
-    min_keep: int = option(8, "every layer keeps at least this many channels", low=1)
+    min_keep: int = option(8, "every layer keeps at least this many channels", low=1, high=1 << 20)
     min_keep_fraction: float = option(
         0.1, "... and at least this fraction of its channels (rounded up)", low=0, high=1, high_open=True
     )
@@ -436,6 +437,7 @@ class BNProbOptions(Options):
         1,
         "keep a multiple of this many channels per layer, removing fewer flagged ones (fast ORT kernels)",
         low=1,
+        high=4096,
     )
     criterion: Literal["bn-probability", "bn-scale"] = option(
         "bn-probability",
