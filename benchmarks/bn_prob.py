@@ -159,20 +159,33 @@ def trained_model(
         "train_images": args.train_images,
         "penalty": penalty,
     }
+    started_path = folder / "budget.json"  # written before training: an interrupted run resumes
     if model_path.is_file() and info_path.is_file():
         info = json.loads(info_path.read_text())
         if info.get("budget") == budget:  # trained with these settings: reuse it
             return sepconv.load_model(model_path), info
+    resume = (
+        (folder / "last.pt").is_file()
+        and (folder / "history.json").is_file()
+        and started_path.is_file()
+        and json.loads(started_path.read_text()) == budget
+    )
+    done_before = len(json.loads((folder / "history.json").read_text())["epochs"]) if resume else 0
+    folder.mkdir(parents=True, exist_ok=True)
+    _write(started_path, json.dumps(budget, indent=1))
     config = {"width_mult": args.width_mult}
     model = sepconv.create_model(name, num_classes=data.num_classes, in_channels=data.in_channels, **config)
     callbacks = [BNL1Penalty(penalty, "activated")] if penalty > 0 else []
     start = time.perf_counter()
     trainer = sepconv.train(
-        model, data, test_data=test, out=folder, callbacks=callbacks, quiet=True, **train_settings(args)
-    )
+        model, data, test_data=test, out=folder, callbacks=callbacks, quiet=True, resume=resume,
+        **train_settings(args),
+    )  # fmt: skip
     info = {
         "budget": budget,
-        "seconds": time.perf_counter() - start,
+        # the earlier epochs' own times (from the history) when an interrupted run resumed
+        "seconds": time.perf_counter() - start + sum(r["seconds"] for r in trainer.history[:done_before]),
+        "resumed_after_epoch": done_before or None,
         "history": [{k: r[k] for k in ("epoch", "train_loss", "test_accuracy")} for r in trainer.history],
     }
     _write(info_path, json.dumps(info, indent=1))
@@ -356,6 +369,7 @@ def main() -> None:
                     "training": tag,
                     "penalty": penalty,
                     "train_seconds": info["seconds"],
+                    "resumed_after_epoch": info.get("resumed_after_epoch"),
                     "history": info["history"],
                     "accuracy": base_acc,
                     "params": base.params,
@@ -423,6 +437,13 @@ def _target_checks(record: dict[str, Any], target: float) -> list[str]:
     return lines
 
 
+def _resumed(record: dict[str, Any]) -> str:
+    """Which models finished an interrupted training run (resumed from its last checkpoint)."""
+    done = [f"{r['model']} ({r['training']}) after epoch {r['resumed_after_epoch']}" for r in record["runs"]
+            if r.get("resumed_after_epoch")]  # fmt: skip
+    return f"; resumed from the checkpoint of an interrupted training run: {', '.join(done)}" if done else ""
+
+
 def markdown(record: dict[str, Any]) -> str:
     s = record["settings"]
     lines = [
@@ -431,7 +452,7 @@ def markdown(record: dict[str, Any]) -> str:
         f"Budget: {s['epochs']} epochs, batch {s['batch_size']}, SGD Nesterov lr {s['lr']} cosine, wd 5e-4; "
         f"width ×{s['width_mult']}; {s['train_images'] or 'all'} training images, accuracies on "
         f"{s['test_images'] or 'all'} test images; slimming runs (training `L1 λ`): penalty λ·Σ|γ| on the scales of the BNs "
-        f"followed by ReLU/ReLU6. Kept widths rounded up to multiples of {s['round_to']}. Device {s['device']}, {s['threads']} thread(s); {record['seconds']:.0f} s in all. "
+        f"followed by ReLU/ReLU6. Kept widths rounded up to multiples of {s['round_to']}. Device {s['device']}, {s['threads']} thread(s); this run {record['seconds']:.0f} s (models trained by an earlier run with the same budget are reused; each model's training time is `train_seconds` in the JSON){_resumed(record)}. "
         "No row is fine-tuned. `acc` = with shifting-factor fusion (expected activations; slimming: the "
         "propagated constants compaction folds), `no fusion` = the same removal with the constants dropped. "
         "Cases: 1 = BN_a and BN_b flag, 2 = BN_a only, 3 = BN_b only. ORT = ONNX Runtime speed-up over the "
