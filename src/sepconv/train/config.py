@@ -26,6 +26,15 @@ class TrainConfig(Options):
     gradients whose global L2 norm exceeds it (after the callbacks' ``on_step``, so masked
     gradients stay zero); a decomposed network whose narrow layers carry a whole layer's signal
     can otherwise take one huge first step.
+
+    **Stalls.** A run whose training loss is still at least ``stall_loss``·ln C (C classes; ln C is
+    the loss of a uniform guess) at the end of any epoch from ``stall_epochs`` on, or whose final test
+    accuracy is at chance (at most 1.25 × the largest class share of the test set), has stalled: it
+    never left the plateau on which every input gets the same answer. The engine says so in one line
+    and, with ``on_stall="error"``, stops with :class:`~sepconv.errors.TrainingStalledError` (exit 4)
+    after writing that epoch's ``last.pt`` and ``history.json``, so no chance-level model is saved as
+    a result; ``"warn"`` records it in ``history.json`` (``stall``) and trains on. Runs shorter than
+    ``stall_epochs`` epochs (fine-tuning) are never checked.
     """
 
     epochs: int = option(30, "training epochs", low=1, high=100_000)
@@ -47,6 +56,11 @@ class TrainConfig(Options):
     eval_batch_size: int = option(512, "batch size of evaluation", low=1, high=1_000_000)
     bn_frozen: bool = option(False, "keep BatchNorm on its running statistics while training")
     clip_grad_norm: float = option(0.0, "clip the gradients' global L2 norm at this value (0 = off)", low=0)
+    stall_epochs: int = option(
+        5, "from this epoch on, a training loss not below stall_loss x ln(classes) is a stall (0 = never check)", low=0
+    )
+    stall_loss: float = option(0.9, "stall threshold as a fraction of ln(classes), a uniform guess's loss", low=0, low_open=True, high=1)
+    on_stall: Literal["error", "warn"] = option("error", "on a stall: stop with an error (exit 4), or only report it")
 
     def validate(self) -> None:
         if self.nesterov and self.momentum <= 0:
