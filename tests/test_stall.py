@@ -54,7 +54,9 @@ def test_a_plateau_stops_training_with_one_line_after_writing_the_epoch(tmp_path
     trainer = Trainer(
         tiny_net(), toy_dataset(), toy_dataset(seed=1), config(lr=1e-6), out_dir=tmp_path, quiet=True
     )
-    with pytest.raises(TrainingStalledError, match=r"training loss 1\.\d+ after epoch 2 is not below") as info:
+    with pytest.raises(
+        TrainingStalledError, match=r"training loss 1\.\d+ after epoch 2 is not below"
+    ) as info:
         trainer.fit()
     assert info.value.exit_code == 4 and "\n" not in str(info.value)
     document = json.loads((tmp_path / "history.json").read_text())
@@ -94,7 +96,10 @@ def test_compress_exits_4_and_saves_no_model(run_cli, tmp_path: Path) -> None:
     root.mkdir()
     rng = np.random.default_rng(0)
     for name, n in (("data_batch_1", 64), ("test_batch", 32)):
-        batch = {"data": rng.integers(0, 256, (n, 3 * 8 * 8)).astype(np.uint8), "labels": (np.arange(n) % 4).tolist()}
+        batch = {
+            "data": rng.integers(0, 256, (n, 3 * 8 * 8)).astype(np.uint8),
+            "labels": (np.arange(n) % 4).tolist(),
+        }
         (root / name).write_bytes(pickle.dumps(batch))
     (root / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(4)]}))
     out = tmp_path / "run"

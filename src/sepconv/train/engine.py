@@ -287,12 +287,12 @@ class Trainer:
                 " try a learning-rate warm-up (--warmup-epochs), a lower --lr, or another --seed"
             )
         accuracy = record.get("test_accuracy")
-        if epoch == cfg.epochs and accuracy is not None and self.chance_accuracy is not None:
-            if accuracy <= 1.25 * self.chance_accuracy:
-                return (
-                    f"training stalled: final test accuracy {100 * accuracy:.2f}% is at chance"
-                    f" ({100 * self.chance_accuracy:.2f}% for always the largest class)"
-                )
+        chance = self.chance_accuracy
+        if epoch == cfg.epochs and accuracy is not None and chance is not None and accuracy <= 1.25 * chance:
+            return (
+                f"training stalled: final test accuracy {100 * accuracy:.2f}% is at chance"
+                f" ({100 * chance:.2f}% for always the largest class)"
+            )
         return None
 
     def _note_stall(self, record: dict[str, Any]) -> None:

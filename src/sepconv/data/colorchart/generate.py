@@ -17,6 +17,7 @@ files whatever the number of worker processes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -39,7 +40,18 @@ from ..cifar import read_pickle  # the safe unpickler: a folder's meta must not 
 from .colour import AXES
 from .glyphs import CLASS_PRESETS, GLYPHS
 from .packing import DotLayout, pack_pool_layout
-from .plate import AXIS_CHOICES, DIFFICULTIES, PAPER, PlateDebug, PlateStyle, canonical_difficulty, render_plate
+from .plate import (
+    AXIS_CHOICES,
+    DIFFICULTIES,
+    PAPER,
+    PlateDebug,
+    PlateStyle,
+    canonical_difficulty,
+    get_difficulty,
+    render_plate,
+)
+
+LEGACY_DIFFICULTIES = ("standard", "hard")  # keyed by name, as before the continuous scale
 
 GENERATOR_VERSION = "sepconv-colorchart-2"  # change whenever the same arguments would give other plates
 TRAIN_BATCHES = 7
@@ -96,10 +108,8 @@ class ChartSpec:
     def __post_init__(self) -> None:
         # One spelling per difficulty ("0.50" is "0.5"), so equal data sets share one cache key;
         # a bad value stays as given for validate() to report.
-        try:
+        with contextlib.suppress(ValueError):
             object.__setattr__(self, "difficulty", canonical_difficulty(self.difficulty))
-        except ValueError:
-            pass
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -146,8 +156,13 @@ class ChartSpec:
         return PlateStyle(self.class_names, self.difficulty, self.axis, self.image_size, self.render_scale)
 
     def key(self) -> str:
-        """Stable hash of the arguments and the generator version (cache folder names)."""
+        """Stable hash of the arguments and the generator version (cache folder names). A difficulty
+        on the continuous scale enters by its knobs, not its name: ``paper`` and its level share
+        one set, and recalibrating ``paper`` can never reuse plates made for the old level."""
         canonical = {**asdict(self), "classes": list(self.class_names), "version": GENERATOR_VERSION}
+        if self.difficulty not in LEGACY_DIFFICULTIES:  # standard/hard keep their keys (and caches)
+            knobs = get_difficulty(self.difficulty).to_dict()
+            canonical["difficulty"] = {k: v for k, v in knobs.items() if k != "name"}
         return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()[:16]
 
 
