@@ -51,7 +51,9 @@ def run_dir(budget: str, level: float, seed: int) -> Path:
 
 
 def budget_name(args: argparse.Namespace) -> str:
-    return f"{args.schedule}_e{args.epochs}_w{args.warmup_epochs:g}"
+    return f"{args.schedule}_e{args.epochs}_w{args.warmup_epochs:g}" + (
+        "_default-init" if args.default_init else ""
+    )
 
 
 def train_one(job: tuple[str, float, int, dict[str, Any]]) -> dict[str, Any]:
@@ -64,9 +66,10 @@ def train_one(job: tuple[str, float, int, dict[str, Any]]) -> dict[str, Any]:
     summary_path = out / "summary.json"
     if summary_path.is_file():
         return json.loads(summary_path.read_text())
-    recipe = load_recipe("resnet20-baseline").with_settings(
-        {"data": data_spec(level), **runpool.recipe_settings(train, seed)}
-    )
+    settings = {"data": data_spec(level), **runpool.recipe_settings(train, seed)}
+    if budget.endswith("_default-init"):  # the zoo's initialisation instead of the recipe's
+        settings["model_config.zero_init_residual"] = False
+    recipe = load_recipe("resnet20-baseline").with_settings(settings)
     resume = (out / "train" / "last.pt").is_file()
     summary = run_recipe(recipe, out, quiet=True, resume=resume)
     print(f"level {level:g} seed {seed}: {100 * summary['accuracy']:.2f}%", flush=True)
@@ -136,7 +139,7 @@ def markdown(record: dict[str, Any]) -> str:
     lines = [
         "# Colour-chart difficulty: calibration",
         "",
-        f"ResNet-20 (`resnet20-baseline` recipe) for {t['epochs']} epochs, batch {t['batch_size']}, lr {t['lr']:g}"
+        f"ResNet-20 (`resnet20-baseline` recipe{', zoo initialisation' if record['budget'].endswith('_default-init') else ', γ = 0 in each residual branch'}) for {t['epochs']} epochs, batch {t['batch_size']}, lr {t['lr']:g}"
         f" {t['schedule']}, {t['warmup_epochs']:g} epoch(s) of warm-up; seeds {', '.join(map(str, record['seeds']))};"
         " final-epoch test accuracy (mean ± std). Linear probe: ridge regression on per-pixel chroma"
         " (a*b*) deviation maps, and on luminance maps as a control (no training of features)."
@@ -219,6 +222,11 @@ def main() -> None:
     parser.add_argument("--warmup-epochs", type=float, default=1.0)
     parser.add_argument("--schedule", default="recipe", choices=["recipe", "paper"])
     parser.add_argument("--probe-only", action="store_true", help="train nothing; probe and assemble")
+    parser.add_argument(
+        "--default-init",
+        action="store_true",
+        help="the zoo's initialisation (no zero_init_residual): the stall evidence",
+    )
     runpool.add_arguments(parser)
     args = parser.parse_args()
     from sepconv.data import get_dataset
@@ -230,6 +238,7 @@ def main() -> None:
         probe(level)
     train = {
         **runpool.schedule_settings(args.schedule, args.epochs, args.warmup_epochs),
+        "on_stall": "warn",  # a level on which ResNet-20 stalls is a result of the calibration
         **runpool.train_settings(args),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
