@@ -46,8 +46,16 @@ def data_spec(level: float) -> str:
     return f"colorchart:difficulty={level:g}"
 
 
+def level_key(level: float) -> str:
+    """The data set's key (a hash of its knobs): folders named by it are never reused by a
+    recalibrated scale's level of the same number."""
+    from sepconv.data.colorchart import parse_options
+
+    return parse_options(f"difficulty={level:g}").key()
+
+
 def run_dir(budget: str, level: float, seed: int) -> Path:
-    return RUNS / budget / f"level{level:g}-seed{seed}"
+    return RUNS / budget / f"level{level:g}-{level_key(level)}-seed{seed}"
 
 
 def budget_name(args: argparse.Namespace) -> str:
@@ -82,7 +90,7 @@ def probe(level: float) -> dict[str, float]:
     from sepconv.data.colorchart.probe import linear_probe
     from sepconv.io import atomic_write_text
 
-    path = RUNS / "probe" / f"level{level:g}.json"
+    path = RUNS / "probe" / f"level{level:g}-{level_key(level)}.json"
     if path.is_file():
         return json.loads(path.read_text())
     train, test = get_dataset(data_spec(level), train=True), get_dataset(data_spec(level), train=False)

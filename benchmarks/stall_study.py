@@ -1,7 +1,9 @@
 """Why training stalls on the colour charts, measured: initial loss and time to leave the plateau.
 
-Two measurements, on charts harder than ``paper`` (level 0.75, where the calibration's ResNet-20
-with the zoo's initialisation never left the plateau in 5 epochs):
+Two measurements. The first runs (``init``, and the ``dsc-pruned-*`` escape runs on level 0.75) were
+made on the first difficulty scale, before plate.py's LEVEL_1 was softened (commit 7b14289's
+plate.py); the results record that in their ``data`` field, and rerunning them now measures the
+current scale. The later runs are on the current ``paper`` preset:
 
 * ``init``: the cross-entropy of freshly initialised ResNet-20/32/56 (regular and separable) on 512
   training images, in training mode, over 5 seeds, with the zoo's initialisation and with the last
@@ -38,19 +40,29 @@ import runpool  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = ROOT / "runs" / "stall_study"
-DATA = "colorchart:difficulty=0.75"  # harder than `paper`: where a default-initialised ResNet-20 stalled
+DATA = "colorchart:paper"
 EMA = 50
 
-# name -> (model, separable, zero_init_residual, prune from the first step, warm-up epochs, schedule)
+# Measured on the first difficulty scale (see plate.py): strong clutter. Rerun now, it names the current scale.
+OLD_SCALE = "colorchart:difficulty=0.75"
+# name -> settings: separable, zero_init (zero_init_residual), prune (PCA-FPGM 40 %, group coupling,
+# masks from the first step: the old recipes), warmup epochs, and optionally data, lr, batch_size.
 CONFIGS: dict[str, dict[str, Any]] = {
-    "dsc-pruned-default-init": {"separable": True, "zero_init": False, "prune": True, "warmup": 1.0},
-    "dsc-pruned-zero-init": {"separable": True, "zero_init": True, "prune": True, "warmup": 1.0},
+    "dsc-pruned-default-init": {"separable": True, "zero_init": False, "prune": True, "warmup": 1.0, "data": OLD_SCALE},
+    "dsc-pruned-zero-init": {"separable": True, "zero_init": True, "prune": True, "warmup": 1.0, "data": OLD_SCALE},
+    "r20-default-init": {"separable": False, "zero_init": False, "prune": False, "warmup": 1.0},
+    "r20-default-init-lr0.1": {"separable": False, "zero_init": False, "prune": False, "warmup": 1.0, "lr": 0.1},
+    "r20-default-init-lr0.02": {"separable": False, "zero_init": False, "prune": False, "warmup": 1.0, "lr": 0.02},
+    "r20-default-init-b16": {"separable": False, "zero_init": False, "prune": False, "warmup": 1.0, "batch_size": 16},
+    "r20-default-init-no-warmup": {"separable": False, "zero_init": False, "prune": False, "warmup": 0.0},
     "dsc-default-init": {"separable": True, "zero_init": False, "prune": False, "warmup": 1.0},
-    "dsc-zero-init": {"separable": True, "zero_init": True, "prune": False, "warmup": 1.0},
-    "dsc-pruned-zero-init-no-warmup": {"separable": True, "zero_init": True, "prune": True, "warmup": 0.0},
-    "dsc-pruned-zero-init-b128": {
-        "separable": True, "zero_init": True, "prune": True, "warmup": 1.0, "schedule": "paper",
+    "dsc-default-init-lr0.1": {"separable": True, "zero_init": False, "prune": False, "warmup": 1.0, "lr": 0.1},
+    "dsc-pruned-default-init-lr0.1": {"separable": True, "zero_init": False, "prune": True, "warmup": 1.0, "lr": 0.1},
+    "r20-zero-init-lr0.1": {"separable": False, "zero_init": True, "prune": False, "warmup": 1.0, "lr": 0.1},
+    "r20-default-init-b128-lr0.4": {
+        "separable": False, "zero_init": False, "prune": False, "warmup": 1.0, "lr": 0.4, "batch_size": 128,
     },
+    "dsc-pruned-trained2": {"separable": True, "zero_init": False, "prune": True, "start_epoch": 2, "warmup": 1.0},
 }  # fmt: skip
 
 
@@ -124,7 +136,8 @@ def escape_one(job: tuple[str, int, int]) -> dict[str, Any]:
 
     name, seed, max_epochs = job
     cfg = CONFIGS[name]
-    data, test = get_dataset(DATA, train=True), get_dataset(DATA, train=False)
+    spec = cfg.get("data", DATA)
+    data, test = get_dataset(spec, train=True), get_dataset(spec, train=False)
     seed_everything(seed)
     model = create_model("resnet20", **({"zero_init_residual": True} if cfg["zero_init"] else {}))
     if cfg["separable"]:
@@ -132,15 +145,25 @@ def escape_one(job: tuple[str, int, int]) -> dict[str, Any]:
     meter = EscapeMeter(0.9 * math.log(data.num_classes))
     callbacks: list[Any] = [meter]
     if cfg["prune"]:
-        pruner = SoftPruner("pca-fpgm", 0.4, grad_mask=True, coupling="group", input_shape=(3, 32, 32))
+        pruner = SoftPruner(
+            "pca-fpgm",
+            0.4,
+            grad_mask=True,
+            coupling="group",
+            input_shape=(3, 32, 32),
+            start_epoch=cfg.get("start_epoch", 0),
+        )
         callbacks.insert(0, pruner)
     settings = runpool.schedule_settings(cfg.get("schedule", "recipe"), max_epochs, cfg["warmup"])
+    settings.update({k: cfg[k] for k in ("lr", "batch_size") if k in cfg})
     trainer = train(
         model, data, test_data=test, quiet=True, callbacks=callbacks, **settings, seed=seed, on_stall="warn"
     )
     steps_per_epoch = trainer.batches_per_epoch
     record = {
         "config": name,
+        "data": spec,
+        "settings": cfg,
         "seed": seed,
         "escape_step": meter.escape_step,
         "escape_epoch": None if meter.escape_step is None else meter.escape_step / steps_per_epoch,
@@ -168,9 +191,13 @@ def escape(args: argparse.Namespace) -> None:
     jobs = [(c, s, args.max_epochs) for s in args.seeds for c in args.configs if (c, s) not in have]
 
     def done(job: Any, ok: bool, value: Any) -> None:
-        if ok:
-            runs.append(value)
-            _write("escape", {"data": DATA, "ema_steps": EMA, "threshold": "0.9 ln 10", "runs": runs})
+        if not ok:
+            return
+        # Several processes may add runs: merge with what the file holds now, by (config, seed).
+        now = (json.loads(path.read_text()) if path.is_file() else {}).get("escape", {}).get("runs", [])
+        merged = {(r["config"], r["seed"]): r for r in [*runs, *now, value]}
+        runs[:] = list(merged.values())
+        _write("escape", {"data": DATA, "ema_steps": EMA, "threshold": "0.9 ln 10", "runs": runs})
 
     runpool.run_jobs(jobs, escape_one, args.jobs, args.threads, on_done=done)
 
@@ -195,21 +222,21 @@ def markdown(whole: dict[str, Any]) -> str:
     if "escape" in whole:
         esc = whole["escape"]
         lines += [
-            "## Time to leave the plateau (separable ResNet-20)",
+            "## Time to leave the plateau (ResNet-20, regular and separable)",
             "",
             f"Step at which the {esc['ema_steps']}-step moving average of the training loss first falls below"
             f" {esc['threshold']} (the engine's stall threshold); `–` = not within the epochs run. `pruned` ="
             " PCA-FPGM 40 %, group coupling, masks from the first step (the old recipes).",
             "",
-            "| configuration | seed | escape step | epochs | images | batch | test acc at stop % |",
-            "|---|---|---|---|---|---|---|",
+            "| configuration | data | seed | escape step | epochs | images | batch | test acc at stop % |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in sorted(esc["runs"], key=lambda r: (r["config"], r["seed"])):
             step = "–" if r["escape_step"] is None else str(r["escape_step"])
             epochs = "–" if r["escape_epoch"] is None else f"{r['escape_epoch']:.2f}"
             images = "–" if r["images_to_escape"] is None else f"{r['images_to_escape']:,}"
             lines.append(
-                f"| {r['config']} | {r['seed']} | {step} (of {r['epochs_run'] * r['steps_per_epoch']}) | {epochs}"
+                f"| {r['config']} | `{r.get('data', esc['data'])}` | {r['seed']} | {step} (of {r['epochs_run'] * r['steps_per_epoch']}) | {epochs}"
                 f" | {images} | {r['batch_size']} | {100 * r['test_accuracy_at_stop']:.1f} |"
             )
         lines.append("")

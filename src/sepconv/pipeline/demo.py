@@ -33,7 +33,7 @@ from ..io import atomic_write_text, ensure_writable_dir
 from ..measure.latency import benchmark
 from ..report.curves import history_records
 from ..report.study import write_reports
-from .recipe import load_recipe
+from .recipe import Recipe, load_recipe
 from .run import run_recipe
 
 # Seed 000, Tables 1-2, ResNet-20 rows (accuracy %, MACs, params) for the side-by-side columns.
@@ -70,7 +70,8 @@ def run_demo(
     for i, (key, recipe_name) in enumerate(steps, start=2):
         # Kept widths rounded to multiples of 8: ONNX Runtime's blocked kernels run odd widths
         # (10/20/39) barely faster than the unpruned model (benchmarks/results/latency.md).
-        recipe = load_recipe(recipe_name).with_settings({"data": data, "epochs": epochs})
+        recipe = load_recipe(recipe_name)
+        recipe = recipe.with_settings({"data": data, "epochs": epochs, **_short_schedule(recipe, epochs)})
         prunes = any(step.name == "soft-prune" for step in recipe.steps)
         if prunes:
             recipe = recipe.with_settings({"soft-prune.round_to": ROUND_TO})
@@ -100,6 +101,18 @@ class _Log:
     def __call__(self, text: str) -> None:
         if not self.quiet:
             print(text, flush=True)
+
+
+def _short_schedule(recipe: Recipe, epochs: int) -> dict[str, Any]:
+    """Settings with which a very short demo (the tests run one epoch) drops what the recipe's
+    schedule has no room for: the warm-up and the unpruned epochs before the first mask."""
+    settings: dict[str, Any] = {}
+    if recipe.train_config.warmup_epochs >= epochs:
+        settings["warmup_epochs"] = 0.0
+    for step in recipe.steps:
+        if step.name == "soft-prune" and getattr(step.options, "start_epoch", 0) >= epochs:
+            settings["soft-prune.start_epoch"] = 0
+    return settings
 
 
 def _copy_preview(data: str, out: Path) -> None:
