@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import SepconvError
+from ..io import ensure_writable_dir
 from ..report.study import write_reports
-from .bench import parse_int_list
+from .bench import timing_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,23 +25,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--bench", action="store_true", help="time every model interleaved with the baseline first"
     )
     p.add_argument("--batch", default="1,64", help="with --bench: batch sizes (default 1,64)")
-    p.add_argument("--runtime", default="onnxruntime,torch", help="with --bench: runtimes (default both)")
+    p.add_argument(
+        "--runtime", default="best", help="with --bench: runtimes, or best (every available one; default)"
+    )
     p.add_argument("--repeats", type=int, default=50, help="with --bench: timed runs (default 50)")
     p.add_argument("--warmup", type=int, default=10, help="with --bench: warm-up runs (default 10)")
-    p.add_argument("--threads", type=int, default=2, help="with --bench: threads (default 2)")
+    p.add_argument("--threads", type=int, help="with --bench: threads (default 2, or the cores if fewer)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    bench = None
-    if args.bench:
-        bench = {
-            "batches": parse_int_list(args.batch, "--batch"),
-            "runtimes": [r for r in args.runtime.split(",") if r.strip()],
-            "repeats": args.repeats,
-            "warmup": args.warmup,
-            "threads": args.threads,
-        }
+    timing = timing_settings(args)  # checked even without --bench: a bad value is a mistake either way
+    bench = timing if args.bench else None
+    if args.baseline is not None and not args.baseline.strip():
+        raise SepconvError("--baseline is empty; give a model's name")
+    ensure_writable_dir(args.out)
     for page in write_reports(args.folders, args.out, bench, args.baseline):
         print(page)
     return 0
