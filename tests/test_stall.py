@@ -105,7 +105,8 @@ def test_compress_exits_4_and_saves_no_model(run_cli, tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = run_cli(
         "compress", "--recipe", "resnet20-baseline", "--data", f"cifar10:{root}", "--epochs", "1",
-        "--batch-size", "32", "--lr", "1e-6", "--stall-epochs", "1", "--threads", "1", "--quiet", "--out", out,
+        "--batch-size", "32", "--lr", "1e-6", "--warmup-epochs", "0", "--stall-epochs", "1", "--threads", "1",
+        "--quiet", "--out", out,
     )  # fmt: skip
     assert proc.returncode == 4, proc.stderr
     assert_one_line_error(proc, "training stalled")
