@@ -59,9 +59,25 @@ def run_dir(budget: str, level: float, seed: int) -> Path:
 
 
 def budget_name(args: argparse.Namespace) -> str:
+    # --train-option values that change the training (not where it runs) name the budget too, so a
+    # run at another lr never reuses, or overwrites, the recipe's.
+    overrides = "".join(f"_{k}{v}" for k, v in sorted(schedule_overrides(args).items()))
     return f"{args.schedule}_e{args.epochs}_w{args.warmup_epochs:g}" + (
         "_default-init" if args.default_init else ""
-    )
+    ) + overrides
+
+
+def schedule_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The --train-option settings other than the device's, typed as TrainConfig types them."""
+    from sepconv.train.config import TrainConfig
+
+    raw = runpool.train_settings(args)
+    typed = TrainConfig.from_dict({**TrainConfig().to_dict(), **raw}).to_dict()
+    return {k: typed[k] for k in raw if k not in ("device", "amp", "channels_last")}
+
+
+def train_record(args: argparse.Namespace) -> dict[str, Any]:
+    return {**runpool.schedule_settings(args.schedule, args.epochs, args.warmup_epochs), **schedule_overrides(args)}
 
 
 def train_one(job: tuple[str, float, int, dict[str, Any]]) -> dict[str, Any]:
@@ -130,7 +146,7 @@ def assemble(args: argparse.Namespace, budget: str) -> dict[str, Any]:
     return {
         "benchmark": "colorchart_calibration",
         "budget": budget,
-        "train": runpool.schedule_settings(args.schedule, args.epochs, args.warmup_epochs),
+        "train": train_record(args),
         "seeds": args.seeds,
         "paper_level": PAPER_LEVEL,
         "paper_preset": DIFFICULTIES["paper"].to_dict(),

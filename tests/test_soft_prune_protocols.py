@@ -17,15 +17,12 @@ from sepconv.prune.criteria import PCADistanceMatrix, distance_sums
 from sepconv.prune.soft import prunable_convs
 from sepconv.train.engine import Trainer
 
-from .test_soft_prune import tiny_config, tiny_data, tiny_resnet
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from .test_soft_prune import (
+    one_thread,  # noqa: F401  (autouse: one torch thread)
+    tiny_config,
+    tiny_data,
+    tiny_resnet,
+)
 
 
 class Recorder(SoftPruner):

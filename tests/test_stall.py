@@ -10,22 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from sepconv.data.dataset import ImageDataset
 from sepconv.errors import TrainingStalledError
 from sepconv.train.engine import TrainConfig, Trainer
 
 from .conftest import assert_one_line_error
-from .test_engine import tiny_net, toy_dataset
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from .test_engine import (
+    one_thread,  # noqa: F401  (autouse: one torch thread)
+    tiny_net,
+    toy_dataset,
+)
 
 
 def config(**kw) -> TrainConfig:

@@ -330,6 +330,10 @@ class FPGM(Criterion):
         """The space distances are measured in: the filters themselves for FPGM."""
         return points
 
+    def embedded_distance(self) -> str:
+        """The distance measured between embedded points: the criterion's own for FPGM."""
+        return self.distance_type
+
     def score(self, weight: Tensor, n_prune: int | None = None) -> Tensor:
         v = _filters(weight)
         self._check_n_prune(v.shape[0], n_prune)
@@ -340,7 +344,7 @@ class FPGM(Criterion):
         if keep.numel() < 2:
             scores[keep] = 0.0
             return scores
-        scores[keep] = distance_sums(self.embed(v[keep]), self.distance_type)
+        scores[keep] = distance_sums(self.embed(v[keep]), self.embedded_distance())
         return scores
 
     def config(self) -> dict[str, Any]:
@@ -475,17 +479,9 @@ class PCADistanceMatrix(PCAFPGM):
     def embed(self, points: Tensor) -> Tensor:
         return self.pca(distance_matrix(points, self.distance_type)).projected
 
-    def score(self, weight: Tensor, n_prune: int | None = None) -> Tensor:
-        v = _filters(weight)
-        self._check_n_prune(v.shape[0], n_prune)
-        scores = torch.full((v.shape[0],), -math.inf, dtype=torch.float64)
-        keep = self.survivors(weight)
-        if keep.numel() < 2:
-            scores[keep] = 0.0
-            return scores
+    def embedded_distance(self) -> str:
         # The distance type chose D; the reduced rows are compared with Euclidean distances.
-        scores[keep] = distance_sums(self.embed(v[keep]), "l2")
-        return scores
+        return "l2"
 
 
 class BNScale(Criterion):
