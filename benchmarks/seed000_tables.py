@@ -37,6 +37,11 @@ recipe schedule, 10 epochs, 1 warm-up) and names any other, e.g. ``_colorchart:p
     .venv/bin/python benchmarks/seed000_tables.py --depths 20 --seeds 0 1 2 --schedule paper --epochs 200 \\
         --start-epoch 20 --protocols paper trained-group --device cuda --jobs 8       # on one GPU
     .venv/bin/python benchmarks/seed000_tables.py --assemble-only --seeds 0 1 2
+
+``--default-init`` builds the ResNets with the zoo's initialisation instead of the recipes'
+``zero_init_residual`` and ``--lr`` sets the base learning rate; both name the budget (its folders and
+result suffix). On the ``paper`` charts, seed 0, γ = 0 kept ResNet-20 at chance at lr 0.05 and 0.1,
+the zoo's initialisation left the plateau at lr 0.1 (``stall_study.md``).
 """
 
 from __future__ import annotations
@@ -122,10 +127,16 @@ class Budget:
     epochs: int
     warmup: float
     start_epoch: int  # of the trained-* protocols
+    zero_init: bool = True  # the recipes' γ = 0 in each residual branch; False: the zoo's initialisation
+    lr: float | None = None  # None: the schedule's
 
     @property
     def tag(self) -> str:
-        return f"{self.data}_{self.schedule}_e{self.epochs}_w{self.warmup:g}"
+        return (
+            f"{self.data}_{self.schedule}_e{self.epochs}_w{self.warmup:g}"
+            + ("" if self.zero_init else "_default-init")
+            + ("" if self.lr is None else f"_lr{self.lr:g}")
+        )
 
     @property
     def suffix(self) -> str:
@@ -138,7 +149,8 @@ class Budget:
         )
 
     def train(self) -> dict[str, Any]:
-        return runpool.schedule_settings(self.schedule, self.epochs, self.warmup)
+        settings = runpool.schedule_settings(self.schedule, self.epochs, self.warmup)
+        return settings if self.lr is None else {**settings, "lr": self.lr}
 
 
 DEFAULT_BUDGET = Budget("colorchart:paper", "recipe", 10, 1.0, 2)
@@ -187,6 +199,7 @@ def recipe_for(budget: Budget, protocol: str, depth: int, key: str, seed: int, t
             "data": budget.data,
             **runpool.recipe_settings(train, seed),
             **protocol_settings(budget, protocol, key),
+            **({} if budget.zero_init else {"model_config.zero_init_residual": False}),
         }
     )
 
@@ -429,8 +442,14 @@ def tables_markdown(record: dict[str, Any], budget: Budget) -> str:
         f" lr {t['lr']:g} {t['schedule']}"
         + (f" (×{t['gamma']:g} at epochs {t['milestones']})" if t["schedule"] == "multistep" else "")
         + f", {t['warmup_epochs']:g} epoch(s) of linear warm-up, wd 5e-4, crop padding 4; the paper trains 200"
-        " epochs. ResNets are built with γ = 0 in each residual branch's last BatchNorm (`zero_init_residual`,"
-        " the recipes' default, see `stall_study.md`). Pruning rate 40 %; counted after physical compaction."
+        " epochs. "
+        + (
+            "ResNets are built with γ = 0 in each residual branch's last BatchNorm (`zero_init_residual`,"
+            " the recipes' default, see `stall_study.md`)."
+            if budget.zero_init
+            else "ResNets keep the zoo's initialisation (not the recipes' `zero_init_residual`, see `stall_study.md`)."
+        )
+        + " Pruning rate 40 %; counted after physical compaction."
         " `acc` = final epoch, compacted model; `best` = best epoch of the masked model during training (the"
         " paper's choice). Mean ± sample std over the seeds listed; `*` marks a run the engine's stall detector"
         " flagged.",
@@ -577,6 +596,10 @@ def main() -> None:
     parser.add_argument(
         "--start-epoch", type=int, default=DEFAULT_BUDGET.start_epoch, help="unpruned epochs of trained-*"
     )
+    parser.add_argument(
+        "--default-init", action="store_true", help="the zoo's initialisation, not the recipes' zero_init_residual"
+    )
+    parser.add_argument("--lr", type=float, help="base learning rate (default: the schedule's)")
     parser.add_argument("--assemble-only", action="store_true", help="train nothing; rebuild the tables")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the tables and plots")
     parser.add_argument("--runs", type=Path, default=RUNS, help="folder of the run folders")
@@ -584,7 +607,9 @@ def main() -> None:
     args = parser.parse_args()
     results, root = args.results, args.runs
     torch.set_num_threads(args.threads)
-    budget = Budget(args.data, args.schedule, args.epochs, args.warmup_epochs, args.start_epoch)
+    budget = Budget(
+        args.data, args.schedule, args.epochs, args.warmup_epochs, args.start_epoch, not args.default_init, args.lr
+    )
     table_seeds = args.table_seeds or args.seeds
     # The tables show every protocol trained under this budget, not only those trained now.
     present = {p for p in PROTOCOLS if (root / budget.tag / protocol_folder(budget, p, "pruned")).is_dir()}
