@@ -91,7 +91,7 @@ def train_one(job: tuple[str, float, int, dict[str, Any]]) -> dict[str, Any]:
     if summary_path.is_file():
         return json.loads(summary_path.read_text())
     settings = {"data": data_spec(level), **runpool.recipe_settings(train, seed)}
-    if budget.endswith("_default-init"):  # the zoo's initialisation instead of the recipe's
+    if "_default-init" in budget:  # the zoo's initialisation instead of the recipe's
         settings["model_config.zero_init_residual"] = False
     recipe = load_recipe("resnet20-baseline").with_settings(settings)
     resume = (out / "train" / "last.pt").is_file()
@@ -163,7 +163,7 @@ def markdown(record: dict[str, Any]) -> str:
     lines = [
         "# Colour-chart difficulty: calibration",
         "",
-        f"ResNet-20 (`resnet20-baseline` recipe{', zoo initialisation' if record['budget'].endswith('_default-init') else ', γ = 0 in each residual branch'}) for {t['epochs']} epochs, batch {t['batch_size']}, lr {t['lr']:g}"
+        f"ResNet-20 (`resnet20-baseline` recipe{', zoo initialisation' if '_default-init' in record['budget'] else ', γ = 0 in each residual branch'}) for {t['epochs']} epochs, batch {t['batch_size']}, lr {t['lr']:g}"
         f" {t['schedule']}, {t['warmup_epochs']:g} epoch(s) of warm-up; seeds {', '.join(map(str, record['seeds']))};"
         " final-epoch test accuracy (mean ± std). Linear probe: ridge regression on per-pixel chroma"
         " (a*b*) deviation maps, and on luminance maps as a control (no training of features)."

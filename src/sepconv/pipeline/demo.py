@@ -96,7 +96,10 @@ def _recipes(data: str, epochs: int) -> dict[str, Recipe]:
     recipes = {}
     for key, name in (("baseline", "resnet20-baseline"), ("pca-fpgm-dsc-40", "resnet20-pca-fpgm-dsc-40")):
         recipe = load_recipe(name)
-        recipe = recipe.with_settings({"data": data, "epochs": epochs, **_short_schedule(recipe, epochs)})
+        # The zoo's initialisation, as the demo always had: the recipes' γ = 0 in each residual branch
+        # kept ResNet-20 at chance on the `paper` charts (benchmarks/results/stall_study.md).
+        settings = {"data": data, "epochs": epochs, "model_config.zero_init_residual": False}
+        recipe = recipe.with_settings({**settings, **_short_schedule(recipe, epochs)})
         if any(step.name == "soft-prune" for step in recipe.steps):
             # Kept widths rounded to multiples of 8: ONNX Runtime's blocked kernels run odd widths
             # (10/20/39) barely faster than the unpruned model (benchmarks/results/latency.md).
