@@ -34,6 +34,7 @@ from sepconv.cli.decompose import FINETUNE_DEFAULTS
 from sepconv.convert.decompose import DecomposeOptions
 from sepconv.deploy.onnx import ExportOptions
 from sepconv.errors import SepconvError
+from sepconv.methods import get_method, list_methods
 from sepconv.options import describe, unwrap_optional
 from sepconv.train.config import TrainConfig
 
@@ -379,6 +380,24 @@ def test_every_declared_number_has_finite_bounds() -> None:
                 for value in ("nan", "inf", HUGE_INT, HUGE_FLOAT):
                     if not _refused(cls, info.name, value, context):
                         loose.append(f"{prefix}{info.name}={value}")
+    assert not loose, f"accepted: {loose}"
+
+
+def test_every_method_option_number_has_finite_bounds() -> None:
+    """The same for every built-in method's options (flags of ``compress --method NAME``, which
+    the base arguments above, a recipe, do not reach); toy methods other tests register are not ours."""
+    loose = []
+    for name in list_methods():
+        method = get_method(name)
+        if not method.__module__.startswith("sepconv.methods."):
+            continue
+        cls = method.options_class
+        for info in describe(cls):
+            kind, _ = unwrap_optional(info.kind)
+            if kind in (int, float) and info.cli:
+                for value in ("nan", "inf", HUGE_INT, HUGE_FLOAT):
+                    if not _refused(cls, info.name, value, {}):
+                        loose.append(f"{name}.{info.name}={value}")
     assert not loose, f"accepted: {loose}"
 
 

@@ -12,7 +12,8 @@ from sepconv.pipeline.run import run_recipe
 
 from .conftest import assert_one_line_error
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+# Seed 000's eight combinations (other methods' built-in recipes live beside them).
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("resnet20-*.yaml"))
 
 
 def soft_prune(recipe):

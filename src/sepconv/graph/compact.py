@@ -110,7 +110,9 @@ def compact(
 
     ``fold="bias"`` folds the constants removed channels leave behind into the consumers (exact for
     1×1 and linear consumers, interior-exact for padded k×k ones); ``fold="none"`` drops them.
-    ``constants`` overrides the value of channels at a node or layer output (see
+    ``constants`` overrides the value of channels at a node or layer output,
+    ``{key: {channel: value}}``, where a key is an fx node name or the name of a module whose call
+    produces a channel tensor (an unknown key is an error; see
     :func:`~.constants.channel_constants`). ``example_input`` defaults to a batch of 2 zero images
     of the model's input size; it is moved to the model's device and dtype. The result stays on
     the model's device: the constants are computed in float64 on the CPU and written back there.

@@ -19,9 +19,12 @@ A k×k consumer with zero padding (or a padded depthwise conv / average pool on 
 sees zeros instead of the constant near the border, so the fold is exact on interior pixels only;
 :func:`border_sensitive_layers` names those layers.
 
-``overrides`` let a caller impose its own constants (node or layer name → {channel: value}), for
-example BN-probability pruning's *expected* activations E[act(N(β, γ²))] of channels that are not
-exactly constant.
+``overrides`` let a caller impose its own constants, for example BN-probability pruning's
+*expected* activations E[act(N(β, γ²))] of channels that are not exactly constant. A key is the
+name of a channel tensor of the traced model: an fx node name (``relu_3``, ``features_0_1_2``;
+what :func:`~.analysis.analyse` reports in ``ChannelGraph.tensor_owner``) or the qualified name of
+a module whose call produces one (``features.0.1.2``: every call of it). A key that names no such
+tensor is a one-line error: a misspelt key would otherwise fold nothing, silently.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.func import functional_call
 
-from ..errors import SepconvError
+from ..errors import SepconvError, did_you_mean
 from .analysis import ChannelGraph
 from .groups import Owner
 
@@ -111,6 +114,7 @@ def channel_constants(
     that are exactly zero in the model count as zero too.
     """
     overrides = dict(overrides or {})
+    _check_override_keys(cg, overrides)
     maps = _ConstantMaps(cg)
     record = cg.record
     values: dict[str, torch.Tensor] = {}
@@ -129,6 +133,18 @@ def channel_constants(
             values[node.name] = vec
     del record
     return values
+
+
+def _check_override_keys(cg: ChannelGraph, overrides: Overrides) -> None:
+    """Every key must name a channel tensor: an fx node name or a module called to produce one."""
+    keys = set(cg.tensor_owner)
+    keys.update(str(cg.node(name).target) for name in cg.tensor_owner if cg.node(name).op == "call_module")
+    for key in overrides:
+        if key not in keys:
+            raise SepconvError(
+                f"constant override {key!r} names no channel tensor of the model (keys are fx node names "
+                f"or module names whose output has channels){did_you_mean(str(key), sorted(keys))}"
+            )
 
 
 def _node_constants(

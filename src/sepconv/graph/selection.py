@@ -47,6 +47,7 @@ def plan_removal(
     scores: Mapping[str, np.ndarray | torch.Tensor] | None = None,
     groups: Iterable[str] | None = None,
     generator: np.random.Generator | None = None,
+    allowed: Mapping[str, np.ndarray] | None = None,
 ) -> RemovalPlan:
     """A removal plan for :func:`~.compact.compact`.
 
@@ -54,7 +55,9 @@ def plan_removal(
     or ready counts ``{group id: channels to remove}``. ``scores[group_id]`` (one per chain,
     higher = keep) decides which chains go; groups without scores use random scores from
     ``generator`` (seeded 0 by default). Only prunable groups are considered (all of them unless
-    ``groups`` names some, or ``ratio`` gives counts for some).
+    ``groups`` names some, or ``ratio`` gives counts for some). ``allowed[group_id]`` (one bool
+    per chain) restricts the removal to the chains marked True: a balance is then met with those
+    alone, never by taking others (BN-probability pruning removes flagged channels only).
     """
     generator = generator if generator is not None else np.random.default_rng(0)
     if isinstance(ratio, Mapping):
@@ -80,6 +83,7 @@ def plan_removal(
             if value.shape != (g.size,):
                 raise SepconvError(f"scores of group {g.id} have shape {value.shape}, expected ({g.size},)")
             score_of[g.id] = value.astype(np.float64)
+    may_go = {g.id: _allowed(allowed, g) for g in chosen}
     constrained_chains = _constrained_chains(cg)
     plan: dict[str, list[int]] = {}
     constrained: list[ChannelGroup] = []
@@ -89,13 +93,23 @@ def plan_removal(
             continue
         if counts[g.id] > 0:
             order = np.argsort(score_of[g.id], kind="stable")
+            order = order[may_go[g.id][order]]
             plan[g.id] = sorted(int(k) for k in order[: counts[g.id]])
     if constrained:
-        plan.update(_balanced(cg, constrained, counts, score_of))
+        plan.update(_balanced(cg, constrained, counts, score_of, may_go))
     shortfalls = {
         g.id: (counts[g.id], len(plan.get(g.id, []))) for g in constrained if len(plan.get(g.id, [])) < counts[g.id]
     }
     return RemovalPlan({gid: idx for gid, idx in plan.items() if idx}, shortfalls)
+
+
+def _allowed(allowed: Mapping[str, np.ndarray] | None, g: ChannelGroup) -> np.ndarray:
+    if allowed is None or g.id not in allowed:
+        return np.ones(g.size, dtype=bool)
+    mask = np.asarray(allowed[g.id], dtype=bool)
+    if mask.shape != (g.size,):
+        raise SepconvError(f"the allowed chains of group {g.id} have shape {mask.shape}, expected ({g.size},)")
+    return mask
 
 
 def _constrained_chains(cg: ChannelGraph) -> set[int]:
@@ -106,7 +120,11 @@ def _constrained_chains(cg: ChannelGraph) -> set[int]:
 
 
 def _balanced(
-    cg: ChannelGraph, groups: list[ChannelGroup], counts: Mapping[str, int], score_of: Mapping[str, np.ndarray]
+    cg: ChannelGraph,
+    groups: list[ChannelGroup],
+    counts: Mapping[str, int],
+    score_of: Mapping[str, np.ndarray],
+    may_go: Mapping[str, np.ndarray],
 ) -> dict[str, list[int]]:
     """Maximise the number of removed chains (within budgets), then minimise their scores."""
     variables = [(g, k, ch) for g in groups for k, ch in enumerate(g.chains)]
@@ -147,10 +165,11 @@ def _balanced(
         order = np.argsort(score_of[g.id], kind="stable")
         ranks[start + order] = np.arange(g.size)
     cost = -1.0 + (ranks + 1) / (n + 1) ** 2
+    upper_bound = np.concatenate([may_go[g.id] for g in groups]).astype(np.float64)
     result = milp(
         cost,
         integrality=np.ones(n),
-        bounds=Bounds(0, 1),
+        bounds=Bounds(0, upper_bound),
         constraints=[LinearConstraint(np.vstack(rows), lower, upper)],
         options={"time_limit": 10.0},
     )

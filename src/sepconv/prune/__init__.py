@@ -2,7 +2,9 @@
 
 * :mod:`.criteria` — L1/L2 norms (SFP), FPGM, PCA-FPGM; ``get_criterion(name, **options)``;
   ``select_pruned(scores, n)`` (the n lowest, stable).
-* :mod:`.soft` — :class:`SoftPruner`, the soft-pruning schedule as a training callback.
+* :mod:`.soft` — :class:`SoftPruner`, the soft-pruning schedule as a training callback;
+* :mod:`.bn_probability` — BN-probability pruning with shifting-factor fusion (spec 06);
+* :mod:`.slimming` — network slimming's L1 penalty on BatchNorm scales, as a training callback.
 """
 
 from .criteria import (

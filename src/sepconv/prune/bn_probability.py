@@ -1,0 +1,847 @@
+"""Probability-based channel pruning from BatchNorm statistics, with shifting-factor fusion
+(spec 06 (BN-probability pruning); Zhao et al., JCST 2022 — only the abstract is available).
+
+**From the paper** (its abstract): a channel is unimportant when the output of its BatchNorm is
+≤ 0 with high probability, so that the following ReLU zeroes it; the criterion uses BN's scaling
+(γ) and shifting (β) factors; because a depthwise conv has as many inputs as outputs, a
+*channel-consistency-preserving principle* sorts each channel to prune into one of four cases;
+*shifting-factor fusion* removes the error pruning introduces, and there is no fine-tuning.
+
+**Our design** (the paper's threshold, case definitions and fusion formula are unavailable):
+
+* The pre-activation output of a BN channel is modelled as N(β, γ²) (BN in eval mode, normalised
+  input taken as N(0, 1)). A following ReLU or ReLU6 zeroes it with probability
+  p = Φ(−β/|γ|) (γ = 0: p = 1 if β ≤ 0, else 0); the channel is *flagged* when p ≥ τ. Only BNs
+  followed directly by ReLU/ReLU6 are eligible: a linear BN (a residual stream, a projection) or
+  one followed by another activation never flags by probability.
+* An optional *constant-channel rule*: |γ| ≤ ε makes the BN output the constant β, hence
+  act(β) after the activation, whatever β is and whatever follows (then the channel goes even when
+  β > 0 or the BN is linear).
+* **Chains and the four cases.** The channel analysis (:mod:`sepconv.graph`) gives the chains:
+  producer filter → BN_a → act_a → depthwise → BN_b → act_b → consumer input. A chain is one
+  unit: removing it removes the producer row, the BN entries, the depthwise channel and the
+  consumer column together. *A* = every producer's BN_a flags the chain's channels (several
+  producers: a residual stream, where all writers must agree); *B* = every depthwise conv's BN_b
+  flags them **and** the depthwise convs are the producers' only readers (so B cuts every path).
+  Case 1 = A and B, case 2 = A only (the fused constant is the shifting factor propagated through
+  the depthwise conv and BN_b: it can be far from 0), case 3 = B only (the producer filter fed
+  nothing else), case 4 = neither (kept). A chain holding several channels of one BN (a
+  ShuffleNet V1 slot: a shuffle ties g channels) is flagged only when all of them are.
+* **Not handled:** a chain whose BN_b flags it while the producer's output is also read
+  elsewhere (GhostNet: the cheap depthwise branch's channel is dead, the intrinsic channel it
+  was made from is not). Removing only the depthwise channel needs a gather of the depthwise
+  input, which the graph layer does not provide yet; such chains are counted
+  (:attr:`GroupResult.dw_only`) and kept.
+* **Shifting-factor fusion.** A removed channel's expected value E[act(N(β, γ²))] (closed forms
+  for ReLU and ReLU6, :func:`expected_activation`) is imposed at the flagging BN's activation
+  output and folded into the consumers by :func:`sepconv.graph.compact` (``constants=``); what
+  lies between (a depthwise conv, BN_b, act_b) is propagated exactly. ``fusion="relu_beta"``
+  imposes act(β) instead, ``"none"`` drops the constants (the consumers see 0).
+* **Budgets.** ``tau`` flags channels directly; ``macs_reduction``/``params_reduction`` choose
+  τ per network by bisection over the chains' scores, estimating the counts from the layers'
+  widths (:func:`estimate_counts`, exact for conv/linear layers) without compacting. The scores
+  are z = −β/|γ| (p = Φ(z)): the same order as p, but without p's rounding to exactly 1 above
+  z ≈ 8.3, which would make every clearly dead channel go at once (a slimming-trained
+  MobileNetV1 lost 83 % of its MACs at a 40 % target before).
+  Every layer keeps at least ``max(min_keep, ceil(min_keep_fraction·C))`` channels (the
+  lowest-p ones); balanced groups (grouped convs, chunks) lose equally many flagged chains per
+  block (:func:`sepconv.graph.selection.plan_removal` with only flagged chains allowed).
+
+``criterion="bn-scale"`` ranks the same candidate chains by |γ| instead (network slimming, Liu
+et al. 2017, through the ``bn-scale`` criterion), for comparisons at equal MACs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from ..errors import SepconvError
+from ..graph.analysis import ChannelGraph, analyse
+from ..graph.budget import Budget
+from ..graph.compact import compact
+from ..graph.groups import ChannelGroup
+from ..graph.selection import RemovalPlan, plan_removal
+from ..measure.profile import Profile, profile
+from ..options import Options, option
+from ..report.protocol import ReportMixin
+from .criteria import GroupView, NormView, get_criterion
+
+__all__ = [
+    "ELIGIBLE_ACTIVATIONS",
+    "BNProbOptions",
+    "BNProbReport",
+    "ChainScores",
+    "ChainSite",
+    "CutNorm",
+    "UnreachableTarget",
+    "bn_probability_prune",
+    "chain_sites",
+    "estimate_counts",
+    "expected_activation",
+    "score_chains",
+    "zero_probability",
+    "zero_score",
+]
+
+
+class UnreachableTarget(SepconvError):
+    """A reduction target that removing every eligible channel cannot meet (``reached``: what it can)."""
+
+    def __init__(self, message: str, reached: float) -> None:
+        super().__init__(message)
+        self.reached = reached
+
+
+# Activations that zero a Gaussian's lower tail: the probability argument needs one of these.
+ELIGIBLE_ACTIVATIONS = ("relu", "relu6")
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
+
+
+# --------------------------------------------------------------------------- the mathematics
+def zero_probability(beta: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """p = P(N(β, γ²) ≤ 0) = Φ(−β/|γ|) in float64; γ = 0 exactly: 1 if β ≤ 0, else 0."""
+    beta, scale = beta.detach().double().cpu(), gamma.detach().double().cpu().abs()
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    p = torch.special.ndtr(-beta / safe)
+    return torch.where(scale > 0, p, (beta <= 0).double())
+
+
+def _pdf(x: torch.Tensor) -> torch.Tensor:
+    return torch.exp(-0.5 * x * x) / _SQRT_2PI
+
+
+def expected_activation(mean: torch.Tensor, std: torch.Tensor, kind: str | None) -> torch.Tensor:
+    """E[act(Y)] for Y ~ N(mean, std²) in float64, for act = ReLU, ReLU6 or the identity (None).
+
+    ReLU: m·Φ(m/s) + s·φ(m/s). ReLU6: m·(Φ(b) − Φ(a)) + s·(φ(a) − φ(b)) + 6·(1 − Φ(b)) with
+    a = −m/s, b = (6 − m)/s. s = 0: act(m).
+    """
+    m, s = mean.detach().double().cpu(), std.detach().double().cpu().abs()
+    if kind is None:
+        return m
+    safe = torch.where(s > 0, s, torch.ones_like(s))
+    if kind == "relu":
+        t = m / safe
+        value = (m * torch.special.ndtr(t) + safe * _pdf(t)).clamp_min(0.0)
+        return torch.where(s > 0, value, m.clamp_min(0.0))
+    if kind == "relu6":
+        a, b = -m / safe, (6.0 - m) / safe
+        ndtr = torch.special.ndtr
+        value = m * (ndtr(b) - ndtr(a)) + safe * (_pdf(a) - _pdf(b)) + 6.0 * ndtr(-b)
+        return torch.where(s > 0, value.clamp(0.0, 6.0), m.clamp(0.0, 6.0))
+    raise SepconvError(f"no expected value for activation {kind!r}; BN-probability pruning knows relu, relu6")
+
+
+# --------------------------------------------------------------------------- chain structure
+@dataclass(frozen=True)
+class CutNorm:
+    """A BatchNorm every path of a group's chains passes through, with what follows it."""
+
+    name: str
+    table: np.ndarray  # (chains, k): the BN channel(s) each chain of the group holds
+    activation: str | None  # "relu", "relu6", ... or None (nothing: a linear BN)
+    apply: Callable[[torch.Tensor], torch.Tensor] | None  # the activation alone
+    outputs: tuple[str, ...]  # fx nodes carrying the activated value (the fusion's override keys)
+
+    @property
+    def eligible(self) -> bool:
+        return self.activation in ELIGIBLE_ACTIVATIONS
+
+
+@dataclass(frozen=True)
+class ChainSite:
+    """How one channel group's chains run: the BNs of the two cuts and who reads the producers.
+
+    ``a``: the BN right after each producer (None when a producer has none: the chains' values are
+    then not a BN's output). ``b``: the BN right after each depthwise conv of the group, when
+    there are depthwise convs and each has one. ``b_cuts``: the producers are read by those
+    depthwise convs only, so a flag at ``b`` covers every path to the consumers.
+    """
+
+    group: ChannelGroup
+    a: tuple[CutNorm, ...] | None
+    b: tuple[CutNorm, ...] | None
+    read_by_depthwise_only: bool  # the producers' outputs reach the consumers through depthwise convs only
+    depthwise: tuple[str, ...]
+    note: str = ""
+
+    @property
+    def b_cuts(self) -> bool:
+        return self.b is not None and self.read_by_depthwise_only
+
+    @property
+    def eligible(self) -> bool:
+        """Can the probability rule flag these chains at all (a cut of BNs followed by ReLU/ReLU6)?"""
+        a_ok = self.a is not None and all(n.eligible for n in self.a)
+        return a_ok or (self.b_cuts and all(n.eligible for n in self.b or ()))
+
+    @property
+    def structure(self) -> str:
+        if not self.depthwise:
+            return "plain"
+        if not self.read_by_depthwise_only:
+            return "depthwise branch (producer read elsewhere)"
+        linear = self.b is None or not all(n.eligible for n in self.b)
+        return "depthwise chain" + (", BN_b linear" if linear else "")
+
+
+def chain_sites(cg: ChannelGraph) -> list[ChainSite]:
+    """The structure of every prunable group that has filters (one :class:`ChainSite` each)."""
+    queries = cg.queries
+    sites: list[ChainSite] = []
+    for group in cg.groups:
+        producers = [m.name for m in group.producers]
+        if not group.prunable or not producers:
+            continue
+        norms = {m.name: m for m in group.members if m.role == "norm"}
+        depthwise = tuple(
+            dict.fromkeys(m.name for m in group.members if m.role == "out" and queries.is_depthwise(m.name))
+        )
+        a = _cut(cg, producers, norms)
+        b = _cut(cg, list(depthwise), norms) if depthwise else None
+        readers = {reader for p in producers for reader in queries.consumers(p)}
+        read_by_depthwise_only = bool(depthwise) and readers <= set(depthwise)
+        note = ""
+        if a is None:
+            note = "a producer is not followed by a BatchNorm of its own"
+        elif not all(n.eligible for n in a):
+            note = "BN after the producer feeds no ReLU/ReLU6 (linear: a residual stream or projection)"
+        sites.append(ChainSite(group, a, b, read_by_depthwise_only, depthwise, note))
+    return sites
+
+
+def _cut(cg: ChannelGraph, layers: list[str], norms: Mapping[str, object]) -> tuple[CutNorm, ...] | None:
+    """The BN directly after each layer (its only reader), or None if one has none on the chains."""
+    queries = cg.queries
+    found: dict[str, CutNorm] = {}
+    for layer in layers:
+        bn = queries.following_batchnorm(layer)
+        if bn is None or bn not in norms:
+            return None
+        if bn in found:
+            continue
+        member = norms[bn]
+        table = np.asarray(member.channels, dtype=np.int64)  # type: ignore[attr-defined]
+        act = queries.following_activation(bn)
+        kind = act.kind if act is not None else None
+        found[bn] = CutNorm(
+            bn, table, kind, act.apply if act else None, _value_nodes(cg, bn, act is not None)
+        )
+    return tuple(found.values())
+
+
+def _value_nodes(cg: ChannelGraph, bn: str, activated: bool) -> tuple[str, ...]:
+    """The nodes holding each call's BN output, or the activation's output when one follows."""
+    names: list[str] = []
+    for node_name in cg.module_calls.get(bn, []):
+        node: fx.Node = cg.node(node_name)
+        while activated and len(node.users) == 1:
+            user = next(iter(node.users))
+            node = user
+            if not (user.op == "call_module" and type(cg.module(str(user.target))) is nn.Identity):
+                break
+        names.append(node.name)
+    return tuple(names)
+
+
+# --------------------------------------------------------------------------- scores
+@dataclass
+class ChainScores:
+    """Per chain of one group: the lowest flag score over each cut's channels.
+
+    A BN channel's flag score is its z-score z = −β/|γ|, so that p = Φ(z) and p ≥ τ is
+    z ≥ Φ⁻¹(τ) — the same test, but z keeps ordering channels whose p rounds to 1 in float64 (a
+    budget then removes the most certainly dead first instead of all of them at once). It is +∞
+    for a constant channel (|γ| ≤ ε) and for γ = 0 with β ≤ 0, and −∞ for γ = 0 with β > 0 and for
+    a BN that no ReLU/ReLU6 follows. A cut flags a chain when its score is ≥ the threshold.
+    """
+
+    site: ChainSite
+    q_a: np.ndarray
+    q_b: np.ndarray
+    constant_a: np.ndarray  # every channel of the cut is constant (|γ| ≤ ε)
+    constant_b: np.ndarray
+
+    @property
+    def priority(self) -> np.ndarray:
+        """The score at which a chain becomes removable: max of A's and (cutting) B's."""
+        return np.maximum(self.q_a, self.q_b if self.site.b_cuts else -np.inf)
+
+    def flags(self, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(A, B, B without A where B does not cut every path) at ``threshold`` (a z-score)."""
+        a = self.q_a >= threshold
+        b_any = self.q_b >= threshold
+        return a, b_any & self.site.b_cuts, b_any & ~a & (not self.site.b_cuts)
+
+
+def zero_score(beta: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """z = −β/|γ| in float64 (P(N(β, γ²) ≤ 0) = Φ(z)); γ = 0: +∞ if β ≤ 0, else −∞."""
+    beta, scale = beta.detach().double().cpu(), gamma.detach().double().cpu().abs()
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    infinite = torch.where(beta <= 0, math.inf, -math.inf).double()
+    return torch.where(scale > 0, -beta / safe, infinite)
+
+
+def _norm_parameters(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    n = int(module.num_features)  # type: ignore[arg-type]
+    weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
+    gamma = weight.detach().double().cpu() if weight is not None else torch.ones(n, dtype=torch.float64)
+    beta = bias.detach().double().cpu() if bias is not None else torch.zeros(n, dtype=torch.float64)
+    return gamma, beta
+
+
+def _cut_scores(
+    cg: ChannelGraph, cut: tuple[CutNorm, ...] | None, size: int, constant_eps: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    if cut is None:
+        return np.full(size, -np.inf), np.zeros(size, dtype=bool)
+    q = np.full(size, np.inf)
+    constant = np.ones(size, dtype=bool)
+    for norm in cut:
+        gamma, beta = _norm_parameters(cg.module(norm.name))
+        table = torch.from_numpy(norm.table)
+        z = zero_score(beta, gamma)[table].numpy()
+        is_constant = (
+            (gamma.abs() <= constant_eps)[table].numpy()
+            if constant_eps is not None
+            else np.zeros(z.shape, bool)
+        )
+        channel_q = np.where(is_constant, np.inf, z if norm.eligible else -np.inf)
+        q = np.minimum(q, channel_q.min(axis=1))
+        constant &= is_constant.all(axis=1)
+    return q, constant
+
+
+def score_chains(
+    cg: ChannelGraph, sites: list[ChainSite], constant_eps: float | None = None
+) -> list[ChainScores]:
+    """Flag scores of every chain of every site (see :class:`ChainScores`)."""
+    out = []
+    for site in sites:
+        size = site.group.size
+        q_a, const_a = _cut_scores(cg, site.a, size, constant_eps)
+        q_b, const_b = _cut_scores(cg, site.b, size, constant_eps)
+        out.append(ChainScores(site, q_a, q_b, const_a, const_b))
+    return out
+
+
+# --------------------------------------------------------------------------- counting
+def estimate_counts(cg: ChannelGraph, before: Profile, removed: np.ndarray) -> tuple[int, int]:
+    """(params, MACs) after removing the chains flagged in ``removed``, without compacting.
+
+    A conv or linear layer's MACs scale with its weight's size, which is (kept outputs) × (kept
+    inputs per group) × kernel — exactly what compaction builds (a depthwise conv keeps one input
+    per group). BN entries and other per-channel parameters scale with their kept channels.
+    Biases that fusion may add are not counted.
+    """
+    roles: dict[str, dict[str, int]] = {}
+    for (name, role), owner in cg.site_owner.items():
+        roles.setdefault(name, {})[role] = len(cg.kept(owner, removed))
+    params = before.params
+    weight_after: dict[str, tuple[int, int]] = {}
+    for name, kept in roles.items():
+        sites = {role: cg.site_owner[(name, role)].size for role in kept}
+        if all(kept[r] == sites[r] for r in kept):
+            continue
+        if any(role.startswith("attr") for role in kept):
+            continue  # parameters used by forward directly: sliced along one dim, counted below
+        module = cg.module(name)
+        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+            w = module.weight
+            out_frac = kept.get("out", sites.get("out", 1)) / sites.get("out", 1)
+            depthwise = cg.queries.is_depthwise(name)
+            in_frac = 1.0 if depthwise or "in" not in kept else kept["in"] / sites["in"]
+            rows = round(w.shape[0] * out_frac)
+            cols = round(w.shape[1] * in_frac)
+            new = rows * cols * int(np.prod(w.shape[2:], dtype=np.int64))
+            weight_after[name] = (w.numel(), new)
+            params -= w.numel() - new
+            if module.bias is not None:
+                params -= module.bias.numel() - rows
+        else:
+            frac = min(kept[r] / sites[r] for r in kept)
+            own = sum(p.numel() for p in module.parameters(recurse=False) if p.requires_grad)
+            params -= own - round(own * frac)
+    for name, kept in roles.items():
+        for role, n in kept.items():
+            if role.startswith("attr"):
+                size = cg.site_owner[(name, role)].size
+                tensor = _attribute(cg, name)
+                if isinstance(tensor, nn.Parameter) and tensor.requires_grad and n != size:
+                    params -= tensor.numel() - tensor.numel() // size * n
+    macs = 0
+    for row in before.rows:
+        if row.name in weight_after:
+            old, new = weight_after[row.name]
+            macs += row.macs // old * new if old else row.macs
+        else:
+            macs += row.macs
+    return params, macs
+
+
+def _attribute(cg: ChannelGraph, name: str) -> object:
+    value: object = cg.gm
+    for part in name.split("."):
+        value = getattr(value, part, None)
+    return value
+
+
+# --------------------------------------------------------------------------- options and report
+@dataclass
+class BNProbOptions(Options):
+    """What :func:`bn_probability_prune` removes and how it folds what the removed channels leave."""
+
+    tau: float = option(
+        0.99, "flag a channel when P(BN output <= 0) >= tau", low=0, high=1, low_open=True, high_open=True
+    )
+    macs_reduction: float | None = option(
+        None,
+        "instead of tau: choose tau so that this fraction of the MACs goes",
+        low=0,
+        high=1,
+        low_open=True,
+        high_open=True,
+    )
+    params_reduction: float | None = option(
+        None,
+        "instead of tau: choose tau so that this fraction of the params goes",
+        low=0,
+        high=1,
+        low_open=True,
+        high_open=True,
+    )
+    fusion: Literal["expected", "relu_beta", "none"] = option(
+        "expected",
+        "fold E[act(N(beta, gamma^2))] (expected), act(beta) (relu_beta) or nothing (none) into the consumers",
+    )
+    constant_eps: float | None = option(
+        None,
+        "constant-channel rule: also remove channels with |gamma| <= this, folding act(beta) (off when unset)",
+        low=0,
+        high=1e6,
+    )
+    min_keep: int = option(8, "every layer keeps at least this many channels", low=1, high=1 << 20)
+    min_keep_fraction: float = option(
+        0.1, "... and at least this fraction of its channels (rounded up)", low=0, high=1, high_open=True
+    )
+    round_to: int = option(
+        1,
+        "keep a multiple of this many channels per layer, removing fewer flagged ones (fast ORT kernels)",
+        low=1,
+        high=4096,
+    )
+    criterion: Literal["bn-probability", "bn-scale"] = option(
+        "bn-probability",
+        "rank chains by P(zeroed) or, for comparison, by |gamma| (network slimming; needs a reduction target)",
+    )
+
+    def validate(self) -> None:
+        if self.macs_reduction is not None and self.params_reduction is not None:
+            raise SepconvError("give macs_reduction or params_reduction, not both")
+        if self.criterion == "bn-scale" and self.target is None:
+            raise SepconvError(
+                "criterion bn-scale ranks by |gamma| and has no threshold: give macs_reduction or params_reduction"
+            )
+
+    @property
+    def target(self) -> tuple[str, float] | None:
+        if self.macs_reduction is not None:
+            return ("macs", self.macs_reduction)
+        if self.params_reduction is not None:
+            return ("params", self.params_reduction)
+        return None
+
+
+@dataclass
+class GroupResult:
+    """What happened to one channel group (named after its first producer)."""
+
+    group: str
+    size: int
+    removed: int
+    case1: int = 0  # BN_a and BN_b flag it
+    case2: int = 0  # only BN_a (the shifting factor is propagated)
+    case3: int = 0  # only BN_b (the producer fed the depthwise conv alone)
+    constant: int = 0  # of the removed, chains whose flagging BN channels are constant (|γ| ≤ ε)
+    flagged: int = 0  # flagged chains (before floors and balance)
+    floor_kept: int = 0  # flagged but kept by the per-layer floor (and the rounding of kept widths)
+    balance_kept: int = 0  # flagged but kept so that every block loses equally many
+    dw_only: int = 0  # flagged at BN_b only while the producer is read elsewhere (GhostNet): not handled
+    structure: str = ""  # "depthwise chain", "plain", ...
+    note: str = ""
+
+
+@dataclass
+class BNProbReport(ReportMixin):
+    criterion: str
+    tau: float | None  # the threshold used (chosen for a target), as a probability ...
+    z: float | None  # ... and as the z-score −β/|γ| it stands for (p rounds to 1 from z ≈ 8.3)
+    target: dict[str, float] | None
+    fusion: str
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    estimated_params: int
+    estimated_macs: int
+    groups: list[GroupResult] = field(default_factory=list)
+    # every layer that changed: {"in": [before, after], "out": [...], "params": [...], "macs": [...]}
+    layers: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    border_inexact: list[str] = field(default_factory=list)
+    shortfalls: dict[str, list[int]] = field(default_factory=dict)
+    removed_chains: dict[str, list[int]] = field(
+        default_factory=dict
+    )  # group id -> chain indices (compact's plan)
+    accuracy: dict[str, float] = field(default_factory=dict)  # filled by callers that evaluate
+    seconds: float = 0.0
+
+    @property
+    def removed(self) -> int:
+        return sum(g.removed for g in self.groups)
+
+    def cases(self) -> dict[str, int]:
+        return {
+            "case1": sum(g.case1 for g in self.groups),
+            "case2": sum(g.case2 for g in self.groups),
+            "case3": sum(g.case3 for g in self.groups),
+            "constant": sum(g.constant for g in self.groups),
+            "dw_only_not_handled": sum(g.dw_only for g in self.groups),
+        }
+
+    def summary(self) -> str:
+        how = f"tau={self.tau:.6g} (z={self.z:.3g})" if self.tau is not None else "by |gamma|"
+        if self.target:
+            ((kind, value),) = self.target.items()
+            how += f" (chosen for -{100 * value:.0f}% {kind})"
+        c = self.cases()
+        lines = [
+            f"{self.criterion} {how}, fusion {self.fusion}: removed {self.removed} channel(s) "
+            f"(case 1: {c['case1']}, case 2: {c['case2']}, case 3: {c['case3']}; constant rule: {c['constant']}); "
+            f"params {self.params_before:,} -> {self.params_after:,} ({_drop(self.params_after, self.params_before)}), "
+            f"MACs {self.macs_before:,} -> {self.macs_after:,} ({_drop(self.macs_after, self.macs_before)})"
+        ]
+        if c["dw_only_not_handled"]:
+            lines.append(
+                f"{c['dw_only_not_handled']} channel(s) flagged only after a depthwise conv whose input is read "
+                "elsewhere (GhostNet's cheap branch) were kept: that needs a gather, not handled"
+            )
+        if self.accuracy:
+            lines.append("accuracy " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in self.accuracy.items()))
+        if self.border_inexact:
+            lines.append(f"fold exact on interior pixels only at {len(self.border_inexact)} padded layer(s)")
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        """The summary, the per-group cases and the per-layer widths, params and MACs."""
+        return "\n\n".join([self.summary(), self.table(), _layer_table(self.layers)]) + "\n"
+
+    def table(self) -> str:
+        """Per group: size, removed and by which case (Markdown)."""
+        rows = [
+            "| group | structure | channels | removed | case 1 | case 2 | case 3 | constant | floor kept | balance kept | dw-only (kept) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for g in self.groups:
+            if not (g.removed or g.flagged or g.dw_only):
+                continue
+            rows.append(
+                f"| `{g.group}` | {g.structure} | {g.size} | {g.removed} | {g.case1} | {g.case2} | {g.case3} | "
+                f"{g.constant} | {g.floor_kept} | {g.balance_kept} | {g.dw_only} |"
+            )
+        return "\n".join(rows)
+
+
+def _layer_table(layers: Mapping[str, Mapping[str, list[int]]]) -> str:
+    rows = ["| layer | inputs | outputs | params | MACs |", "|---|---:|---:|---:|---:|"]
+    for name, e in layers.items():
+        cells = [f"{e[k][0]} → {e[k][1]}" if k in e else "" for k in ("in", "out")]
+        cells += [f"{e[k][0]:,} → {e[k][1]:,}" for k in ("params", "macs")]
+        rows.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def _drop(now: int, before: int) -> str:
+    return f"-{100 * (1 - now / before):.1f}%" if before else "n/a"
+
+
+# --------------------------------------------------------------------------- selection
+@dataclass
+class _Selection:
+    plan: RemovalPlan
+    removed: np.ndarray  # per chain of the analysis
+    params: int
+    macs: int
+    threshold: float
+
+
+class _Selector:
+    """Plans removals at a threshold and estimates their cost, for one analysed model."""
+
+    def __init__(
+        self, cg: ChannelGraph, scores: list[ChainScores], options: BNProbOptions, before: Profile
+    ) -> None:
+        self.cg, self.scores, self.options, self.before = cg, scores, options, before
+        if options.criterion == "bn-scale":
+            self.priority = {s.site.group.id: _slimming_priority(cg, s) for s in scores}
+        else:
+            self.priority = {s.site.group.id: s.priority for s in scores}
+
+    def floor(self, size: int) -> int:
+        keep = max(self.options.min_keep, math.ceil(self.options.min_keep_fraction * size))
+        return min(keep, size)
+
+    def count(self, size: int, flagged: int) -> int:
+        """How many of ``flagged`` chains a group of ``size`` loses: the floor (the count rule's
+        ``min_keep``), then the kept width rounded *up* to ``round_to`` (only flagged chains may go)."""
+        count = Budget(0.0, min_keep=max(1, self.floor(size))).count(size, base=flagged)
+        multiple = self.options.round_to
+        if multiple > 1 and count > 0:
+            count = max(0, size - min(size, -(-(size - count) // multiple) * multiple))
+        return count
+
+    def flagged(self, threshold: float) -> dict[str, np.ndarray]:
+        return {gid: priority >= threshold for gid, priority in self.priority.items()}
+
+    def select(self, threshold: float) -> _Selection:
+        flagged = self.flagged(threshold)
+        counts, allowed, scores = {}, {}, {}
+        for s in self.scores:
+            gid, size = s.site.group.id, s.site.group.size
+            count = self.count(size, int(flagged[gid].sum()))
+            if count > 0:
+                counts[gid], allowed[gid] = count, flagged[gid]
+                scores[gid] = -self.priority[gid]  # the most certainly dead go first
+        plan = plan_removal(self.cg, counts, scores, allowed=allowed) if counts else RemovalPlan({}, {})
+        removed = np.zeros(self.cg.num_chains, dtype=bool)
+        for gid, chains in plan.items():
+            removed[np.asarray(self.cg.group(gid).chains, dtype=np.int64)[chains]] = True
+        params, macs = estimate_counts(self.cg, self.before, removed)
+        return _Selection(plan, removed, params, macs, threshold)
+
+    def search(self, kind: str, target: float) -> _Selection:
+        """The highest threshold whose removal meets ``target`` (bisection over the chains' scores)."""
+        total = self.before.macs if kind == "macs" else self.before.params
+        scores = np.concatenate([p[p > -np.inf] for p in self.priority.values()] or [np.zeros(0)])
+        candidates = np.unique(scores)[::-1]
+
+        def reduction(sel: _Selection) -> float:
+            return 1.0 - (sel.macs if kind == "macs" else sel.params) / total
+
+        if candidates.size == 0:
+            raise UnreachableTarget(
+                f"cannot remove {100 * target:.1f}% of the {kind}: no channel is eligible (reaches 0.0%)", 0.0
+            )
+        lo, hi = 0, candidates.size - 1  # candidates[hi] (the lowest threshold) removes the most
+        best = self.select(float(candidates[hi]))
+        if reduction(best) < target:
+            raise UnreachableTarget(
+                f"cannot remove {100 * target:.1f}% of the {kind}: removing every eligible channel "
+                f"(down to the per-layer floors) reaches {100 * reduction(best):.1f}%",
+                reduction(best),
+            )
+        while lo < hi:
+            mid = (lo + hi) // 2
+            sel = self.select(float(candidates[mid]))
+            if reduction(sel) >= target:
+                best, hi = sel, mid  # best is always the selection at candidates[hi]
+            else:
+                lo = mid + 1
+        return best
+
+
+def _slimming_priority(cg: ChannelGraph, scores: ChainScores) -> np.ndarray:
+    """Network slimming's order on the same chains: −mean |γ| over the group's BNs (the
+    ``bn-scale`` criterion on a :class:`GroupView`), so the smallest |γ| goes first. The candidates
+    are the chains the probability rule could flag (a comparison at equal MACs then compares the
+    rankings, not the scopes); the others get −∞."""
+    group = scores.site.group
+    if not scores.site.eligible:
+        return np.full(group.size, -np.inf)
+    norms = tuple(
+        NormView(bn.name, cg.module(bn.name), torch.as_tensor(np.asarray(bn.channels, dtype=np.int64)))
+        for bn in cg.batchnorms(group)
+    )
+    if not norms:
+        return np.full(group.size, -np.inf)
+    view = GroupView(cg.gm, group.size, (), norms)
+    return -get_criterion("bn-scale").score_group(view).numpy()
+
+
+# --------------------------------------------------------------------------- fusion constants
+def fusion_constants(
+    cg: ChannelGraph,
+    scores: list[ChainScores],
+    plan: Mapping[str, list[int]],
+    threshold: float,
+    options: BNProbOptions,
+) -> dict[str, dict[int, float]]:
+    """The values imposed on the removed channels, by node: at the activation output of the BN
+    that flags each chain (BN_a for cases 1 and 2, BN_b for case 3)."""
+    overrides: dict[str, dict[int, float]] = {}
+    if options.fusion == "none":
+        return overrides
+    for s in scores:
+        chains = plan.get(s.site.group.id)
+        if not chains:
+            continue
+        a_flags, b_flags, _ = s.flags(threshold)
+        for k in chains:
+            cut = s.site.a if a_flags[k] else s.site.b
+            assert cut is not None and (a_flags[k] or b_flags[k]), "a removed chain is flagged"
+            for norm in cut:
+                gamma, beta = _norm_parameters(cg.module(norm.name))
+                channels = torch.from_numpy(norm.table[k])
+                g, b = gamma[channels], beta[channels]
+                constant = (
+                    g.abs() <= options.constant_eps
+                    if options.constant_eps is not None
+                    else torch.zeros_like(g, dtype=torch.bool)
+                )
+                if options.fusion == "expected" and norm.activation in ELIGIBLE_ACTIVATIONS:
+                    value = expected_activation(b, g, norm.activation)
+                else:
+                    value = _activate(norm, b)
+                value = torch.where(constant, _activate(norm, b), value)
+                for node in norm.outputs:
+                    target = overrides.setdefault(node, {})
+                    for c, v in zip(channels.tolist(), value.tolist()):
+                        target[int(c)] = float(v)
+    return overrides
+
+
+def _activate(norm: CutNorm, values: torch.Tensor) -> torch.Tensor:
+    return norm.apply(values.reshape(1, -1)).reshape(-1).double() if norm.apply is not None else values
+
+
+# --------------------------------------------------------------------------- the transformation
+def bn_probability_prune(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    options: BNProbOptions | None = None,
+    **settings: object,
+) -> tuple[nn.Module, BNProbReport]:
+    """Remove the channels BatchNorm statistics say are dead (see the module docstring); returns
+    the compacted model and a :class:`BNProbReport`. ``settings`` override ``options`` fields."""
+    start = time.perf_counter()
+    opts = options or BNProbOptions()
+    if settings:
+        opts = opts.replace(**settings)
+    x = example_input
+    if not isinstance(x, torch.Tensor) or x.dim() < 2:
+        raise SepconvError("example_input must be a batch of images")
+    input_size = tuple(int(s) for s in x.shape[1:])
+    before = profile(model, input_size)
+    was_training = model.training
+    model.eval()
+    try:
+        cg = analyse(model, x)
+    finally:
+        model.train(was_training)
+    sites = chain_sites(cg)
+    scores = score_chains(cg, sites, opts.constant_eps)
+    selector = _Selector(cg, scores, opts, before)
+    target = opts.target
+    if target:
+        selection = selector.search(*target)
+    else:
+        selection = selector.select(float(torch.special.ndtri(torch.tensor(opts.tau, dtype=torch.float64))))
+    threshold = selection.threshold
+    plan = selection.plan
+    overrides = (
+        fusion_constants(cg, scores, plan, threshold, opts) if opts.criterion == "bn-probability" else {}
+    )
+    fold = "none" if opts.fusion == "none" else "bias"
+    result, creport = compact(model, dict(plan), x, fold=fold, constants=overrides or None)
+    report = BNProbReport(
+        criterion=opts.criterion,
+        tau=float(torch.special.ndtr(torch.tensor(threshold)))
+        if opts.criterion == "bn-probability"
+        else None,
+        z=threshold if opts.criterion == "bn-probability" else None,
+        target={target[0]: target[1]} if target else None,
+        fusion=opts.fusion,
+        params_before=creport.params_before,
+        params_after=creport.params_after,
+        macs_before=creport.macs_before,
+        macs_after=creport.macs_after,
+        estimated_params=selection.params,
+        estimated_macs=selection.macs,
+        groups=_group_results(selector, scores, plan, threshold),
+        layers=_layers(model, before, result, input_size),
+        border_inexact=list(creport.border_inexact),
+        shortfalls={k: list(v) for k, v in plan.shortfalls.items()},
+        removed_chains={k: list(v) for k, v in plan.items()},
+        seconds=time.perf_counter() - start,
+    )
+    return result, report
+
+
+def _group_results(
+    selector: _Selector, scores: list[ChainScores], plan: RemovalPlan, threshold: float
+) -> list[GroupResult]:
+    results = []
+    flagged_by_group = selector.flagged(threshold)
+    for s in scores:
+        group = s.site.group
+        flagged = flagged_by_group[group.id]
+        removed = np.zeros(group.size, dtype=bool)
+        removed[plan.get(group.id, [])] = True
+        a, b, dw_only = s.flags(threshold)
+        if selector.options.criterion != "bn-probability":  # ranked by |γ|: no cases
+            a = b = dw_only = np.zeros(group.size, dtype=bool)
+        n_flagged = int(flagged.sum())
+        asked = selector.count(group.size, n_flagged)
+        constant = np.where(a, s.constant_a, s.constant_b) & (a | b)
+        results.append(
+            GroupResult(
+                group=group.id,
+                size=group.size,
+                removed=int(removed.sum()),
+                case1=int((removed & a & b).sum()),
+                case2=int((removed & a & ~b).sum()),
+                case3=int((removed & ~a & b).sum()),
+                constant=int((removed & constant).sum()),
+                flagged=n_flagged,
+                floor_kept=n_flagged - asked,
+                balance_kept=asked - int(removed.sum()),
+                dw_only=int((dw_only & ~removed).sum()),
+                structure=s.site.structure,
+                note=s.site.note,
+            )
+        )
+    return results
+
+
+def _layers(
+    model: nn.Module, before: Profile, result: nn.Module, input_size: tuple[int, ...]
+) -> dict[str, dict[str, list[int]]]:
+    """Widths, params and MACs before and after of every layer compaction changed."""
+    after_rows = {row.name: row for row in profile(result, input_size).rows}
+    modules = dict(result.named_modules())
+    layers: dict[str, dict[str, list[int]]] = {}
+    for row in before.rows:
+        new = after_rows.get(row.name)
+        if new is None or (new.params, new.macs) == (row.params, row.macs):
+            continue
+        entry = {"params": [row.params, new.params], "macs": [row.macs, new.macs]}
+        old_layer, new_layer = model.get_submodule(row.name), modules.get(row.name)
+        for key, attr in (
+            ("in", ("in_channels", "in_features")),
+            ("out", ("out_channels", "out_features", "num_features")),
+        ):
+            widths = [
+                next((getattr(m, a) for a in attr if hasattr(m, a)), None) for m in (old_layer, new_layer)
+            ]
+            if None not in widths:
+                entry[key] = widths  # type: ignore[assignment]
+        layers[row.name] = entry
+    return layers

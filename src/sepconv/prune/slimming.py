@@ -1,0 +1,66 @@
+"""Network slimming's sparsity penalty (Liu et al., ICCV 2017): an L1 penalty λ·Σ|γ| on BatchNorm
+scales during training, as a training callback.
+
+Like the authors' code (``updateBN``), it adds the subgradient λ·sign(γ) to every penalised γ's
+gradient after ``backward()`` and before the optimizer step, so the loss curves stay those of the
+task. Driving γ towards 0 makes channels nearly constant (γ ≈ 0: the BN outputs β); those with
+β < 0 become dead behind a ReLU, which is what BN-probability pruning removes
+(:mod:`.bn_probability`); those with β > 0 become constant, which its constant-channel rule removes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import torch
+import torch.nn as nn
+
+from ..errors import SepconvError
+from ..graph.queries import graph_queries
+from ..train.callbacks import Callback
+from .bn_probability import ELIGIBLE_ACTIVATIONS
+
+if TYPE_CHECKING:
+    from ..train.engine import Trainer
+
+__all__ = ["BNL1Penalty", "penalised_norms"]
+
+_BN = nn.modules.batchnorm._BatchNorm
+
+
+def penalised_norms(model: nn.Module, norms: Literal["all", "activated"] = "all") -> list[str]:
+    """The BatchNorms the penalty acts on: every affine one, or only those directly followed by a
+    ReLU/ReLU6 (the ones BN-probability pruning reads)."""
+    names = [name for name, m in model.named_modules() if isinstance(m, _BN) and m.weight is not None]
+    if norms == "all":
+        return names
+    if norms != "activated":
+        raise SepconvError(f"norms must be 'all' or 'activated', got {norms!r}")
+    queries = graph_queries(model)
+    kept = []
+    for name in names:
+        act = queries.following_activation(name)
+        if act is not None and act.kind in ELIGIBLE_ACTIVATIONS:
+            kept.append(name)
+    return kept
+
+
+class BNL1Penalty(Callback):
+    """Adds λ·sign(γ) to the gradient of every penalised BatchNorm scale each step."""
+
+    def __init__(self, strength: float, norms: Literal["all", "activated"] = "all") -> None:
+        if not strength > 0:
+            raise SepconvError(f"the L1 strength must be > 0, got {strength!r}")
+        self.strength = float(strength)
+        self.norms = norms
+        self.names: list[str] = []
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        self.names = penalised_norms(trainer.model, self.norms)
+
+    def on_step(self, trainer: Trainer, batch_index: int, loss: float) -> None:
+        with torch.no_grad():
+            for name in self.names:
+                weight = trainer.model.get_submodule(name).weight
+                if weight.grad is not None:
+                    weight.grad.add_(torch.sign(weight), alpha=self.strength)
