@@ -1,7 +1,7 @@
 """What each op does to channels, as links between union-find elements (see :mod:`.analysis`).
 
-Layers with weights (conv, linear, norms, PReLU), sepconv's ZeroPadShortcut, elementwise
-arithmetic, concatenation, reductions and softmax are handled here; pure data movement in
+Layers with weights (conv, linear, norms, PReLU), sepconv's ZeroPadShortcut and ChannelGather,
+elementwise arithmetic, concatenation, reductions and softmax are handled here; pure data movement in
 :mod:`.data_movement`. Every handler reads and extends the :class:`~.analysis.Walk`.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import torch.fx as fx
 import torch.nn as nn
 
-from ..nn import ZeroPadShortcut
+from ..nn import ChannelGather, ZeroPadShortcut
 from . import ops
 from .data_movement import movement
 from .groups import Owner
@@ -39,6 +39,8 @@ def visit_module(w: Walk, node: fx.Node, mod: nn.Module) -> None:
         norm(w, node, mod, tensors[0])
     elif isinstance(mod, ZeroPadShortcut):
         zero_pad(w, node, mod, tensors[0])
+    elif isinstance(mod, ChannelGather):
+        gather(w, node, mod, tensors[0])
     elif isinstance(mod, nn.PReLU):
         pointwise(w, node, tensors[0])
     elif isinstance(mod, _CHANNEL_COUPLING_NORMS):
@@ -155,6 +157,21 @@ def zero_pad(w: Walk, node: fx.Node, mod: nn.Module, arg: fx.Node) -> None:
     padded = np.ones(mod.out_channels, dtype=bool)
     padded[index] = False
     w.zero_elements.append(s_out.base + np.flatnonzero(padded))
+
+
+def gather(w: Walk, node: fx.Node, mod: ChannelGather, arg: fx.Node) -> None:
+    """Output m ~ input ``index[m]``: an input read several times is one chain with all its
+    copies (removing it removes them all); an input nobody reads ends its chain here."""
+    src, out = w.inp(arg), w.out(node)
+    if src is None or out is None:
+        raise w.unsupported(node, "input without a channel dimension")
+    name = str(node.target)
+    s_in = w.site(name, "gather_in", mod, mod.in_channels)
+    s_out = w.site(name, "gather_out", mod, mod.out_channels)
+    w.join(src, s_in)
+    w.join(out, s_out)
+    index = mod.index.cpu().numpy().astype(np.int64)
+    w.elements.link(s_in.base + index, s_out.base + np.arange(len(index)))
 
 
 # --------------------------------------------------------------------------- parameter-free ops
