@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=50, help="with --bench: timed runs (default 50)")
     p.add_argument("--warmup", type=int, default=10, help="with --bench: warm-up runs (default 10)")
     p.add_argument("--threads", type=int, default=2, help="with --bench: threads (default 2)")
+    p.add_argument("--gradcam", metavar="DATA", help="add Grad-CAM maps of every model on test images of DATA")
+    p.add_argument("--gradcam-images", type=int, default=6, help="with --gradcam: images (default 6)")
+    p.add_argument("--gradcam-layer", help="with --gradcam: the layer (default: the last spatial one)")
     p.set_defaults(run=run)
 
 
@@ -40,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
             "warmup": args.warmup,
             "threads": args.threads,
         }
-    for page in write_reports(args.folders, args.out, bench, args.baseline):
+    gradcam = None
+    if args.gradcam:
+        gradcam = {"data": args.gradcam, "images": args.gradcam_images, "layer": args.gradcam_layer}
+    for page in write_reports(args.folders, args.out, bench, args.baseline, gradcam):
         print(page)
     return 0
