@@ -228,7 +228,7 @@ def write_gradcam(
         "target": target,
         "indices": chosen,
         "labels": labels.tolist(),
-        "classes": [dataset.classes[i] for i in labels.tolist()],
+        "classes": [dataset.class_names[i] for i in labels.tolist()],
         "predicted": cam.predicted,
         "probabilities": cam.probabilities,
         "maps": [np.round(m.numpy(), 4).tolist() for m in cam.maps],
