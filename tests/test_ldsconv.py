@@ -400,3 +400,13 @@ def test_the_ldsconv_method_in_a_recipe(tmp_path: Path) -> None:
     assert not lds_layers(model) and any(isinstance(m, LdsSeparableConv2d) for m in model.modules())
     assert "converted 18 LdsConv layer(s)" in summary["steps"][1]["summary"]
     assert summary["macs"] == sepconv.profile(model, (3, 8, 8)).macs
+
+
+def test_the_builtin_lds_densenet_recipe_has_the_authors_settings() -> None:
+    recipe = sepconv.load_recipe("densenet-bc-100-lds")
+    lds, train = recipe.steps[0].options, recipe.train_config
+    assert (lds.k, lds.stages, lds.timing, lds.balance_loss) == (2.0, 8, "epoch", False)
+    assert (train.epochs, train.stage1_epochs, train.schedule, train.batch_size) == (450, 300, "two-stage", 64)
+    assert (train.lr, train.weight_decay, train.nesterov) == (0.1, 1e-4, True)
+    short = recipe.with_settings({"train.epochs": 45})
+    assert short.train_config.stage1_epochs == 30

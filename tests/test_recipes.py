@@ -12,7 +12,7 @@ from sepconv.pipeline.run import run_recipe
 
 from .conftest import assert_one_line_error
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("resnet20-*.yaml"))  # seed 000's
 
 
 def soft_prune(recipe):

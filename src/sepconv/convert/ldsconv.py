@@ -35,6 +35,7 @@ from ..models.mobilenet import DepthwiseSeparable
 from ..models.resnet_cifar import BasicBlock
 from ..nn.ldsconv import LdsConv2d, LdsSeparableConv2d
 from ..nn.modules import replace_submodule
+from ..options import Options, option
 from ..report.protocol import ReportMixin
 
 CONV, BLOCK = "conv", "mobilenet_block"
@@ -42,6 +43,25 @@ CONV, BLOCK = "conv", "mobilenet_block"
 # (one group), 8 for the ResNets (project design, as for ResNet-50) and for MobileNet (authors).
 GROUPED_CARDINALITY = 8
 MOBILENET_REDUCTION = 4  # the Lds-MobileNet block's LdsConv makes out/4 channels
+
+
+@dataclass
+class LdsifyOptions(Options):
+    """Where LdsConv goes and how much it keeps (also the ``ldsconv`` method's first options)."""
+
+    layers: str | list[str] = option(
+        "auto",
+        "auto (zoo ResNets' block 3×3 convs, DenseNet-BC's bottleneck 3×3, MobileNetV1's separable blocks) "
+        "or fnmatch patterns of regular k×k convs",
+    )
+    k: float = option(
+        2.0,
+        "pruning factor k': kernels kept per input channel (the depthwise multiplier)",
+        low=0,
+        low_open=True,
+    )
+    cardinality: int | None = option(None, "output channels per group (default: each family's)", low=1)
+    stages: int = option(8, "stage factor S: pruning stages in stage 1", low=1, high=10_000)
 
 
 @dataclass
@@ -237,6 +257,11 @@ def ldsify(
     family's default), ``stages`` the stage factor S. The report's ``*_converted`` counts are
     those of the model after all S stages and the conversion (``pw_trainable`` as it will be).
     """
+    LdsifyOptions.from_dict(  # one validation of every setting
+        {"layers": layers if isinstance(layers, str) else list(layers), "k": k, "cardinality": cardinality,
+         "stages": stages},
+        "LdsConv",
+    )  # fmt: skip
     size = tuple(int(s) for s in (input_size or default_input_size(model)))
     before = profile(model, size)
     targets = find_lds_targets(model, layers, cardinality)

@@ -18,8 +18,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from ..convert.ldsconv import LdsifyReport, convert_lds, lds_layers, ldsify
-from ..options import option
+from ..convert.ldsconv import LdsifyOptions, LdsifyReport, convert_lds, lds_layers, ldsify
 from ..prune.ldsconv import LdsPruneOptions, LdsPruner
 from ..report.protocol import Report, StepReport
 from ..train.callbacks import Callback
@@ -27,16 +26,8 @@ from .base import Method, StepContext, register_method
 
 
 @dataclass
-class LdsOptions(LdsPruneOptions):
-    layers: str | list[str] = option(
-        "auto",
-        "auto (zoo ResNets' block 3×3 convs, DenseNet-BC's bottleneck 3×3, MobileNetV1's separable blocks) "
-        "or fnmatch patterns of regular k×k convs",
-    )
-    k: float = option(2.0, "pruning factor k': kernels kept per input channel (the depthwise multiplier)", low=0,
-                      low_open=True, high=1024)  # fmt: skip
-    cardinality: int | None = option(None, "output channels per group (default: each family's)", low=1)
-    stages: int = option(8, "stage factor S: pruning stages in stage 1", low=1, high=10_000)
+class LdsOptions(LdsPruneOptions, LdsifyOptions):
+    """Where and how much (:class:`LdsifyOptions`), then how stage 1 runs (:class:`LdsPruneOptions`)."""
 
 
 @register_method
