@@ -410,3 +410,22 @@ def test_the_builtin_lds_densenet_recipe_has_the_authors_settings() -> None:
     assert (train.lr, train.weight_decay, train.nesterov) == (0.1, 1e-4, True)
     short = recipe.with_settings({"train.epochs": 45})
     assert short.train_config.stage1_epochs == 30
+
+
+def test_compaction_of_a_model_in_stage_1_slices_the_kernel_masks() -> None:
+    model = small_lds_model(stages=2).eval()
+    for _, layer in lds_layers(model):
+        layer.prune_stage()
+    block = model.layer1[0]
+    with torch.no_grad():
+        block.conv1.weight[:2] = 0  # two filters of an LdsConv2d, whose BN(0) then ReLU gives 0
+        block.bn1.bias[:2] = -5.0
+    x = torch.randn(2, 3, 8, 8)
+    keep = torch.ones(8, dtype=torch.bool)
+    keep[:2] = False
+    small, report = sepconv.compact(model, {"layer1.0.conv1": keep}, x)
+    conv1, conv2 = small.layer1[0].conv1, small.layer1[0].conv2
+    assert isinstance(conv1, LdsConv2d) and conv1.out_channels == 6 and conv2.in_channels == 6
+    assert conv1.mask.shape == conv1.weight.shape and conv2.mask.shape == conv2.weight.shape
+    assert torch.equal(conv2.mask, model.layer1[0].conv2.mask[:, 2:])
+    assert torch.allclose(small(x), model(x), atol=1e-5)
