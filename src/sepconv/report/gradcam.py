@@ -243,9 +243,9 @@ def gradcam_figure(
     images: torch.Tensor,
     classes: Sequence[str],
     labels: Sequence[int],
-) -> bytes:
+) -> Any:
     """One row per model (its name and maps overlaid on the same uint8 ``images``), the images on
-    top: a PNG."""
+    top: a matplotlib figure (the study report saves it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -270,10 +270,4 @@ def gradcam_figure(
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle("Grad-CAM (title: predicted class; ✗ = wrong)", fontsize=9)
-    buffer = io.BytesIO()
-    try:
-        fig.tight_layout()
-        fig.savefig(buffer, format="png", dpi=110)
-    finally:
-        plt.close(fig)
-    return buffer.getvalue()
+    return fig

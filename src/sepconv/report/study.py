@@ -341,7 +341,7 @@ def study_gradcam(study: Study, data: str, images: int = 6, layer: str | None = 
     for m in models:
         net = load_model(str(m.checkpoint))
         entries.append((m.name, grad_cam(net, dataset.normalize(chosen), layer)))
-    return gradcam_figure(entries, chosen, dataset.class_names, labels) if entries else None
+    return _png(gradcam_figure(entries, chosen, dataset.class_names, labels)) if entries else None
 
 
 def write_study_report(
