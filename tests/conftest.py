@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,10 @@ import torch
 # Tests are small: one intra-op thread is as fast for them and, unlike two, does not collapse when
 # the machine's two cores are busy with something else (seen 15-70x slowdowns under load).
 torch.set_num_threads(1)
+# `--device auto` means CUDA on a GPU machine; the suite's exact-reproducibility checks are about
+# the CPU path, so `auto` stays on the CPU here (and in the CLI subprocesses, which inherit it).
+# The GPU's own checks (tests/test_cuda.py, marker `cuda`) name their device explicitly.
+os.environ.setdefault("SEPCONV_DEVICE", "cpu")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

@@ -205,7 +205,7 @@ def test_unwritable_output_folder(cifar: str, tmp_path: Path, run_cli) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("a file where a folder should be")
     proc = run_cli("train", "--model", "resnet20", "--data", cifar, "--epochs", "1", "--out", blocker / "run")
-    assert_one_line_error(proc, "not a folder")
+    assert_one_line_error(proc, "not a directory")
 
 
 def test_nan_loss(cifar: str, tmp_path: Path, run_cli) -> None:

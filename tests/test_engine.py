@@ -506,7 +506,7 @@ def test_unwritable_output_folder_fails_before_training(tmp_path: Path) -> None:
         def on_train_begin(self, trainer):
             started.append(True)
 
-    with pytest.raises(SepconvError, match="not a folder"):
+    with pytest.raises(SepconvError, match="not a directory"):
         sepconv.train(
             tiny_net(),
             toy_dataset(),

@@ -3,7 +3,9 @@ two-stage schedule, ldsify on the zoo, checkpoints and resume at every point, ON
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,8 @@ from sepconv.checkpoint import load_model, save_model
 from sepconv.convert.ldsconv import convert_lds, lds_layers, ldsify
 from sepconv.deploy.onnx import ExportOptions, export_onnx
 from sepconv.errors import SepconvError
+from sepconv.models.arch import get_arch
+from sepconv.models.registry import build_from_arch
 from sepconv.nn import LdsConv2d, LdsSeparableConv2d
 from sepconv.pipeline.recipe import recipe_from_dict
 from sepconv.pipeline.run import run_recipe
@@ -429,3 +433,67 @@ def test_compaction_of_a_model_in_stage_1_slices_the_kernel_masks() -> None:
     assert conv1.mask.shape == conv1.weight.shape and conv2.mask.shape == conv2.weight.shape
     assert torch.equal(conv2.mask, model.layer1[0].conv2.mask[:, 2:])
     assert torch.allclose(small(x), model(x), atol=1e-5)
+
+
+def _lds_descriptions() -> dict[str, dict]:
+    model, _ = ldsify(sepconv.create_model("resnet20"), k=2, stages=2)
+    for _, layer in lds_layers(model):
+        while layer.stages_done < layer.stages:
+            layer.prune_stage()
+    converted, _ = convert_lds(model, verify=False)
+    return {"training": get_arch(model).to_dict(), "converted": get_arch(converted).to_dict()}
+
+
+def _kwargs(step: int, key: str, value) -> Callable[[dict], None]:
+    return lambda a: a["transforms"][step]["kwargs"].__setitem__(key, value)
+
+
+def _first_target(key: str, value) -> Callable[[dict], None]:
+    return lambda a: a["transforms"][0]["kwargs"]["targets"][0].__setitem__(key, value)
+
+
+def _first_index(value) -> Callable[[dict], None]:
+    def forge(a: dict) -> None:
+        layers = a["transforms"][1]["kwargs"]["layers"]
+        layers[next(iter(layers))] = value
+
+    return forge
+
+
+LDS_FORGERIES = [
+    ("k nan", "training", _kwargs(0, "k", float("nan")), "non-finite"),
+    ("k huge", "training", _kwargs(0, "k", 1e30), "k"),
+    ("stages 0", "training", _kwargs(0, "stages", 0), "stages"),
+    ("targets text", "training", _kwargs(0, "targets", "layer1"), "targets"),
+    ("target kind", "training", _first_target("kind", "bogus"), "kind"),
+    ("target cardinality 1e9", "training", _first_target("cardinality", 10**9), "cardinality"),
+    ("target cardinality 3", "training", _first_target("cardinality", 3), "cardinality 3"),
+    ("target unknown", "training", _first_target("name", "nope"), "nope"),
+    ("index too long", "converted", _first_index([0] * 5000), "kernels"),
+    ("index out of range", "converted", _first_index([0, 999]), "999"),
+    ("index text", "converted", _first_index("abc"), "layers"),
+    ("layer unknown", "converted", _kwargs(1, "layers", {"nope": [0]}), "nope"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lds_descriptions() -> dict[str, dict]:
+    return _lds_descriptions()
+
+
+@pytest.mark.parametrize("name,which,forge,needle", LDS_FORGERIES, ids=[f[0] for f in LDS_FORGERIES])
+def test_forged_lds_records_are_one_line_errors(name, which, forge, needle, lds_descriptions) -> None:
+    """The ldsify and lds_convert records are declared: a description from a file is checked
+    against them (issue 14) before the replay builds anything."""
+    forged = copy.deepcopy(lds_descriptions[which])
+    forge(forged)
+    with pytest.raises(SepconvError) as info:
+        build_from_arch(forged)
+    message = str(info.value)
+    assert "\n" not in message and needle in message, message
+
+
+def test_lds_descriptions_replay_to_themselves(lds_descriptions) -> None:
+    for which, data in lds_descriptions.items():
+        rebuilt = build_from_arch(copy.deepcopy(data))
+        assert get_arch(rebuilt).to_dict() == data, which

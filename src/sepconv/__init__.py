@@ -9,6 +9,7 @@ from .checkpoint import load_model, save_model
 from .convert.decompose import decompose
 from .convert.fold import fold
 from .convert.separable import to_separable
+from .deploy.export import export
 from .deploy.fold_bn import fold_batchnorm
 from .deploy.onnx import ExportOptions, export_onnx
 from .errors import SepconvError
@@ -38,6 +39,7 @@ __all__ = [
     "decompose",
     "dependency_groups",
     "evaluate",
+    "export",
     "export_onnx",
     "fold",
     "fold_batchnorm",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,18 +45,68 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
                 break
         else:
             raise CheckpointError(f"{path} is a folder without model.pt, best.pt or last.pt")
+    _check_looks_like_pytorch(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
-        raise CheckpointError(f"{path} was refused by the safe loader ({first[:160]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} was refused by the safe loader: {_refusal(exc)}") from None
+    except Exception as exc:  # noqa: BLE001  the file is data: whatever torch.load trips over, it is not ours
         raise CheckpointError(f"{path} is truncated or corrupt ({type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a sepconv checkpoint")
     if "model" not in payload:
         raise CheckpointError(f"{path} holds no model weights")
     return payload
+
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTOCOL = 0x80  # pickle protocols 2+ start with this opcode (PyTorch's legacy format)
+
+
+def _check_looks_like_pytorch(path: Path) -> None:
+    """Say in one line what a file is not, before torch.load reads it: its own errors for a text
+    file (``KeyError: 101``) or an ONNX file (a page on ``weights_only``) explain nothing."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if head.startswith(_ZIP_MAGIC) or (head and head[0] == _PICKLE_PROTOCOL):
+        return
+    if not head:
+        kind = "an empty file"
+    elif _looks_like_onnx(path, head):
+        kind = "an ONNX model (sepconv bench takes .onnx files; other commands need a checkpoint)"
+    elif _looks_like_text(head):
+        kind = "a text file"
+    else:
+        kind = "a file of another kind"
+    raise CheckpointError(f"{path} is not a sepconv checkpoint (not a PyTorch file: {kind})")
+
+
+def _looks_like_onnx(path: Path, head: bytes) -> bool:
+    # A ModelProto starts with field 1 (ir_version, varint) and names its producer early on.
+    return path.suffix.lower() == ".onnx" or (head[:1] == b"\x08" and b"\x12" in head[:4])
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c >= 32 or c in (9, 10, 13) for c in head)
+
+
+def _refusal(exc: pickle.UnpicklingError) -> str:
+    """What the safe loader refused, in our words (PyTorch's message is a page about weights_only)."""
+    text = str(exc)
+    found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
+    if found:
+        return f"it would import {found.group(1)}, and checkpoints may hold only tensors and plain data"
+    found = re.search(r"Unsupported operand (\d+)", text)
+    if found:
+        return f"it holds pickle opcode {found.group(1)}, which only code-carrying files use"
+    return "it holds something other than tensors and plain data (a pickle of objects?)"
 
 
 def model_payload(model: nn.Module) -> dict[str, Any]:
@@ -79,7 +129,7 @@ def model_from_checkpoint(payload: dict[str, Any], source: str = "checkpoint") -
             f"{source} has no architecture description (a user model: rebuild it in Python)"
         )
     try:
-        model = build_from_arch(arch, f"the architecture description of {source}")
+        model = build_from_arch(arch, "its architecture description")
     except CheckpointError:
         raise
     except SepconvError as exc:
@@ -107,7 +157,12 @@ def load_model(source: str | os.PathLike[str] | nn.Module, **create_kwargs: Any)
     if isinstance(source, nn.Module):
         return source
     text = str(source)
-    looks_like_path = os.sep in text or text.endswith((".pt", ".pth", ".ckpt")) or Path(text).exists()
-    if looks_like_path:
+    if is_checkpoint_path(text):
         return model_from_checkpoint(load_checkpoint(text), text)
     return create_model(text, **create_kwargs)
+
+
+def is_checkpoint_path(source: str | os.PathLike[str]) -> bool:
+    """Whether :func:`load_model` reads ``source`` as a checkpoint path (else as a zoo name)."""
+    text = str(source)
+    return os.sep in text or text.endswith((".pt", ".pth", ".ckpt")) or Path(text).exists()

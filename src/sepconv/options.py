@@ -113,19 +113,16 @@ class Options:
             raise SepconvError(
                 f"{prefix}unknown option {unknown[0]!r}{did_you_mean(unknown[0], names)}; options: {', '.join(names)}"
             )
+        missing = [i.name for i in describe(cls) if i.default is dataclasses.MISSING and i.name not in values]
+        if missing:
+            raise SepconvError(f"{prefix}missing option(s) {', '.join(missing)}")
         try:
             return cls(**values)
         except SepconvError as exc:
             raise SepconvError(f"{prefix}{exc}") from None
-        except TypeError as exc:  # a required option is missing
-            raise SepconvError(f"{prefix}{exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
     def replace(self: T, **changes: Any) -> T:
         """A copy with ``changes`` validated like :meth:`from_dict` values."""
@@ -165,6 +162,32 @@ def convert_value(cls: type, info: OptionInfo, value: Any) -> Any:
     result = _convert(info.kind, value, label)
     meta = {f.name: f.metadata for f in dataclasses.fields(cls)}[info.name]
     _check_range(result, meta, label)
+    return result
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A range for a value outside an :class:`Options` dataclass, e.g. a model builder's keyword:
+    ``depth: Annotated[int, Bounds(low=10, high=1000)]`` (see :func:`convert`)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[Any, ...] | None = None
+
+
+def convert(kind: Any, value: Any, label: str, bounds: Bounds | None = None) -> Any:
+    """``value`` converted to the type ``kind`` (as options are: ``int``, ``float | None``,
+    ``Literal[...]``, ``list[str]``, an :class:`Options` class...) and checked against ``bounds``
+    and any :class:`Bounds` in an ``Annotated`` kind; a one-line :class:`SepconvError` naming
+    ``label`` otherwise."""
+    if get_origin(kind) is typing.Annotated:
+        kind, *extras = get_args(kind)
+        bounds = next((e for e in extras if isinstance(e, Bounds)), bounds)
+    result = _convert(kind, value, label)
+    if bounds is not None:
+        _check_range(result, dataclasses.asdict(bounds), label)
     return result
 
 
@@ -220,9 +243,18 @@ def _convert(kind: Any, value: Any, label: str) -> Any:
             raise SepconvError(f"{label} has too many items ({len(value)})")
         items = [_convert(item_kind, v, f"{label}[{k}]") for k, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
+    if isinstance(base, type) and issubclass(base, Options):  # a record inside a record
+        if not isinstance(value, Mapping):
+            raise SepconvError(f"{label} must be a mapping, got {_describe(value)}")
+        return base.from_dict(value, label)
     if origin is dict or base is dict:
         if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
             raise SepconvError(f"{label} must be a mapping of names to values, got {_describe(value)}")
+        if len(value) > 10_000:
+            raise SepconvError(f"{label} has too many items ({len(value)})")
+        args = get_args(base)
+        if len(args) == 2 and args[1] is not Any:
+            return {k: _convert(args[1], v, f"{label}[{k!r}]") for k, v in value.items()}
         return dict(value)
     if origin in (typing.Union, types.UnionType):  # e.g. str | list[str]: the first that fits
         errors = []
@@ -285,14 +317,40 @@ def _check_range(value: Any, meta: Mapping[str, Any], label: str) -> None:
     if choices is not None and value not in choices:
         raise SepconvError(f"{label} must be one of {', '.join(map(str, choices))}, got {value!r}")
     low, high = meta.get("low"), meta.get("high")
-    values = value if isinstance(value, (tuple, list)) else (value,)
-    for v in values:
+    for v in _leaves(value):
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             continue
         if low is not None and (v < low or (meta.get("low_open") and v == low)):
-            raise SepconvError(f"{label} must be {'>' if meta.get('low_open') else '>='} {low:g}, got {v!r}")
+            raise SepconvError(f"{label} must be {'>' if meta.get('low_open') else '>='} {_number(low)}, got {v!r}")
         if high is not None and (v > high or (meta.get("high_open") and v == high)):
-            raise SepconvError(f"{label} must be {'<' if meta.get('high_open') else '<='} {high:g}, got {v!r}")
+            raise SepconvError(f"{label} must be {'<' if meta.get('high_open') else '<='} {_number(high)}, got {v!r}")
+
+
+def _number(bound: float) -> str:
+    """A bound as people read it: 65536, 1e-06, 0.5 (integers in full up to 2**53)."""
+    if float(bound).is_integer() and abs(bound) <= 2**53:
+        return str(int(bound))
+    return f"{bound:g}"
+
+
+def _leaves(value: Any) -> list[Any]:
+    """The scalars of a value and of the lists and mappings in it (a range applies to each)."""
+    if isinstance(value, (tuple, list)):
+        return [leaf for item in value for leaf in _leaves(item)]
+    if isinstance(value, Mapping):
+        return [leaf for item in value.values() for leaf in _leaves(item)]
+    return [value]
+
+
+def _plain(value: Any) -> Any:
+    """An option's value as plain data: tuples as lists, nested records as mappings."""
+    if isinstance(value, Options):
+        return value.to_dict()
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def _describe(value: Any) -> str:

@@ -13,16 +13,15 @@ from collections.abc import Iterator
 
 import torch
 
-from .errors import SepconvError
+from .resources import check_cpus
 
 
 def set_torch_threads(threads: int | None) -> None:
-    """Apply a user's ``--threads`` (None = leave PyTorch's default); below 1 is a one-line error."""
+    """Apply a user's ``--threads`` (None = leave PyTorch's default); below 1 or above the cores
+    this process may use is a one-line error."""
     if threads is None:
         return
-    if threads < 1:
-        raise SepconvError(f"--threads must be at least 1, got {threads}")
-    torch.set_num_threads(threads)
+    torch.set_num_threads(check_cpus(threads, "--threads"))
 
 
 @contextlib.contextmanager

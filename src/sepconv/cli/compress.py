@@ -80,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _recipe(args: argparse.Namespace) -> Recipe:
+    for flag in ("recipe", "method", "model", "data"):
+        value = getattr(args, flag)
+        if value is not None and not value.strip():
+            raise SepconvError(f"--{flag} is empty")
     if args.recipe and args.method:
         raise SepconvError("give --recipe or --method, not both")
     if args.recipe:

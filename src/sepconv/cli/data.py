@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from tqdm import tqdm
 
 from ..data.colorchart import ChartSpec, generate_colorchart
 from ..data.registry import get_dataset, list_datasets
+from ..resources import available_cpus, check_cpus
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="standard",
         help="standard (default: ResNet-20 learns it) or hard (smaller hue steps, more jitter)",
     )
-    gen.add_argument("--workers", type=int, default=None, help="processes (default: CPU cores, at most 8)")
+    gen.add_argument(
+        "--workers", type=int, default=None, help="processes, at most the CPU cores (default: the cores, at most 8)"
+    )
     gen.add_argument("--render-scale", type=int, default=8, help="render at size x this, then box-filter (8)")
     gen.add_argument(
         "--pool", type=int, default=256, help="dot layouts to reuse, rotated/mirrored; 0 = pack each"
@@ -90,7 +92,8 @@ def run_colorchart(args: argparse.Namespace) -> int:
         render_scale=args.render_scale,
         layout_pool_size=args.pool,
     ).validate()
-    workers = args.workers if args.workers is not None else min(8, os.cpu_count() or 1)
+    workers = args.workers if args.workers is not None else min(8, available_cpus())
+    check_cpus(workers, "--workers")  # before the output folder is made
     update, close = _progress_bar()
     try:
         report = generate_colorchart(args.out, spec, workers=workers, force=args.force, progress=update)

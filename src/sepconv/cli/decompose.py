@@ -14,13 +14,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import load_model, save_model
+from ..checkpoint import is_checkpoint_path, load_model, save_model
 from ..convert.decompose import DecomposeOptions
-from ..data.registry import get_dataset
+from ..data.registry import check_spec, get_dataset
+from ..devices import resolve_device
 from ..errors import SepconvError
-from ..io import atomic_write_text, ensure_writable_dir
+from ..io import atomic_write_text, clean_stale_temporaries, ensure_writable_dir
 from ..methods.base import StepContext
 from ..methods.decompose import Decompose
+from ..models.arch import get_normalization, set_normalization
+from ..normalization import Normalization
 from ..options import describe
 from ..threads import set_torch_threads
 from ..train.api import train
@@ -40,6 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="data set spec whose training images are sampled")
     p.add_argument("--out", required=True, help="output folder: model.pt, decompose.json")
     p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="where the networks run and the statistics are gathered, and fine-tuning trains: "
+        "auto (CUDA when available; default), cpu, cuda or cuda:N",
+    )
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     add_option_flags(p.add_argument_group("decomposition"), DecomposeOptions, _DEST)
     finetune = p.add_argument_group("fine-tuning (after decomposition; --finetune-epochs 0 = none)")
@@ -49,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         _FINETUNE_DEST,
         defaults=FINETUNE_DEFAULTS,
         names={i.name: f"--finetune-{i.name.replace('_', '-')}" for i in describe(TrainConfig)},
+        skip=("device",),  # --device serves both
     )
     p.set_defaults(run=run)
 
@@ -56,14 +66,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     options = DecomposeOptions.from_dict(given_options(args, _DEST), "decompose")
     finetune = _finetune_config(given_options(args, _FINETUNE_DEST))  # checked before any work
+    device = resolve_device(args.device)
+    if finetune is not None:
+        finetune = finetune.replace(device=args.device)
     set_torch_threads(args.threads)
+    check_spec(args.data)
     out = ensure_writable_dir(args.out)
-    data = get_dataset(args.data, train=True)
-    model = load_model(args.checkpoint, num_classes=data.num_classes, in_channels=data.in_channels)
+    clean_stale_temporaries(out)
+    # A checkpoint is read (and a bad one refused) before the data set, which may take minutes.
+    model = load_model(args.checkpoint) if is_checkpoint_path(args.checkpoint) else None
+    norm = get_normalization(model) if model is not None else None
+    stats = (norm.mean, norm.std) if norm is not None else None  # sample as the model was trained
+    data = get_dataset(args.data, train=True, stats=stats)
+    if model is None:
+        model = load_model(args.checkpoint, num_classes=data.num_classes, in_channels=data.in_channels)
     check_model_fits_data(model, data, args.checkpoint)
+    if norm is None:  # fresh weights, or a checkpoint from before normalisations were recorded
+        stats = (tuple(data.mean), tuple(data.std))
+        set_normalization(model, Normalization(*stats))
+    model.to(device)
 
     ctx = StepContext(
-        out, lambda train_split: data if train_split else get_dataset(args.data, train=False), quiet=args.json
+        out,
+        lambda train_split: data if train_split else get_dataset(args.data, train=False, stats=stats),
+        quiet=args.json,
     )
     decomposed, report = Decompose(options).apply(model, ctx)
     summary: dict[str, Any] = report.to_dict()

@@ -7,31 +7,47 @@ import json
 
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..data.registry import get_dataset
-from ..errors import SepconvError
+from ..devices import resolve_device
+from ..measure.memory import check_forward_memory
 from ..measure.profile import profile
+from ..models.arch import get_normalization
+from ..resources import MAX_IMAGES, check_count
 from ..threads import set_torch_threads
+from ..train.config import MAX_BATCH
 from ..train.evaluation import check_model_fits_data, evaluate, limit_dataset
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="test accuracy and loss of a checkpoint")
     p.add_argument("checkpoint", help="checkpoint file (or a folder holding model.pt / best.pt / last.pt)")
-    p.add_argument("--data", required=True, help="data set spec; its test split is used")
-    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument(
+        "--data",
+        required=True,
+        help="data set spec; its test split is used, normalised as the model was trained (a test split alone will do)",
+    )
+    p.add_argument("--batch-size", type=int, default=512, help=f"images per forward pass, 1..{MAX_BATCH:,} (default 512)")
     p.add_argument("--limit", type=int, help="evaluate on a fixed random subset of N images")
     p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available; default), cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     set_torch_threads(args.threads)
-    if args.batch_size < 1:
-        raise SepconvError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_count(args.batch_size, "--batch-size", high=MAX_BATCH)
+    if args.limit is not None:
+        check_count(args.limit, "--limit", high=MAX_IMAGES)
+    device = resolve_device(args.device)
     model = model_from_checkpoint(load_checkpoint(args.checkpoint), args.checkpoint)
-    dataset = limit_dataset(get_dataset(args.data, train=False), args.limit)
+    norm = get_normalization(model)  # the statistics it was trained with, not the data set's own
+    stats = (norm.mean, norm.std) if norm is not None else None
+    dataset = limit_dataset(get_dataset(args.data, train=False, stats=stats), args.limit)
     check_model_fits_data(model, dataset, args.checkpoint)
-    metrics = evaluate(model, dataset, batch_size=args.batch_size)
+    batch = min(args.batch_size, len(dataset))
+    if device.type == "cpu":  # the memory this process can get: host memory
+        check_forward_memory(model, tuple(dataset.images.shape[1:]), batch, f"evaluating in batches of {batch}")
+    metrics = evaluate(model, dataset, batch_size=args.batch_size, device=device)
     prof = profile(model, tuple(dataset.images.shape[1:]))
     result = {
         "checkpoint": str(args.checkpoint),

@@ -1,4 +1,4 @@
-"""``sepconv export``: ONNX export, verified against PyTorch with ONNX Runtime."""
+"""``sepconv export``: ONNX or OpenVINO IR, fp32 verified against PyTorch, or INT8 checked on data."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import argparse
 import json
 
 from ..checkpoint import load_model
-from ..deploy.onnx import ExportOptions, export_onnx
+from ..deploy.export import export
+from ..deploy.onnx import ExportOptions
+from ..io import check_writable_file
 from ..measure.profile import default_input_size
 from .flags import add_option_flags, given_options
 
@@ -14,9 +16,12 @@ _DEST = "export__"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export to ONNX (BN folded) and check ONNX Runtime against PyTorch")
+    p = sub.add_parser(
+        "export", help="export to ONNX or OpenVINO IR (BN folded), checked against PyTorch; --int8 quantizes"
+    )
     p.add_argument("model", help="zoo name (see `sepconv models`) or checkpoint path")
-    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--out", required=True, help="the file to write: .onnx, or .xml (+ .bin) with --format openvino")
+    p.add_argument("--data", help="--int8: data set whose training split calibrates and test split checks accuracy")
     p.add_argument("--num-classes", type=int, default=10, help="for zoo names (default 10)")
     p.add_argument("--in-channels", type=int, default=3, help="for zoo names (default 3)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -31,13 +36,18 @@ def run(args: argparse.Namespace) -> int:
     if "batch_size" in given:  # a fixed batch size asks for a fixed batch axis unless told otherwise
         given.setdefault("dynamic_batch", False)
     options = ExportOptions.from_dict(given, "export")  # every setting checked before the model is built
-    model = load_model(args.model, num_classes=args.num_classes, in_channels=args.in_channels)
-    if "input_size" not in given:
-        options = options.replace(input_size=default_input_size(model))
-    report = export_onnx(model, args.out, options)
+    check_writable_file(args.out)
+    if options.int8 and args.data:  # the data set decides classes, channels and input size
+        report = export(args.model, args.out, options, data=args.data)
+    else:
+        model = load_model(args.model, num_classes=args.num_classes, in_channels=args.in_channels)
+        if "input_size" not in given:
+            options = options.replace(input_size=default_input_size(model))
+        report = export(model, args.out, options, data=args.data)
     if args.json:
         print(json.dumps(report.to_dict()))
     else:
         print(report.summary())
-        print(report.verification_line())
+        if hasattr(report, "verification_line"):
+            print(report.verification_line())
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..errors import SepconvError
 from ..models.registry import list_models, model_entry
 
 
@@ -17,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     names = list_models(args.pattern)
+    if not names:
+        raise SepconvError(f"no model matches {args.pattern!r}; `sepconv models` lists them all")
     if args.json:
         print(json.dumps([{"name": n, "description": model_entry(n).description} for n in names]))
         return 0

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..errors import SepconvError
-from ..measure.profile import profile
+from ..measure.profile import check_input_size, profile
 
 
 def parse_input_size(text: str | None) -> tuple[int, int, int] | None:
@@ -18,7 +18,7 @@ def parse_input_size(text: str | None) -> tuple[int, int, int] | None:
         raise SepconvError(f"--input-size must look like 3,32,32, got {text!r}") from None
     if len(parts) != 3:
         raise SepconvError(f"--input-size must have three values C,H,W, got {text!r}")
-    return parts  # type: ignore[return-value]
+    return check_input_size(parts)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

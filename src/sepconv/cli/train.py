@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..data.registry import check_spec
 from ..io import ensure_writable_dir
 from ..measure.profile import profile
+from ..resources import MAX_IMAGES, check_count
 from ..threads import set_torch_threads
 from ..train.api import train
 from ..train.config import TrainConfig
@@ -46,6 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     set_torch_threads(args.threads)
     config = TrainConfig.from_dict(given_options(args, _DEST))  # every setting checked before any data loads
+    for flag, limit in (("--limit-train", args.limit_train), ("--limit-test", args.limit_test)):
+        if limit is not None:
+            check_count(limit, flag, high=MAX_IMAGES)
+    check_spec(args.data)
     is_main = int(os.environ.get("RANK", "0")) == 0
     if is_main:
         ensure_writable_dir(args.out)

@@ -32,11 +32,13 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from ..errors import SepconvError
 from ..graph.queries import is_depthwise, is_pointwise
 from ..graph.trace import trace_parts
 from ..models.arch import record_transform, register_transform
 from ..models.registry import register_variant
 from ..nn.modules import replace_submodule
+from ..options import Options, option
 from ..report.protocol import ReportMixin
 from . import separable  # noqa: F401  (registers the _dsc variants that FOLDED_VARIANTS folds)
 
@@ -92,20 +94,6 @@ def _graphs(model: nn.Module) -> Iterator[_Graph]:
         yield _Graph(part.prefix, part.gm, graph, calls, read)
 
 
-def sole_consumers(model: nn.Module) -> dict[str, str]:
-    """``{module name: name of the only module reading its output}`` where that is certain: both
-    modules are called once and the value has no other reader."""
-    out: dict[str, str] = {}
-    for g in _graphs(model):
-        for node in g.graph.nodes:
-            if node.op != "call_module" or g.calls[node.target] != 1:
-                continue
-            user = g.sole_module_user(node)
-            if user is not None:
-                out[g.prefix + str(node.target)] = g.prefix + str(user.target)
-    return out
-
-
 def _chains(model: nn.Module, architectural: bool) -> list[tuple[str, str | None, str | None, str]]:
     """(dw, bn, activation, pw) names of every foldable DW → [BN] → [act] → PW chain.
 
@@ -156,15 +144,21 @@ def _chains(model: nn.Module, architectural: bool) -> list[tuple[str, str | None
 def _bn_affine(
     bn: nn.BatchNorm2d | None, dw_bias: torch.Tensor | None, size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per DW-output scale s and shift t of ``bn(dw_out + dw_bias)`` in eval mode."""
-    b = dw_bias.detach().to(F64) if dw_bias is not None else torch.zeros(size, dtype=F64)
+    """Per DW-output scale s and shift t of ``bn(dw_out + dw_bias)`` in eval mode (CPU float64)."""
+    b = _f64(dw_bias) if dw_bias is not None else torch.zeros(size, dtype=F64)
     if bn is None:
         return torch.ones(size, dtype=F64), b
     assert bn.running_mean is not None and bn.running_var is not None
-    gamma = bn.weight.detach().to(F64) if bn.weight is not None else torch.ones(size, dtype=F64)
-    beta = bn.bias.detach().to(F64) if bn.bias is not None else torch.zeros(size, dtype=F64)
-    s = gamma / torch.sqrt(bn.running_var.detach().to(F64) + bn.eps)
-    return s, (b - bn.running_mean.detach().to(F64)) * s + beta
+    gamma = _f64(bn.weight) if bn.weight is not None else torch.ones(size, dtype=F64)
+    beta = _f64(bn.bias) if bn.bias is not None else torch.zeros(size, dtype=F64)
+    s = gamma / torch.sqrt(_f64(bn.running_var) + bn.eps)
+    return s, (b - _f64(bn.running_mean)) * s + beta
+
+
+def _f64(t: torch.Tensor) -> torch.Tensor:
+    """A CPU float64 copy: folding computes there whatever the model's device and dtype, so a
+    CUDA model gets exactly the weights its CPU copy gets."""
+    return t.detach().to(device="cpu", dtype=F64)
 
 
 def _folded_conv(dw: nn.Conv2d, pw: nn.Conv2d, bias: bool) -> nn.Conv2d:
@@ -194,11 +188,11 @@ def merge_separable(dw: nn.Conv2d, pw: nn.Conv2d, bn: nn.BatchNorm2d | None = No
     m = dw.out_channels // c
     kh, kw = dw.kernel_size
     s, t = _bn_affine(bn, dw.bias, dw.out_channels)
-    d = dw.weight.detach().to(F64).view(c, m, kh, kw) * s.view(c, m, 1, 1)
-    p = pw.weight.detach().to(F64).view(n, -1)  # (n, m·c/G), columns = DW outputs of the group
+    d = _f64(dw.weight).view(c, m, kh, kw) * s.view(c, m, 1, 1)
+    p = _f64(pw.weight).view(n, -1)  # (n, m·c/G), columns = DW outputs of the group
     c_g, n_g = c // groups, n // groups
     weight = torch.empty(n, c_g, kh, kw, dtype=F64)
-    bias = pw.bias.detach().to(F64).clone() if pw.bias is not None else torch.zeros(n, dtype=F64)
+    bias = _f64(pw.bias).clone() if pw.bias is not None else torch.zeros(n, dtype=F64)
     for g in range(groups):
         rows, chans = slice(g * n_g, (g + 1) * n_g), slice(g * c_g, (g + 1) * c_g)
         p_g = p[rows].view(n_g, c_g, m)
@@ -257,11 +251,29 @@ def fold(model: nn.Module, inplace: bool = False) -> tuple[nn.Module, FoldSepara
 fold_separable = fold  # the name used by spec 05 (depth-wise decomposition) §7
 
 
+@dataclass
+class FoldedPair(Options):
+    """One folded DW → [BN] → PW chain, as the architecture description records it."""
+
+    dw: str = option(help="the depthwise conv, which becomes the merged conv")
+    pw: str = option(help="the pointwise conv (replaced by an identity)")
+    bn: str | None = option(None, "the BatchNorm between them, if any (replaced by an identity)")
+    bias: bool = option(False, "whether the merged conv has a bias")
+
+
+@dataclass
+class FoldRecord(Options):
+    """The recorded kwargs of ``fold_separable``."""
+
+    pairs: list[FoldedPair] = option(default_factory=list, help="the folded chains, in order")
+
+
 def _replay_fold(model: nn.Module, pairs: Iterable[dict[str, Any]] = ()) -> nn.Module:
     """Rebuild the structure of a folded model (weights come from the state dict)."""
     for step in pairs:
         dw, pw = model.get_submodule(step["dw"]), model.get_submodule(step["pw"])
-        assert isinstance(dw, nn.Conv2d) and isinstance(pw, nn.Conv2d)
+        if not (isinstance(dw, nn.Conv2d) and isinstance(pw, nn.Conv2d)):
+            raise SepconvError(f"the recorded fold names {step['dw']} and {step['pw']}, which are not both convs")
         replace_submodule(model, step["dw"], _folded_conv(dw, pw, bool(step["bias"])))
         for name in (step.get("bn"), step["pw"]):
             if name:
@@ -269,7 +281,7 @@ def _replay_fold(model: nn.Module, pairs: Iterable[dict[str, Any]] = ()) -> nn.M
     return model
 
 
-register_transform("fold_separable", _replay_fold)
+register_transform("fold_separable", _replay_fold, FoldRecord)
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import fnmatch
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
@@ -43,6 +43,9 @@ CONV, BLOCK = "conv", "mobilenet_block"
 # (one group), 8 for the ResNets (project design, as for ResNet-50) and for MobileNet (authors).
 GROUPED_CARDINALITY = 8
 MOBILENET_REDUCTION = 4  # the Lds-MobileNet block's LdsConv makes out/4 channels
+MAX_CARDINALITY = 1 << 16  # generous bounds of settings that may come from a file or a flag
+MAX_K = 1 << 16
+MAX_STAGES = 10_000
 
 
 @dataclass
@@ -59,9 +62,12 @@ class LdsifyOptions(Options):
         "pruning factor k': kernels kept per input channel (the depthwise multiplier)",
         low=0,
         low_open=True,
+        high=MAX_K,
     )
-    cardinality: int | None = option(None, "output channels per group (default: each family's)", low=1)
-    stages: int = option(8, "stage factor S: pruning stages in stage 1", low=1, high=10_000)
+    cardinality: int | None = option(
+        None, "output channels per group (default: each family's)", low=1, high=MAX_CARDINALITY
+    )
+    stages: int = option(8, "stage factor S: pruning stages in stage 1", low=1, high=MAX_STAGES)
 
 
 @dataclass
@@ -300,13 +306,31 @@ def _planned_conversion(model: nn.Module, pw_trainable: bool) -> tuple[nn.Module
     return planned, widths
 
 
+@dataclass
+class LdsTarget(Options):
+    """One layer :func:`ldsify` replaced, as the architecture description records it."""
+
+    name: str = option(help="the replaced conv or MobileNet block")
+    kind: Literal["conv", "mobilenet_block"] = option(help="a k×k conv, or a MobileNet separable block")
+    cardinality: int = option(help="output channels per group", low=1, high=MAX_CARDINALITY)
+
+
+@dataclass
+class LdsifyRecord(Options):
+    """The recorded kwargs of ``ldsify``."""
+
+    targets: list[LdsTarget] = option(default_factory=list, help="the replaced layers, in order")
+    k: float = option(2.0, "pruning factor k'", low=0, low_open=True, high=MAX_K)
+    stages: int = option(8, "stage factor S", low=1, high=MAX_STAGES)
+
+
 def _replay_ldsify(
     model: nn.Module, targets: Sequence[Mapping[str, Any]], k: float, stages: int
 ) -> nn.Module:
     return apply_ldsify(model, targets, k, stages)
 
 
-register_transform("ldsify", _replay_ldsify)
+register_transform("ldsify", _replay_ldsify, LdsifyRecord)
 
 
 # --------------------------------------------------------------------------- conversion
@@ -377,9 +401,24 @@ def _replay_convert(
             raise SepconvError(
                 f"the recorded LdsConv conversion names {name!r}, which is not an LdsConv layer here"
             )
+        kernels = layer.in_channels * layer.cardinality  # every kernel of every group kept
+        if not 1 <= len(index) <= kernels:
+            raise SepconvError(
+                f"the recorded LdsConv conversion of {name!r} keeps {len(index):,} kernels; the layer has {kernels:,}"
+            )
         converted = LdsSeparableConv2d.like(layer, list(index), pw_trainable)
         replace_submodule(model, name, converted.to(device=layer.weight.device, dtype=layer.weight.dtype))
     return model
 
 
-register_transform("lds_convert", _replay_convert)
+@dataclass
+class LdsConvertRecord(Options):
+    """The recorded kwargs of ``lds_convert``."""
+
+    layers: dict[str, list[int]] = option(
+        default_factory=dict, help="the gather index of every converted layer", low=0, high=MAX_CARDINALITY**2
+    )
+    pw_trainable: bool = option(True, "whether the pointwise convs train")
+
+
+register_transform("lds_convert", _replay_convert, LdsConvertRecord)

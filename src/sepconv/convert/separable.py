@@ -166,7 +166,7 @@ def _replay(
     return convert_to_separable(model, multiplier, include, mid_bn, mid_act, inplace=True)[0]
 
 
-register_transform("to_separable", _replay)
+register_transform("to_separable", _replay, SeparableOptions)
 
 
 def _separable_architecture(model: nn.Module) -> nn.Module:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .cifar import load_cifar10, load_cifar100
-from .colorchart import load_colorchart
+from .colorchart import load_colorchart, parse_options
 from .folder import load_folder
 from .idx import load_fashion_mnist, load_mnist
 from .registry import register_dataset
@@ -28,4 +28,5 @@ register_dataset(
     load_colorchart,
     "Colour Perception Test Chart, generated on first use into $SEPCONV_CACHE (default 7000 32x32"
     " plates, 10 classes); options: colorchart:digits,standard,seed=1,size=64 (see `sepconv data colorchart`)",
+    check=parse_options,
 )

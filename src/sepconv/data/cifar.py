@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .dataset import ImageDataset, cached_train_stats
+from .dataset import ImageDataset, Stats, cached_train_stats
 
 
 def _numpy_core(submodule: str) -> Any:
@@ -246,13 +246,14 @@ def _meta_augmentation(meta: dict[str, Any], path: Path, flip: bool) -> tuple[bo
 
 
 def load_cifar_batches(
-    path: str | Path, train: bool, layout: CifarLayout = CIFAR10, *, flip: bool = True
+    path: str | Path, train: bool, layout: CifarLayout = CIFAR10, *, flip: bool = True, stats: Stats | None = None
 ) -> ImageDataset:
     """Load the train or test split of a pickled-batch data set in ``layout`` from ``path``.
 
-    Normalisation statistics come from the meta's ``mean``/``std`` when present, else from the
-    training split. ``flip`` says whether horizontal flips are a valid augmentation; a meta's own
-    ``flip`` and ``pad_fill`` (written by the colour-chart generator) take precedence.
+    Normalisation statistics are ``stats`` when given (a model's: then a folder holding only test
+    batches is enough), else the meta's ``mean``/``std`` when present, else the training split's.
+    ``flip`` says whether horizontal flips are a valid augmentation; a meta's own ``flip`` and
+    ``pad_fill`` (written by the colour-chart generator) take precedence.
     """
     root = _resolve_root(Path(path).expanduser(), layout)
     meta_path = root / layout.meta_file
@@ -270,7 +271,8 @@ def load_cifar_batches(
         split = "training" if train else "test"
         raise DataError(f"{layout.title} in {root} has no {split} batches: {layout.how_to_get}")
     images, labels = _read_split(files, layout, len(class_names))
-    stats = _meta_stats(meta, meta_path)
+    if stats is None:
+        stats = _meta_stats(meta, meta_path)
     if stats is None:
         if train:
             stats = cached_train_stats(files, lambda: images)
@@ -297,13 +299,13 @@ def load_cifar_batches(
     )
 
 
-def load_cifar10(path: str | None, train: bool) -> ImageDataset:
+def load_cifar10(path: str | None, train: bool, stats: Stats | None = None) -> ImageDataset:
     if path is None:
         raise DataError(f"cifar10 needs a path: {CIFAR10.how_to_get}")
-    return load_cifar_batches(path, train, CIFAR10)
+    return load_cifar_batches(path, train, CIFAR10, stats=stats)
 
 
-def load_cifar100(path: str | None, train: bool) -> ImageDataset:
+def load_cifar100(path: str | None, train: bool, stats: Stats | None = None) -> ImageDataset:
     if path is None:
         raise DataError(f"cifar100 needs a path: {CIFAR100.how_to_get}")
-    return load_cifar_batches(path, train, CIFAR100)
+    return load_cifar_batches(path, train, CIFAR100, stats=stats)

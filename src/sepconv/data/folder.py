@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from ..errors import DataError
-from .dataset import ImageDataset, cached_train_stats
+from .dataset import ImageDataset, Stats, cached_train_stats
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 GREYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
@@ -106,18 +106,22 @@ def _decode_split(
     return torch.from_numpy(images), torch.from_numpy(labels)
 
 
-def load_image_folder(path: str | Path, train: bool, size: tuple[int, int] | None = None) -> ImageDataset:
+def load_image_folder(
+    path: str | Path, train: bool, size: tuple[int, int] | None = None, stats: Stats | None = None
+) -> ImageDataset:
     """Load the train or test split of an image-folder tree; ``size`` = (height, width) forces a
-    size, else see the module docstring."""
+    size, else see the module docstring. With ``stats`` (a model's normalisation) a test split
+    needs no train/ folder: its own class folders name the classes."""
     root = Path(path).expanduser()
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist: {LAYOUT_HELP}")
     train_dir, test_dir = _split_dir(root, True), _split_dir(root, False)
-    if train_dir is None or (not train and test_dir is None):
+    test_only = not train and stats is not None and train_dir is None and test_dir is not None
+    if (train_dir is None and not test_only) or (not train and test_dir is None):
         missing = "train/" if train_dir is None else "test/ or val/"
         raise DataError(f"image folder {root} has no {missing} subfolder: {LAYOUT_HELP}")
-    train_scan = _scan_split(train_dir)
     test_scan = _scan_split(test_dir) if test_dir is not None else []
+    train_scan = _scan_split(train_dir) if train_dir is not None else test_scan
     class_names = [name for name, _ in train_scan]
     class_index = {name: i for i, name in enumerate(class_names)}
     for name, files in test_scan:
@@ -138,7 +142,9 @@ def load_image_folder(path: str | Path, train: bool, size: tuple[int, int] | Non
     scan = train_scan if train else test_scan
     images, labels = _decode_split(scan, class_index, mode, size)
     train_files = [f for _, files in train_scan for f in files]
-    if train:
+    if stats is not None:
+        mean, std = stats
+    elif train:
         mean, std = cached_train_stats(train_files, lambda: images, variant=(mode, size))
     else:
         mean, std = cached_train_stats(
@@ -159,7 +165,7 @@ def load_image_folder(path: str | Path, train: bool, size: tuple[int, int] | Non
     )
 
 
-def load_folder(path: str | None, train: bool) -> ImageDataset:
+def load_folder(path: str | None, train: bool, stats: Stats | None = None) -> ImageDataset:
     if path is None:
         raise DataError(f"the folder data set needs a path: {LAYOUT_HELP}")
-    return load_image_folder(path, train)
+    return load_image_folder(path, train, stats=stats)

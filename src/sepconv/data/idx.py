@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .dataset import ImageDataset, cached_train_stats
+from .dataset import ImageDataset, Stats, cached_train_stats
 
 # IDX dtype codes (http://yann.lecun.com/exdb/mnist/), all stored big-endian.
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -146,8 +146,11 @@ def _read_split(folder: Path, train: bool, info: IdxDataset) -> tuple[torch.Tens
     return image_tensor, torch.from_numpy(labels).to(torch.int64), [image_path, label_path]
 
 
-def load_idx_dataset(folder: str | Path | None, train: bool, info: IdxDataset) -> ImageDataset:
-    """Load the train or test split of an MNIST-family data set from ``folder`` (or its default)."""
+def load_idx_dataset(
+    folder: str | Path | None, train: bool, info: IdxDataset, stats: Stats | None = None
+) -> ImageDataset:
+    """Load the train or test split of an MNIST-family data set from ``folder`` (or its default),
+    normalised with ``stats`` if given (then the training files are not read for a test split)."""
     if folder is None:
         if info.default_folder is None:
             raise DataError(f"{info.title} needs a folder: {info.how_to_get}")
@@ -156,7 +159,9 @@ def load_idx_dataset(folder: str | Path | None, train: bool, info: IdxDataset) -
     if not folder.is_dir():
         raise DataError(f"{info.title} not found in {folder}: {info.how_to_get}")
     images, labels, files = _read_split(folder, train, info)
-    if train:
+    if stats is not None:
+        mean, std = stats
+    elif train:
         mean, std = cached_train_stats(files, lambda: images)
     else:
         train_files = [
@@ -176,9 +181,9 @@ def load_idx_dataset(folder: str | Path | None, train: bool, info: IdxDataset) -
     )
 
 
-def load_fashion_mnist(folder: str | None, train: bool) -> ImageDataset:
-    return load_idx_dataset(folder, train, FASHION_MNIST)
+def load_fashion_mnist(folder: str | None, train: bool, stats: Stats | None = None) -> ImageDataset:
+    return load_idx_dataset(folder, train, FASHION_MNIST, stats)
 
 
-def load_mnist(folder: str | None, train: bool) -> ImageDataset:
-    return load_idx_dataset(folder, train, MNIST)
+def load_mnist(folder: str | None, train: bool, stats: Stats | None = None) -> ImageDataset:
+    return load_idx_dataset(folder, train, MNIST, stats)

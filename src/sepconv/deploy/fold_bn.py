@@ -40,7 +40,7 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 
 from ..graph.trace import trace_parts
-from ..models.arch import record_transform, register_transform
+from ..models.arch import NoKwargs, record_transform, register_transform
 from ..nn.modules import replace_submodule
 from ..report.protocol import ReportMixin
 
@@ -95,18 +95,24 @@ def fold_conv_bn_weights(
     bias: torch.Tensor | None,
     bn: nn.modules.batchnorm._BatchNorm,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (weight, bias) of ``bn(conv(x))`` as one conv, for a conv whose dim 0 is its outputs."""
+    """The (weight, bias) of ``bn(conv(x))`` as one conv, for a conv whose dim 0 is its outputs.
+
+    Computed in float64 on the CPU and returned on the weight's device in its dtype, so a CUDA
+    model folds to exactly what its CPU copy folds to."""
     assert bn.running_mean is not None and bn.running_var is not None
-    f64 = torch.float64
-    mean = bn.running_mean.detach().to(f64)
-    var = bn.running_var.detach().to(f64)
-    gamma = bn.weight.detach().to(f64) if bn.weight is not None else torch.ones_like(mean)
-    beta = bn.bias.detach().to(f64) if bn.bias is not None else torch.zeros_like(mean)
+
+    def f64(t: torch.Tensor) -> torch.Tensor:
+        return t.detach().to(device="cpu", dtype=torch.float64)
+
+    mean = f64(bn.running_mean)
+    var = f64(bn.running_var)
+    gamma = f64(bn.weight) if bn.weight is not None else torch.ones_like(mean)
+    beta = f64(bn.bias) if bn.bias is not None else torch.zeros_like(mean)
     scale = gamma / torch.sqrt(var + bn.eps)
-    b = bias.detach().to(f64) if bias is not None else torch.zeros_like(mean)
-    new_weight = weight.detach().to(f64) * scale.reshape(-1, *([1] * (weight.dim() - 1)))
+    b = f64(bias) if bias is not None else torch.zeros_like(mean)
+    new_weight = f64(weight) * scale.reshape(-1, *([1] * (weight.dim() - 1)))
     new_bias = (b - mean) * scale + beta
-    return new_weight.to(weight.dtype), new_bias.to(weight.dtype)
+    return new_weight.to(weight), new_bias.to(weight)
 
 
 def _fold_pair(conv: nn.modules.conv._ConvNd, bn: nn.modules.batchnorm._BatchNorm) -> None:
@@ -223,4 +229,4 @@ def _replay(model: nn.Module) -> nn.Module:
     return fold_batchnorm(model, inplace=True)[0]
 
 
-register_transform("fold_batchnorm", _replay)
+register_transform("fold_batchnorm", _replay, NoKwargs)

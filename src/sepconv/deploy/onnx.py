@@ -9,6 +9,10 @@ original PyTorch model in eval mode. The file is written, atomically, only once 
 has passed: a written ``.onnx`` is a verified one. Its settings are one :class:`ExportOptions`.
 
 Graph inputs/outputs are named ``input`` and ``output`` (``output_0``, ``output_1``... for several).
+
+The exported graph is float32 and is exported from a CPU copy of the model, whatever the model's
+device and dtype: a CUDA model (or a float64 or bfloat16 one) gives the file its CPU float32
+copy gives, byte for byte.
 """
 
 from __future__ import annotations
@@ -16,23 +20,29 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import os
 import re
 import sys
 import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import onnx
 import torch
 import torch.nn as nn
 
 from ..checkpoint import load_model
 from ..errors import SepconvError, first_line
 from ..io import atomic_write_bytes
+from ..measure.memory import check_forward_memory
+from ..measure.profile import MAX_INPUT_SIDE
+from ..models.arch import get_normalization
+from ..normalization import Normalization
 from ..options import Options, option
 from ..threads import torch_threads
 from .ort import load_onnx_bytes, ort_session
@@ -62,6 +72,10 @@ class ExportReport:
     shortcuts_as_conv: int = 0
     merged_separable: int = 0
     op_counts: dict[str, int] = field(default_factory=dict)
+    # The model's input normalisation: "baked" into the graph, "metadata" only, or "none" recorded.
+    normalization: str = "none"
+    runtime: str = "ONNX Runtime"  # the runtime whose outputs were compared with PyTorch's
+    format: str = "onnx"  # or "openvino" (IR)
 
     @property
     def allowed_diff(self) -> float:
@@ -74,7 +88,7 @@ class ExportReport:
         return self.max_abs_diff <= self.allowed_diff
 
     def verification_line(self) -> str:
-        line = f"ONNX Runtime matches PyTorch: max abs diff {self.max_abs_diff:.1e}"
+        line = f"{self.runtime} matches PyTorch: max abs diff {self.max_abs_diff:.1e}"
         if self.output_scale > 1.0:
             line += f" (outputs up to {self.output_scale:.1e}, relative {self.max_abs_diff / self.output_scale:.1e})"
         return line
@@ -86,7 +100,11 @@ class ExportReport:
             f"wrote {self.path} ({self.file_bytes:,} bytes, opset {self.opset}, batch {batch}, "
             f"{ops} nodes, {self.folded_batchnorms} BatchNorm folded, "
             f"{self.shortcuts_as_conv} shortcut(s) as 1x1 conv, "
-            f"{self.merged_separable} narrow separable pair(s) merged)"
+            f"{self.merged_separable} narrow separable pair(s) merged"
+            + {"baked": ", input normalisation baked in", "metadata": ", input normalisation in the metadata"}.get(
+                self.normalization, ""
+            )
+            + ")"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,6 +123,9 @@ class ExportReport:
             "merged_separable": self.merged_separable,
             "file_bytes": self.file_bytes,
             "op_counts": self.op_counts,
+            "normalization": self.normalization,
+            "runtime": self.runtime,
+            "format": self.format,
         }
 
 
@@ -112,7 +133,7 @@ class ExportReport:
 class ExportOptions(Options):
     """How :func:`export_onnx` exports and checks a model (also ``sepconv export``'s flags)."""
 
-    input_size: tuple[int, ...] = option((3, 32, 32), "input C,H,W", low=1, high=8192, metavar="C,H,W")
+    input_size: tuple[int, ...] = option((3, 32, 32), "input C,H,W", low=1, high=MAX_INPUT_SIDE, metavar="C,H,W")
     opset: int = option(17, "ONNX opset", low=7, high=30)
     dynamic_batch: bool = option(True, "a dynamic batch axis (else the fixed batch size)")
     batch_size: int = option(1, "the fixed batch size when the batch axis is not dynamic", low=1, high=65536)
@@ -123,6 +144,23 @@ class ExportOptions(Options):
     shortcuts_as_conv: bool = option(True, "option-A shortcuts as 1x1 selection convs (faster in ONNX Runtime)")
     merge_narrow_separable: bool = option(True, "merge separable pairs narrower than 8 channels into one conv")
     seed: int = option(0, "seed of the random verification inputs", low=0, high=2**63 - 1, cli=False)
+    bake_normalization: bool = option(
+        False,
+        "put the model's input normalisation into the graph: it then takes pixels / 255, in [0, 1] "
+        "(else the graph takes normalised images and the statistics go into the ONNX metadata)",
+    )
+    format: Literal["onnx", "openvino"] = option("onnx", "onnx (.onnx) or openvino (IR: .xml + .bin)")
+    int8: bool = option(False, "post-training static INT8 quantization with calibration images (needs --data)")
+    calibration_images: int = option(512, "INT8: training images used for calibration", low=1, high=1_000_000)
+    eval_images: int | None = option(
+        None, "INT8: test images the accuracy check uses (default: the whole test split)", low=1, high=1 << 31
+    )
+    max_accuracy_drop: float = option(
+        1.0,
+        "INT8: largest allowed accuracy loss in points against the fp32 export (else nothing is written)",
+        low=0,
+        high=100,
+    )
 
     def validate(self) -> None:
         if len(self.input_size) != 3:
@@ -141,7 +179,10 @@ def export_onnx(
     Raises :class:`ExportError` naming the operator when the model cannot be exported, and when
     ONNX Runtime's outputs differ from PyTorch's by more than the tolerance (nothing is written).
     """
-    data, report = export_onnx_bytes(model, options, **settings)
+    opts = (options or ExportOptions()).replace(**settings) if settings else (options or ExportOptions())
+    if opts.format != "onnx" or opts.int8:
+        raise SepconvError("export_onnx writes fp32 ONNX; OpenVINO IR and INT8 go through sepconv.export")
+    data, report = export_onnx_bytes(model, opts)
     atomic_write_bytes(path, lambda f: f.write(data))
     report.path = str(path)
     return report
@@ -160,13 +201,25 @@ def export_onnx_bytes(
 
 
 def _export_and_verify(source: nn.Module, opts: ExportOptions) -> tuple[bytes, ExportReport]:
-    reference = copy.deepcopy(source).eval()
+    largest = opts.batch_size if not opts.dynamic_batch else max(VERIFY_BATCHES_DYNAMIC)
+    check_forward_memory(source, opts.input_size, largest, f"exporting and checking at {largest}x{opts.input_size}")
+    norm = get_normalization(source)
+    if opts.bake_normalization and norm is None:
+        raise ExportError("the model records no input normalisation to bake in (it was not trained by sepconv)")
+    if norm is not None and norm.channels != opts.input_size[0]:
+        raise ExportError(f"the model's normalisation has {norm.channels} channel(s), the input {opts.input_size[0]}")
+    # ONNX Runtime's CPU kernels take float32, and the CPU copy makes the file device-independent.
+    reference = copy.deepcopy(source).to(device="cpu", dtype=torch.float32).eval()
     deployed, changes = prepare_for_deployment(
         reference, opts.fold_bn, opts.shortcuts_as_conv, opts.merge_narrow_separable
     )
+    if opts.bake_normalization and norm is not None:
+        reference, deployed = Normalize(reference, norm), Normalize(deployed, norm)
     size = tuple(opts.input_size)
     example_batch = 1 if opts.dynamic_batch else opts.batch_size
     data = _torch_export(deployed, (example_batch, *size), opts.opset, opts.dynamic_batch)
+    if norm is not None:
+        data = _with_metadata(data, norm, baked=opts.bake_normalization)
     proto = load_onnx_bytes(data, "the exported model")
 
     batches = list(VERIFY_BATCHES_DYNAMIC) if opts.dynamic_batch else [opts.batch_size]
@@ -185,6 +238,7 @@ def _export_and_verify(source: nn.Module, opts: ExportOptions) -> tuple[bytes, E
         shortcuts_as_conv=changes.shortcuts_as_conv,
         merged_separable=changes.merged_separable,
         op_counts=dict(Counter(n.op_type for n in proto.graph.node).most_common()),
+        normalization="none" if norm is None else "baked" if opts.bake_normalization else "metadata",
     )
     if not report.verified:
         raise ExportError(
@@ -193,11 +247,65 @@ def _export_and_verify(source: nn.Module, opts: ExportOptions) -> tuple[bytes, E
     return data, report
 
 
+METADATA_KEY = "sepconv.normalization"
+
+
+class Normalize(nn.Module):
+    """``model((x - mean) / std)``: a model that takes pixels / 255 (in [0, 1]), as exported with
+    ``bake_normalization``."""
+
+    def __init__(self, model: nn.Module, norm: Normalization) -> None:
+        super().__init__()
+        self.model = model
+        shape = (1, norm.channels, 1, 1)
+        self.register_buffer("mean", torch.tensor(norm.mean, dtype=torch.float32).reshape(shape))
+        self.register_buffer("std", torch.tensor(norm.std, dtype=torch.float32).reshape(shape))
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.model((x - self.mean) / self.std)
+
+
+def _with_metadata(data: bytes, norm: Normalization, baked: bool) -> bytes:
+    """The ONNX bytes with the model's normalisation in ``metadata_props`` (JSON under
+    :data:`METADATA_KEY`), saying whether the graph applies it or expects it applied."""
+    proto = onnx.load_model_from_string(data)
+    record = {
+        **norm.to_dict(),
+        "baked": baked,
+        "input": "pixels / 255 (in [0, 1])" if baked else "(pixels / 255 - mean) / std, per channel",
+    }
+    onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(record)})
+    return proto.SerializeToString()
+
+
+def read_normalization(proto: Any) -> dict[str, Any] | None:
+    """The normalisation record an exported model carries in its metadata, or None."""
+    for prop in proto.metadata_props:
+        if prop.key == METADATA_KEY:
+            return json.loads(prop.value)
+    return None
+
+
 def verify_against_torch(
     data: bytes, reference: nn.Module, input_size: tuple[int, ...], batches: list[int], seed: int = 0
 ) -> tuple[float, float]:
     """(max |ORT - PyTorch|, max |PyTorch|) over all outputs for random inputs at each batch size."""
     session = ort_session(data)
+    return verify_outputs(
+        lambda x: session.run(None, {INPUT_NAME: x}), reference, input_size, batches, seed, "ONNX Runtime"
+    )
+
+
+def verify_outputs(
+    run: Callable[[np.ndarray], list[np.ndarray]],
+    reference: nn.Module,
+    input_size: tuple[int, ...],
+    batches: list[int],
+    seed: int = 0,
+    runtime: str = "ONNX Runtime",
+) -> tuple[float, float]:
+    """(max |runtime - PyTorch|, max |PyTorch|) over all outputs for random inputs at each batch
+    size; ``run`` maps an input array to the runtime's outputs (any runtime)."""
     generator = torch.Generator().manual_seed(seed)
     worst = scale = 0.0
     for batch in batches:
@@ -205,17 +313,19 @@ def verify_against_torch(
         with torch.inference_mode():
             expected = _flatten_outputs(reference(x))
         try:
-            got = session.run(None, {INPUT_NAME: x.numpy()})
+            got = run(x.numpy())
+        except SepconvError:
+            raise
         except Exception as exc:  # noqa: BLE001
-            raise ExportError(f"ONNX Runtime failed to run the model ({first_line(exc)})") from None
+            raise ExportError(f"{runtime} failed to run the model ({first_line(exc)})") from None
         if len(got) != len(expected):
-            raise ExportError(f"ONNX model has {len(got)} outputs, PyTorch {len(expected)}")
+            raise ExportError(f"{runtime} gives {len(got)} outputs, PyTorch {len(expected)}")
         for e, g in zip(expected, got):
             if tuple(e.shape) != tuple(g.shape):
-                raise ExportError(f"ONNX output shape {tuple(g.shape)} != PyTorch {tuple(e.shape)}")
+                raise ExportError(f"{runtime} output shape {tuple(g.shape)} != PyTorch {tuple(e.shape)}")
             diff = float(np.max(np.abs(e.numpy().astype(np.float64) - g.astype(np.float64)), initial=0.0))
             if not np.isfinite(diff):
-                raise ExportError("ONNX Runtime or PyTorch produced NaN/inf on random inputs")
+                raise ExportError(f"{runtime} or PyTorch produced NaN/inf on random inputs")
             worst = max(worst, diff)
             scale = max(scale, float(e.abs().max()) if e.numel() else 0.0)
     return worst, scale

@@ -53,8 +53,9 @@ def use_shared_ort_pool(threads: int) -> int:
     return _shared_pool_threads
 
 
-def ort_session(data_or_path: bytes | str | os.PathLike[str], threads: int = 2) -> Any:
-    """An ONNX Runtime CPU session with a fixed thread count and every graph optimisation on.
+def ort_session(data_or_path: bytes | str | os.PathLike[str], threads: int = 2, optimize: bool = True) -> Any:
+    """An ONNX Runtime CPU session with a fixed thread count and every graph optimisation on
+    (``optimize=False``: none, e.g. to read intermediate tensors as they are in the file).
 
     After :func:`use_shared_ort_pool` the session runs on the shared pool (whose size then wins
     over ``threads``); before, it gets a pool of ``threads`` threads of its own.
@@ -62,26 +63,27 @@ def ort_session(data_or_path: bytes | str | os.PathLike[str], threads: int = 2) 
     global _shared_pool_threads
     source = data_or_path if isinstance(data_or_path, bytes) else str(data_or_path)
     try:
-        return _create_session(source, threads, shared=_shared_pool_threads is not None)
+        return _create_session(source, threads, shared=_shared_pool_threads is not None, optimize=optimize)
     except Exception as exc:  # noqa: BLE001  ORT raises its own pybind exception types
         if "global thread pool" not in str(exc):
             raise SepconvError(f"ONNX Runtime cannot load the model ({first_line(exc)})") from None
     # Someone called onnxruntime.set_global_thread_pool_sizes directly: join that pool.
     _shared_pool_threads = _shared_pool_threads or -1  # its size is unknown
     try:
-        return _create_session(source, threads, shared=True)
+        return _create_session(source, threads, shared=True, optimize=optimize)
     except Exception as exc:  # noqa: BLE001
         raise SepconvError(f"ONNX Runtime cannot load the model ({first_line(exc)})") from None
 
 
-def _create_session(source: bytes | str, threads: int, shared: bool) -> Any:
+def _create_session(source: bytes | str, threads: int, shared: bool, optimize: bool = True) -> Any:
     opts = ort.SessionOptions()
     # A session on the shared pool must leave its own sizes at 0 (ONNX Runtime warns otherwise).
     opts.intra_op_num_threads = 0 if shared else threads
     opts.inter_op_num_threads = 0 if shared else 1
     opts.use_per_session_threads = not shared
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    level = ort.GraphOptimizationLevel
+    opts.graph_optimization_level = level.ORT_ENABLE_ALL if optimize else level.ORT_DISABLE_ALL
     opts.log_severity_level = 3  # errors only: warnings about unused initialisers are noise here
     # ORT prints a banner to stdout before re-raising a failed session; keep the CLI's output clean.
     with contextlib.redirect_stdout(io.StringIO()):

@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
 from ..convert.fold import merge_separable
+from ..devices import tensor_like
 from ..graph.queries import is_depthwise, is_pointwise
 from ..nn import SeparableConv2d, ZeroPadShortcut
 from .fold_bn import fold_batchnorm
@@ -66,13 +68,17 @@ def prepare_for_deployment(
     return deployed.eval(), changes
 
 
-def shortcut_as_conv(shortcut: nn.Module) -> nn.Conv2d:
+def shortcut_as_conv(shortcut: nn.Module, like: dict[str, Any] | None = None) -> nn.Conv2d:
     """The 1×1 conv (stride = the shortcut's) with a 0/1 weight that equals a ZeroPadShortcut:
-    output channel ``index[j]`` copies input channel ``j``, every other output channel is 0."""
-    conv = nn.Conv2d(shortcut.in_channels, shortcut.out_channels, 1, shortcut.stride, bias=False)
+    output channel ``index[j]`` copies input channel ``j``, every other output channel is 0.
+
+    ``like`` gives the device and dtype of the conv (the model's: a ZeroPadShortcut has no
+    floating-point tensor of its own); CPU float32 by default."""
+    like = like or {}
+    conv = nn.Conv2d(shortcut.in_channels, shortcut.out_channels, 1, shortcut.stride, bias=False, **like)
     weight = torch.zeros(shortcut.out_channels, shortcut.in_channels, 1, 1)
     weight[shortcut.index.cpu(), torch.arange(shortcut.in_channels), 0, 0] = 1.0
-    conv.weight = nn.Parameter(weight, requires_grad=False)
+    conv.weight = nn.Parameter(weight.to(**like), requires_grad=False)
     return conv
 
 
@@ -96,6 +102,7 @@ def _merge_narrow_separable(model: nn.Module) -> int:
 
 
 def _shortcuts_as_conv(model: nn.Module) -> int:
+    like = tensor_like(model)
     count = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -106,7 +113,11 @@ def _shortcuts_as_conv(model: nn.Module) -> int:
                 and child.in_channels == child.out_channels
                 and bool((child.index.cpu() == torch.arange(child.out_channels)).all())
             )
-            if not identity:  # the identity case already exports as nothing at all
-                setattr(parent, name, shortcut_as_conv(child))
+            if identity:
+                # Exports as nothing either way; as nn.Identity it also skips the check in forward
+                # that reads the index (a device sync, which a CUDA graph cannot capture).
+                setattr(parent, name, nn.Identity())
+            else:
+                setattr(parent, name, shortcut_as_conv(child, like))
                 count += 1
     return count

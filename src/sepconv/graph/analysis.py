@@ -31,6 +31,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from ..devices import to_model
 from ..errors import SepconvError
 from . import handlers, ops
 from .channel_graph import ChannelGraph, Rewrite
@@ -47,10 +48,12 @@ def analyse(model: nn.Module, example_input: torch.Tensor) -> ChannelGraph:
     """Trace ``model``, run it on ``example_input`` and compute its channel chains and groups.
 
     The model is not modified (it runs once in eval mode without gradients). Use a batch of at
-    least 2 so that ops mixing batch and channel dimensions are detected.
+    least 2 so that ops mixing batch and channel dimensions are detected. The input is moved to
+    the model's device and dtype (a CPU float32 batch analyses a CUDA or float64 model).
     """
     if not isinstance(example_input, torch.Tensor):
         raise SepconvError("example_input must be a tensor (a batch of images)")
+    example_input = to_model(example_input, model)
     walk = Walk(model, example_input)
     walk.run()
     return build_channel_graph(walk)

@@ -31,10 +31,13 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from ..devices import tensor_like, to_model
 from ..errors import SepconvError, did_you_mean
-from ..measure.profile import Profile, count_params, default_input_size, profile
+from ..measure.memory import check_forward_memory
+from ..measure.profile import MAX_INPUT_SIDE, Profile, count_params, default_input_size, profile
 from ..models.arch import record_transform, register_transform
 from ..nn import ChannelGather, ZeroPadShortcut
+from ..options import Options, option
 from ..report.protocol import ReportMixin
 from .analysis import ChannelGraph, Rewrite, analyse
 from .constants import Overrides, border_sensitive_layers, channel_constants, consumer_offsets
@@ -110,7 +113,8 @@ def compact(
     1×1 and linear consumers, interior-exact for padded k×k ones); ``fold="none"`` drops them.
     ``constants`` overrides the value of channels at a node or layer output (see
     :func:`~.constants.channel_constants`). ``example_input`` defaults to a batch of 2 zero images
-    of the model's input size.
+    of the model's input size; it is moved to the model's device and dtype. The result stays on
+    the model's device: the constants are computed in float64 on the CPU and written back there.
     """
     if fold not in ("bias", "none"):
         raise SepconvError(f"fold must be 'bias' or 'none', got {fold!r}")
@@ -195,10 +199,8 @@ def compact_zeros(
 
 def _example(model: nn.Module, example_input: torch.Tensor | None) -> torch.Tensor:
     if example_input is not None:
-        return example_input
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    return torch.zeros(2, *default_input_size(model), device=device)
+        return to_model(example_input, model)
+    return torch.zeros(2, *default_input_size(model), **tensor_like(model))
 
 
 # --------------------------------------------------------------------------- what to remove
@@ -220,7 +222,7 @@ def _resolve(cg: ChannelGraph, prune: PruneSpec) -> np.ndarray:
             continue
         group = cg.group(str(key))
         indices = _indices(value, group.id, group.size)
-        if indices and not group.prunable:
+        if indices and not group.removable:
             raise SepconvError(f"channel group {group.id} is not prunable ({group.reason})")
         removed[np.asarray(group.chains, dtype=np.int64)[indices]] = True
     if dead:
@@ -282,7 +284,7 @@ def _removal_from_dead_filters(cg: ChannelGraph, dead: Mapping[int, np.ndarray])
     removed = has_filter & all_dead
     for g in cg.groups:  # only prunable groups; never everything of a group
         chains = np.asarray(g.chains, dtype=np.int64)
-        if not g.prunable:
+        if not g.removable:
             removed[chains] = False
         elif removed[chains].all():
             removed[chains[0]] = False
@@ -331,7 +333,7 @@ def apply_compaction(
 def _validate(cg: ChannelGraph, removed: np.ndarray) -> None:
     for g in cg.groups:
         gone = removed[g.chains]
-        if gone.any() and not g.prunable:
+        if gone.any() and not g.removable:
             raise SepconvError(f"channel group {g.id} is not prunable ({g.reason})")
     for owner in cg.tensor_owner.values():
         if owner.size and removed[cg.chains(owner)].all():
@@ -505,6 +507,21 @@ def _widths(model: nn.Module) -> dict[str, tuple[int, int]]:
 
 
 # --------------------------------------------------------------------------- replay
+@dataclass
+class CompactRecord(Options):
+    """The recorded kwargs of ``compact``: the example input's size and what every producer
+    kept (version 2), or the kept chains of each group (sepconv 0.1)."""
+
+    input_size: tuple[int, ...] = option(help="C,H,W of the example input", low=1, high=MAX_INPUT_SIDE)
+    kept_filters: dict[str, list[int]] | None = option(None, "kept output channels per producer", low=0)
+    bias_added: list[str] = option(default_factory=list, help="layers that gained a bias")
+    keep: dict[str, list[int]] | None = option(None, "kept chains per group id (sepconv 0.1)", low=0)
+
+    def validate(self) -> None:
+        if not 1 <= len(self.input_size) <= 4:
+            raise SepconvError(f"input_size must have 1 to 4 dimensions, got {len(self.input_size)}")
+
+
 def _replay(
     model: nn.Module,
     input_size: Sequence[int],
@@ -514,9 +531,12 @@ def _replay(
 ) -> nn.Module:
     """Rebuild a compaction: ``kept_filters`` {producer layer: kept output channels} (version 2),
     or ``keep`` {group id: kept chain indices} as sepconv 0.1 recorded it."""
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    x = torch.zeros(2, *input_size, device=device)
+    like = tensor_like(model)
+    if like["device"].type == "cpu":  # the analysis keeps every activation of a batch of two
+        check_forward_memory(
+            model, input_size, 2, f"replaying a compaction at input {tuple(input_size)}", keep_all=True
+        )
+    x = torch.zeros(2, *input_size, **like)
     cg = analyse(model, x)
     removed = np.zeros(cg.num_chains, dtype=bool)
     for gid, kept in (keep or {}).items():
@@ -544,10 +564,8 @@ def _replay(
     for name in bias_added:
         layer = result.get_submodule(name)
         if layer.bias is None:
-            layer.bias = nn.Parameter(
-                torch.zeros(layer.weight.shape[0], dtype=layer.weight.dtype, device=device)
-            )
+            layer.bias = nn.Parameter(layer.weight.new_zeros(layer.weight.shape[0]))
     return result
 
 
-register_transform("compact", _replay)
+register_transform("compact", _replay, CompactRecord)

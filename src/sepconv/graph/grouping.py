@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
 
 from .channel_graph import ChannelGraph
 from .groups import Balance, ChannelGroup, Member, Owner
@@ -76,6 +77,7 @@ def build_channel_graph(w: Walk) -> ChannelGraph:
         used[name] = used.get(name, 0) + 1
         group.id = name if used[name] == 1 else f"{name}#{used[name]}"
         groups.append(group)
+    _mark_partners(groups, w.balances, chain_of, num_chains)
     zero = np.concatenate(w.zero_elements) if w.zero_elements else np.zeros(0, dtype=np.int64)
     return ChannelGraph(
         gm=w.gm,
@@ -155,3 +157,90 @@ def _balances(w: Walk, per_chain: dict[int, np.ndarray], num_chains: int) -> lis
             continue
         found.append(Balance(where, blocks, counts))
     return found
+
+
+def _mark_partners(
+    groups: list[ChannelGroup], balances: list[tuple[Owner, int, str]], chain_of: np.ndarray, num_chains: int
+) -> None:
+    """A prunable group that cannot lose any channel on its own without breaking one of its
+    balances (it sits wholly in one block of a chunk or grouped conv) is prunable only together
+    with the groups it is balanced with: the free groups linked to it through shared balances.
+    When even all of them together cannot lose a channel of it, it is not prunable at all."""
+    group_of_chain = np.full(num_chains, -1, dtype=np.int64)
+    for k, g in enumerate(groups):
+        group_of_chain[np.asarray(g.chains, dtype=np.int64)] = k
+    free = [g.prunable for g in groups]  # before any is marked: partners need not be free alone
+    parent = list(range(len(groups)))
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    blocks_of = [_Blocks(owner, blocks, where, chain_of) for owner, blocks, where in balances]
+    for b in blocks_of:
+        held = [j for j in np.unique(group_of_chain[b.chains]).tolist() if free[j]]
+        for j in held[1:]:
+            parent[root(j)] = root(held[0])
+    for k, g in enumerate(groups):
+        if not free[k] or not g.balances or _removable(np.asarray(g.chains), np.asarray(g.chains), blocks_of):
+            continue
+        members = [j for j in range(len(groups)) if free[j] and root(j) == root(k)]
+        chains = np.concatenate([np.asarray(groups[j].chains, dtype=np.int64) for j in members])
+        where = next((b for b in g.balances if (b.counts.sum(axis=0) == 0).any()), g.balances[0])
+        rule = f"each of the {where.blocks} blocks of {where.where} must lose equally many channels"
+        g.prunable = False
+        partners = [groups[j].id for j in members if j != k]
+        if partners and _removable(np.asarray(g.chains), chains, blocks_of):
+            g.partners = partners
+            named = ", ".join(partners[:4]) + (f" and {len(partners) - 4} more" if len(partners) > 4 else "")
+            g.reason = f"prunable only together with {named}: {rule}"
+        else:
+            alone = " even together with the groups balanced with it" if partners else ""
+            g.reason = f"no removal keeps the balance{alone}: {rule}"
+
+
+class _Blocks:
+    """The chain of every channel of a balanced owner, and the block it lies in."""
+
+    def __init__(self, owner: Owner, blocks: int, where: str, chain_of: np.ndarray) -> None:
+        self.blocks, self.where = blocks, where
+        self.chains = chain_of[owner.base : owner.base + owner.size]
+        self.block = np.arange(owner.size) // (owner.size // blocks)
+
+
+def _removable(own: np.ndarray, chains: np.ndarray, balances: list[_Blocks]) -> bool:
+    """Whether removing some of ``chains``, at least one of ``own`` among them, keeps every
+    balance: each block loses equally many channels and keeps one. A small integer feasibility
+    problem (channels of other chains always stay)."""
+    n = len(chains)
+    column = {int(c): v for v, c in enumerate(chains.tolist())}
+    rows, lower, upper = [np.isin(chains, own).astype(np.float64)], [1.0], [float(n)]
+    for b in balances:
+        counts = np.zeros((b.blocks, n))
+        kept = np.zeros(b.blocks)  # channels of chains outside the problem
+        for chain, block in zip(b.chains.tolist(), b.block.tolist()):
+            v = column.get(chain)
+            if v is None:
+                kept[block] += 1
+            else:
+                counts[block, v] += 1
+        if not counts.any():
+            continue
+        for block in range(1, b.blocks):
+            rows.append(counts[block] - counts[0])
+            lower.append(0.0)
+            upper.append(0.0)
+        for block in range(b.blocks):
+            rows.append(counts[block])
+            lower.append(0.0)
+            upper.append(counts[block].sum() + kept[block] - 1)
+    result = milp(
+        np.ones(n),
+        integrality=np.ones(n),
+        bounds=Bounds(0, 1),
+        constraints=[LinearConstraint(np.vstack(rows), lower, upper)],
+        options={"time_limit": 5.0},
+    )
+    return result.x is not None

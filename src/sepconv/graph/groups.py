@@ -90,9 +90,18 @@ class ChannelGroup:
     chains: list[int]  # internal chain numbers (see ChannelGraph), in index order
     members: list[Member]  # layers, in graph order
     tensors: list[Member]  # graph tensors the chains run through, in graph order
-    prunable: bool
+    prunable: bool  # can lose channels on its own (a plan naming only this group can be valid)
     reason: str = ""  # why not prunable
     balances: list[Balance] = field(default_factory=list)
+    # Groups it must be pruned together with: every non-empty removal of this group alone breaks
+    # a balance (it sits wholly in one block of a chunk or grouped conv), so a plan must take
+    # equally many channels from the other blocks, which these groups hold. Empty otherwise.
+    partners: list[str] = field(default_factory=list)
+
+    @property
+    def removable(self) -> bool:
+        """Whether any plan may remove channels of this group: alone, or with its partners."""
+        return self.prunable or bool(self.partners)
 
     @property
     def size(self) -> int:
@@ -105,9 +114,11 @@ class ChannelGroup:
         return [m for m in self.members if m.producer]
 
     def __str__(self) -> str:
-        head = f"group {self.id}: {self.size} channel(s), " + (
-            "prunable" if self.prunable else f"not prunable ({self.reason})"
-        )
+        if self.prunable:
+            state = "prunable"
+        else:
+            state = f"not prunable{' alone' if self.partners else ''} ({self.reason})"
+        head = f"group {self.id}: {self.size} channel(s), {state}"
         lines = [head, *(f"  {m}" for m in self.members)]
         lines += [
             f"  balance: equal removal from each of the {b.blocks} blocks of {b.where}" for b in self.balances
@@ -115,7 +126,8 @@ class ChannelGroup:
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return f"ChannelGroup(id={self.id!r}, size={self.size}, prunable={self.prunable}, members={len(self.members)})"
+        partners = f", partners={self.partners}" if self.partners else ""
+        return f"ChannelGroup(id={self.id!r}, size={self.size}, prunable={self.prunable}{partners}, members={len(self.members)})"
 
 
 def _ranges(values: list[int]) -> str:

@@ -39,6 +39,12 @@ def evaluate(node: fx.Node, gm: fx.GraphModule, record: RunRecord, sources: dict
                 return sources[a.name]
             if a.name in record.tensors:
                 info = record.tensors[a.name]
+                if not info.dtype.is_floating_point and not info.dtype.is_complex:
+                    # Its values decide where elements go, and the analysis follows shapes only.
+                    raise SepconvError(
+                        f"cannot analyse channel flow through {node_label(node, gm)} at node '{node.name}': "
+                        f"it takes the {str(info.dtype).removeprefix('torch.')} tensor '{a.name}' as indices"
+                    )
                 return torch.zeros(info.shape, dtype=torch.float64)
             if a.name in record.values:
                 return record.values[a.name]

@@ -154,12 +154,23 @@ class GraphQueries:
         return name in self._attrs_read
 
     # ------------------------------------------------------------------ what follows a layer
-    def following_batchnorm(self, name: str) -> str | None:
-        """The BatchNorm applied directly to layer ``name``'s output and the only reader of it.
+    def following_batchnorm(self, name: str, *, only_reader: bool = True) -> str | None:
+        """The BatchNorm applied directly to layer ``name``'s output (nothing in between but
+        ``nn.Identity``), the same one after every call of the layer, normalising nothing else.
 
-        Every call of the layer must feed the same BatchNorm (nothing in between but
-        ``nn.Identity``), and that BatchNorm must normalise nothing else.
+        ``only_reader=True`` (folding a bias into it, decomposing): the BatchNorm must be the only
+        reader of the output. ``False`` (zeroing a pruned channel's BN entry): others may read the
+        output too, as a DenseNet's concatenation reads its stem's.
         """
+        if not only_reader:
+            found = {
+                self._name_of[user]
+                for node in self._calls.get(name, ())
+                for user in self._readers(node)
+                if user.op == "call_module"
+                and isinstance(self._modules[self._name_of[user]], nn.modules.batchnorm._BatchNorm)
+            }
+            return found.pop() if len(found) == 1 else None
         readers = [self._sole_reader(node) for node in self._calls.get(name, ())]
         if not readers or any(r is None or r.op != "call_module" for r in readers):
             return None
@@ -216,6 +227,16 @@ class GraphQueries:
         return list(dict.fromkeys(found[node] for node in ordered))
 
     # ------------------------------------------------------------------ helpers
+    def _readers(self, node: fx.Node) -> list[fx.Node]:
+        """Every node reading ``node``'s value, looking through ``nn.Identity`` calls."""
+        found: list[fx.Node] = []
+        for user in node.users:
+            if user.op == "call_module" and type(self._modules[self._name_of[user]]) is nn.Identity:
+                found.extend(self._readers(user))
+            else:
+                found.append(user)
+        return found
+
     def _sole_reader(self, node: fx.Node) -> fx.Node | None:
         """The only node reading ``node``'s value, looking through ``nn.Identity`` calls."""
         while True:

@@ -63,8 +63,8 @@ def plan_removal(
     else:
         rule = ratio if isinstance(ratio, Budget) else Budget(float(ratio))
         wanted = set(groups) if groups is not None else None
-        counts = {g.id: rule.count(g.size) for g in cg.groups if g.prunable}
-    chosen = [g for g in cg.groups if g.prunable and (wanted is None or g.id in wanted)]
+        counts = {g.id: rule.count(g.size) for g in cg.groups if g.removable}
+    chosen = [g for g in cg.groups if g.removable and (wanted is None or g.id in wanted)]
     missing = sorted((wanted or set()) - {g.id for g in chosen})
     if missing:
         raise SepconvError(f"no prunable channel group {missing[0]!r} in the model")

@@ -17,8 +17,13 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..checkpoint import load_model
+from ..devices import tensor_like
 from ..errors import SepconvError, first_line
 from ..models.arch import get_arch
+from .memory import check_forward_memory
+
+# The largest C, H or W any command accepts for an input (export, profile, bench, compaction).
+MAX_INPUT_SIDE = 8192
 
 
 @dataclass
@@ -79,15 +84,6 @@ class Profile:
         return f"{self.model or 'model'}: {self.params:,} params, {self.macs:,} MACs per image at {tuple(self.input_size)}"
 
 
-def tensor_like(model: nn.Module) -> dict[str, Any]:
-    """``device``/``dtype`` keywords for an input that the model can run on: those of its first
-    floating-point parameter or buffer (CPU float32 for a model without any)."""
-    for t in (*model.parameters(), *model.buffers()):
-        if t.is_floating_point():
-            return {"device": t.device, "dtype": t.dtype}
-    return {"device": torch.device("cpu"), "dtype": torch.float32}
-
-
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -96,6 +92,16 @@ def default_input_size(model: nn.Module) -> tuple[int, int, int]:
     arch = get_arch(model)
     in_ch = int(arch.config.get("in_channels", 3)) if arch else 3
     return (in_ch, 32, 32)
+
+
+def check_input_size(size: Sequence[int]) -> tuple[int, int, int]:
+    """``size`` as (C, H, W), each in 1..:data:`MAX_INPUT_SIDE`, or a one-line error."""
+    values = tuple(size)
+    if len(values) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise SepconvError(f"input size must be three integers C,H,W, got {values}")
+    if not all(1 <= v <= MAX_INPUT_SIDE for v in values):
+        raise SepconvError(f"input size {values}: each of C, H and W must lie in 1..{MAX_INPUT_SIDE}")
+    return values  # type: ignore[return-value]
 
 
 def profile(
@@ -109,9 +115,8 @@ def profile(
     """
     model = load_model(model_or_source, **create_kwargs)
     label = model_or_source if isinstance(model_or_source, (str, os.PathLike)) else type(model).__name__
-    size = tuple(int(s) for s in (input_size or default_input_size(model)))
-    if len(size) != 3 or min(size) < 1:
-        raise SepconvError(f"input size must be C,H,W with positive values, got {size}")
+    size = check_input_size(input_size or default_input_size(model))
+    check_forward_memory(model, size, 1, f"profiling at input {size}")
 
     was_training = model.training
     model.eval()

@@ -46,7 +46,8 @@ class SoftPrune(Method):
     def label(self) -> str:
         opts = self.options
         crit = _LABELS.get(opts.criterion.lower(), opts.criterion.upper())
-        rounded = f" (widths x{opts.round_to})" if opts.round_to > 1 else ""
+        multiple = opts.resolved_round_to()
+        rounded = f" (widths x{multiple})" if multiple > 1 else ""
         rate = "" if opts.rate is None else f" {round(100 * opts.rate)}%"
         return f"{crit}{rate}{rounded}"
 

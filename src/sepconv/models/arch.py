@@ -8,9 +8,14 @@ data) and records itself on its result with :func:`record_transform`. A checkpoi
 ``Architecture.to_dict()`` beside the ``state_dict``; loading rebuilds the structure from the
 description and fills in the weights, so no pickled code is ever needed.
 
+A trained model's description also holds the input normalisation it was trained with
+(:class:`~sepconv.normalization.Normalization`, optional): metadata, not structure, so it does not
+take part in comparisons of descriptions, and every transformation carries it along.
+
 Versions: 1 was a plain dict without a ``version`` key (sepconv 0.1); 2 adds the key and keys
 compaction by layer names instead of analysis group ids (the compaction replay still reads
-version-1 steps). :func:`migrate` turns any older description into the current one.
+version-1 steps); 3 adds the optional ``normalization``. :func:`migrate` turns any older
+description into the current one.
 """
 
 from __future__ import annotations
@@ -19,21 +24,31 @@ import copy
 import inspect
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch.nn as nn
 
 from ..errors import SepconvError
+from ..normalization import Normalization
+from ..options import Options
 
 ARCH_ATTR = "sepconv_arch"
-VERSION = 2
+VERSION = 3
 # A description is data from a file: bound its size before anything reads it.
 _MAX_DEPTH = 8
 _MAX_ITEMS = 100_000
+# Real descriptions hold a handful of steps (separable, compact, decompose, fold).
+MAX_TRANSFORMS = 256
 
 Replay = Callable[..., nn.Module]
 _TRANSFORMS: dict[str, Replay] = {}
+_RECORDS: dict[str, type[Options] | None] = {}
+
+
+@dataclass
+class NoKwargs(Options):
+    """The record of a transformation that takes no keywords (``fold_batchnorm``)."""
 
 
 @dataclass(frozen=True)
@@ -55,29 +70,42 @@ class Architecture:
     config: dict[str, Any]
     transforms: tuple[Transform, ...] = ()
     version: int = VERSION
+    # The input normalisation the model was trained with (None: not trained by sepconv, or an
+    # older checkpoint). Not part of the structure: descriptions compare equal without it.
+    normalization: Normalization | None = field(default=None, compare=False)
 
     def then(self, name: str, **kwargs: Any) -> Architecture:
         """This description followed by one more transformation."""
         check_plain_data(kwargs, f"transformation {name!r}")
         return Architecture(
-            self.name, copy.deepcopy(self.config), (*self.transforms, Transform(name, copy.deepcopy(kwargs)))
+            self.name,
+            copy.deepcopy(self.config),
+            (*self.transforms, Transform(name, copy.deepcopy(kwargs))),
+            normalization=self.normalization,
         )
 
     def without(self, *names: str) -> Architecture:
         """The description with every transformation called one of ``names`` dropped."""
         kept = tuple(t for t in self.transforms if t.name not in names)
-        return Architecture(self.name, copy.deepcopy(self.config), kept)
+        return Architecture(self.name, copy.deepcopy(self.config), kept, normalization=self.normalization)
+
+    def normalized(self, normalization: Normalization | None) -> Architecture:
+        """The same description with ``normalization`` as the model's input normalisation."""
+        return replace(self, normalization=normalization)
 
     def names(self) -> list[str]:
         return [t.name for t in self.transforms]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "version": self.version,
             "name": self.name,
             "config": copy.deepcopy(self.config),
             "transforms": [t.to_dict() for t in self.transforms],
         }
+        if self.normalization is not None:
+            out["normalization"] = self.normalization.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, raw: Any, source: str = "architecture description") -> Architecture:
@@ -91,6 +119,8 @@ class Architecture:
         check_plain_data(config, f"{source}: config")
         if not isinstance(steps, list):
             raise SepconvError(f"{source}: transforms must be a list")
+        if len(steps) > MAX_TRANSFORMS:
+            raise SepconvError(f"{source} has {len(steps):,} transformations; at most {MAX_TRANSFORMS} are read")
         transforms: list[Transform] = []
         for k, step in enumerate(steps):
             if not isinstance(step, dict) or not isinstance(step.get("name"), str):
@@ -102,8 +132,12 @@ class Architecture:
             if not isinstance(kwargs, dict) or not all(isinstance(key, str) for key in kwargs):
                 raise SepconvError(f"{source}: kwargs of transformation {step['name']!r} must be a mapping")
             check_plain_data(kwargs, f"{source}: transformation {step['name']!r}")
-            transforms.append(Transform(step["name"], copy.deepcopy(kwargs)))
-        return cls(name, copy.deepcopy(config), tuple(transforms))
+            transform = Transform(step["name"], copy.deepcopy(kwargs))
+            transform_options(transform, f"{source}: transformation {k + 1}")  # types and ranges, now
+            transforms.append(transform)
+        norm = data.get("normalization")
+        normalization = None if norm is None else Normalization.from_dict(norm, f"{source}: normalization")
+        return cls(name, copy.deepcopy(config), tuple(transforms), normalization=normalization)
 
 
 def migrate(raw: Any, source: str = "architecture description") -> dict[str, Any]:
@@ -121,15 +155,18 @@ def migrate(raw: Any, source: str = "architecture description") -> dict[str, Any
     missing = [k for k in ("name", "config") if k not in data]
     if missing:
         raise SepconvError(f"{source} lacks {', '.join(missing)}")
-    unknown = sorted(set(data) - {"name", "config", "transforms"})
+    known = {"name", "config", "transforms"} | ({"normalization"} if version >= 3 else set())
+    unknown = sorted(set(data) - known, key=str)
     if unknown:
         raise SepconvError(f"{source} has unknown key(s) {', '.join(map(str, unknown))}")
     # Version 1 -> 2: only the version key is new; the compaction replay reads both forms.
+    # Version 2 -> 3: the optional normalisation is new (older models simply lack it).
     return {
         "version": VERSION,
         "name": data["name"],
         "config": data["config"],
         "transforms": data.get("transforms", []),
+        "normalization": data.get("normalization"),
     }
 
 
@@ -167,6 +204,22 @@ def get_arch(model: nn.Module) -> Architecture | None:
     return arch if isinstance(arch, Architecture) else None
 
 
+def get_normalization(model: nn.Module) -> Normalization | None:
+    """The input normalisation ``model`` was trained with, if it records one."""
+    arch = get_arch(model)
+    return arch.normalization if arch is not None else None
+
+
+def set_normalization(model: nn.Module, normalization: Normalization | None) -> bool:
+    """Record ``normalization`` as ``model``'s input normalisation; False for a user model without
+    an architecture description (nothing to record it in)."""
+    arch = get_arch(model)
+    if arch is None:
+        return False
+    set_arch(model, arch.normalized(normalization))
+    return True
+
+
 def set_arch(model: nn.Module, arch: Architecture | None) -> None:
     # A plain attribute (not a buffer): metadata, never part of state_dict. Architecture is
     # immutable, so sharing one object between models is safe.
@@ -187,23 +240,43 @@ def record_transform(source: nn.Module, result: nn.Module, name: str, **kwargs: 
     set_arch(result, None if arch is None else arch.then(name, **kwargs))
 
 
-def register_transform(name: str, replay: Replay) -> None:
-    """Register how to replay a structural transformation: ``replay(model, **kwargs) -> model``."""
+def register_transform(name: str, replay: Replay, record: type[Options] | None = None) -> None:
+    """Register how to replay a structural transformation: ``replay(model, **kwargs) -> model``.
+
+    ``record`` declares the kwargs as an :class:`~sepconv.options.Options` dataclass (types,
+    ranges, nested records): a description read from a file is checked against it before any
+    model is built, and the replay receives the checked values. Without one, the kwargs are only
+    checked against the replay's signature.
+    """
     if name in _TRANSFORMS and _TRANSFORMS[name] is not replay:
         raise ValueError(f"transformation {name!r} registered twice")
     _TRANSFORMS[name] = replay
+    _RECORDS[name] = record
+
+
+def transform_options(step: Transform, where: str = "") -> dict[str, Any]:
+    """The kwargs of ``step`` checked against its transformation's declaration (one-line
+    :class:`SepconvError` otherwise): converted plain data, ready for the replay."""
+    label = f"{where} ({step.name})" if where else f"transformation {step.name!r}"
+    replay = _TRANSFORMS.get(step.name)
+    if replay is None:
+        raise SepconvError(
+            f"{label}: unknown transformation {step.name!r}; this sepconv replays {', '.join(list_transforms())}"
+        )
+    record = _RECORDS.get(step.name)
+    if record is not None:
+        return record.from_dict(step.kwargs, label).to_dict()
+    try:  # unknown or missing keywords are the description's fault, not a bug: say so first
+        inspect.signature(replay).bind(None, **step.kwargs)
+    except TypeError as exc:
+        raise SepconvError(f"{label} cannot be replayed with these options ({exc})") from None
+    return dict(step.kwargs)
 
 
 def replay_transform(model: nn.Module, step: Transform) -> nn.Module:
     """Apply one recorded transformation to ``model`` (weights are the caller's business)."""
-    replay = _TRANSFORMS.get(step.name)
-    if replay is None:
-        raise SepconvError(f"the architecture uses unknown transformation {step.name!r}")
-    try:  # unknown or missing keywords are the description's fault, not a bug: say so first
-        inspect.signature(replay).bind(model, **step.kwargs)
-    except TypeError as exc:
-        raise SepconvError(f"transformation {step.name!r} cannot be replayed with these options ({exc})") from None
-    return replay(model, **step.kwargs)
+    kwargs = transform_options(step)
+    return _TRANSFORMS[step.name](model, **kwargs)
 
 
 def list_transforms() -> list[str]:

@@ -21,14 +21,19 @@ BN → ReLU → MaxPool 3×3/2``, and a final BN precedes the pooling as before;
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn as nn
 
 from ..errors import SepconvError
+from ..options import Bounds
 from ._common import flag, kaiming_init_, positive_float, positive_int
 from .registry import register_model
 
 BOTTLENECK_FACTOR = 4  # the 1×1 bottleneck makes 4·growth channels
+# The deepest published DenseNet-BC has 250 layers; a config beyond this is a mistake (or forged).
+MAX_DEPTH = 1000
 
 
 class DenseLayer(nn.Module):
@@ -128,7 +133,7 @@ class DenseNet(nn.Module):
 def densenet_bc(
     num_classes: int = 10,
     in_channels: int = 3,
-    depth: int = 100,
+    depth: Annotated[int, Bounds(low=1, high=MAX_DEPTH)] = 100,
     growth_rate: int = 12,
     compression: float = 0.5,
     bottleneck: bool = True,

@@ -34,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from ..checkpoint import is_checkpoint_path
 from ..errors import SepconvError, did_you_mean
 from ..methods.base import get_method, list_methods, method_key
 from ..models.registry import model_config
@@ -149,10 +150,14 @@ def recipe_from_dict(raw: Any, default_name: str = "recipe") -> Recipe:
     if not isinstance(model, str) or not model.strip():
         raise SepconvError("recipe needs a 'model' (a zoo name, see `sepconv models`, or a checkpoint path)")
     config = raw.get("model_config") or {}
-    if not isinstance(config, dict):
+    if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
         raise SepconvError("recipe model_config must be a mapping of model options")
-    if not _looks_like_path(model):
-        model_config(model, **config)  # unknown model names and options fail now
+    sized = sorted(set(config) & {"num_classes", "in_channels"})
+    if sized:
+        raise SepconvError(f"recipe model_config cannot set {', '.join(sized)}: the data set decides it")
+    if not is_checkpoint_path(model):  # unknown model names, options, types and ranges fail now
+        checked = model_config(model, **config)
+        config = {k: checked[k] for k in config}
     text = {}
     for key, default in (("name", default_name), ("description", ""), ("data", "colorchart")):
         value = raw.get(key)
@@ -329,9 +334,6 @@ def method_recipe(method: str, model: str, data: str | None = None) -> Recipe:
         raw["data"] = data
     return recipe_from_dict(raw)
 
-
-def _looks_like_path(text: str) -> bool:
-    return os.sep in text or text.endswith((".pt", ".pth", ".ckpt")) or Path(text).exists()
 
 
 __all__ = [

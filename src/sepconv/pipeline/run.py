@@ -6,6 +6,10 @@ method acts while training, its callbacks join the next ``train`` step and its
 :meth:`~sepconv.methods.base.Method.after_training` runs after that step. Each ``train`` step
 trains in its own folder (``OUT/train``, ``OUT/train-2``...). At the end the model is evaluated
 on the test split and written as ``OUT/model.pt`` (loadable without code) with ``OUT/summary.json``.
+
+The starting model is placed on the device of the first ``train`` step (its ``device`` option,
+``auto`` by default), so the steps before it (a decomposition's sampling) run there too; every
+later step works on the model where training left it.
 """
 
 from __future__ import annotations
@@ -16,15 +20,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn as nn
 
-from ..checkpoint import load_model, save_model
-from ..data.dataset import ImageDataset
-from ..data.registry import get_dataset
+from ..checkpoint import is_checkpoint_path, load_model, save_model
+from ..data.dataset import ImageDataset, Stats, with_stats
+from ..data.registry import check_spec, get_dataset
+from ..devices import local_rank, resolve_device
 from ..errors import CheckpointError
 from ..io import atomic_write_text, clean_stale_temporaries, ensure_writable_dir
 from ..measure.profile import profile
 from ..methods.base import Method, StepContext, get_method
+from ..models.arch import get_normalization, set_normalization
+from ..models.registry import create_model
+from ..normalization import Normalization
 from ..report.protocol import StepReport, jsonable
 from ..train.api import train
 from ..train.config import TrainConfig
@@ -47,6 +56,8 @@ def run_recipe(
     ``data``/``test_data`` may be given as loaded :class:`ImageDataset`s to share them between
     recipes of one study. ``resume`` continues each train step from its ``last.pt``.
     """
+    if data is None or test_data is None:
+        check_spec(recipe.data)  # before any folder is made
     out = ensure_writable_dir(out)
     for folder in (out, *(out / _train_dir(k) for k in range(len(recipe.train_steps())))):
         clean_stale_temporaries(folder)
@@ -54,15 +65,21 @@ def run_recipe(
     if resume and not any((d / "last.pt").is_file() for d in train_dirs):
         raise CheckpointError(f"nothing to resume in {out}: no train step has written last.pt")
     given = {True: data, False: test_data}
+    stats: list[Stats] = []  # the model's normalisation, once known: every split is read with it
 
     def load(train_split: bool) -> ImageDataset:
         dataset = given[train_split]
-        return dataset if dataset is not None else get_dataset(recipe.data, train=train_split)
+        if dataset is None:
+            dataset = get_dataset(recipe.data, train=train_split)
+        return with_stats(dataset, stats[0]) if stats else dataset
 
     ctx = StepContext(out, load, recipe.seed, quiet, resume, log=(lambda line: None) if quiet else print)
     if not resume:
         seed_everything(recipe.seed)
-    model = _starting_model(recipe, ctx.data)
+    model = _starting_model(recipe, ctx, stats)
+    first_train = recipe.train_steps()[:1]
+    if first_train:
+        model.to(resolve_device(first_train[0].options.device, local_rank()))  # type: ignore[attr-defined]
 
     record: dict[str, Any] = {"train_seconds": 0.0, "epochs": None, "best_accuracy": None}
     unpruned = masked = None
@@ -122,11 +139,29 @@ def _train_dir(k: int) -> str:
     return TRAIN if k == 0 else f"{TRAIN}-{k + 1}"
 
 
-def _starting_model(recipe: Recipe, data: ImageDataset) -> nn.Module:
-    model = load_model(
-        recipe.model, num_classes=data.num_classes, in_channels=data.in_channels, **recipe.model_config
-    )
+def _starting_model(recipe: Recipe, ctx: StepContext, stats: list[Stats]) -> nn.Module:
+    """The recipe's model for its data set. A checkpoint is read, and a zoo config's size checked
+    (models.guard), before the data set is loaded, which can take minutes. A trained checkpoint's
+    normalisation becomes that of every split (``stats``); a fresh model records the training
+    split's."""
+    model = None
+    if is_checkpoint_path(recipe.model):
+        model = load_model(recipe.model)
+        norm = get_normalization(model)
+        if norm is not None:
+            stats.append((norm.mean, norm.std))
+    else:
+        with torch.random.fork_rng(devices=[]):  # the check must not move the run's random numbers
+            create_model(recipe.model, **recipe.model_config)
+    data = ctx.data
+    if model is None:
+        model = load_model(
+            recipe.model, num_classes=data.num_classes, in_channels=data.in_channels, **recipe.model_config
+        )
     check_model_fits_data(model, data, recipe.model)
+    if not stats:
+        stats.append((tuple(data.mean), tuple(data.std)))
+        set_normalization(model, Normalization(data.mean, data.std))
     return model
 
 

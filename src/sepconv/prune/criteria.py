@@ -144,11 +144,12 @@ class GroupView:
     statistics: dict[str, Tensor] | None = None
 
     def weights(self) -> Tensor:
-        """One row per channel: the filters of every layer writing it, concatenated."""
-        parts = [
-            self.model.get_submodule(name).weight.detach()[table.flatten()].reshape(self.size, -1)
-            for name, table in self.filters
-        ]
+        """One row per channel: the filters of every layer writing it, concatenated (CPU float64,
+        whatever the model's device and dtype: selections must not depend on them)."""
+        parts = []
+        for name, table in self.filters:
+            weight = self.model.get_submodule(name).weight.detach().to(device="cpu", dtype=torch.float64)
+            parts.append(weight[table.flatten()].reshape(self.size, -1))
         return torch.cat(parts, dim=1)
 
 

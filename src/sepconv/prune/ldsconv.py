@@ -50,9 +50,13 @@ class LdsPruneOptions(Options):
         "epoch", "prune at the start of epoch floor(s·E1/S) (authors) or at step position s·E1/S"
     )
     balance_loss: bool = option(False, "add the balance loss during stage 1 (off in the authors' CIFAR code)")
-    balance_weight: float = option(1e-4, "weight λ of the balance loss", low=0)
-    balance_temperature: float = option(10.0, "temperature T of the balance loss", low=0, low_open=True)
-    balance_factor: float = option(1.5, "inputs holding more than factor·k top kernels are penalised", low=0)
+    balance_weight: float = option(1e-4, "weight λ of the balance loss", low=0, high=1e6)
+    balance_temperature: float = option(
+        10.0, "temperature T of the balance loss", low=0, low_open=True, high=1e6
+    )
+    balance_factor: float = option(
+        1.5, "inputs holding more than factor·k top kernels are penalised", low=0, high=1e6
+    )
     balance_sqrt: bool = option(False, "square root of each layer's balance loss (the authors' MobileNet)")
     pw_trainable: bool = option(
         True, "train the pointwise conv after conversion (False: frozen 0/1, 'w/o AC')"

@@ -51,13 +51,13 @@ import torch.fx
 import torch.nn as nn
 from torch import Tensor
 
+from ..deploy.targets import width_multiple
 from ..errors import CheckpointError, SepconvError
 from ..graph.analysis import analyse
 from ..graph.budget import Budget, check_rate
 from ..graph.groups import Member
-from ..graph.queries import is_depthwise
+from ..graph.queries import graph_queries, is_depthwise
 from ..graph.selection import plan_removal
-from ..graph.trace import trace
 from ..options import Options, option
 from ..threads import torch_threads
 from ..train.callbacks import Callback
@@ -81,7 +81,16 @@ class SoftPruneOptions(Options):
     coupling: Literal["layer", "group"] = option(
         "layer", "score each conv alone (the papers) or each coupled channel group (residual streams shrink too)"
     )
-    round_to: int = option(1, "keep a multiple of this many channels per layer/group", low=1, high=4096)
+    target_runtime: Literal["onnxruntime", "openvino", "torch"] | None = option(
+        None, "the runtime the pruned model will be deployed in; it chooses round_to's default"
+    )
+    round_to: int | None = option(
+        None,
+        "keep a multiple of this many channels per layer/group (default: the target runtime's: "
+        "16 for onnxruntime, none for openvino, torch or no target)",
+        low=1,
+        high=4096,
+    )
     layers: list[str] | None = option(None, "fnmatch patterns of the convs to prune (default: all but depthwise)")
     per_layer_rates: dict[str, float] = option(
         default_factory=dict, help="rate per layer name, overriding rate", cli=False
@@ -90,6 +99,11 @@ class SoftPruneOptions(Options):
     def validate(self) -> None:
         for name, value in self.per_layer_rates.items():
             self.per_layer_rates[name] = check_rate(value, f"rate of {name}")
+
+    def resolved_round_to(self) -> int:
+        """``round_to``, or the target runtime's multiple when it is not given. Resolved at use,
+        not on construction, so that setting ``target_runtime`` later (``--set``) still counts."""
+        return self.round_to if self.round_to is not None else width_multiple(self.target_runtime)
 
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)  # not transposed convs: their filters lie on dim 1
@@ -106,20 +120,10 @@ def prunable_convs(model: nn.Module) -> list[str]:
 
 
 def find_following_batchnorm(model: nn.Module, conv_names: Sequence[str]) -> dict[str, str]:
-    """For each conv, the BatchNorm applied directly to its output (if any), found with torch.fx."""
-    try:
-        graph = trace(model, only_through=(*_CONV, *_BN)).graph
-    except SepconvError as exc:
-        raise SepconvError(f"the BatchNorm after each conv is found by tracing with torch.fx ({exc})") from None
-    wanted = set(conv_names)
-    out: dict[str, str] = {}
-    for node in graph.nodes:
-        if node.op != "call_module" or node.target not in wanted:
-            continue
-        for user in node.users:
-            if user.op == "call_module" and isinstance(model.get_submodule(str(user.target)), _BN):
-                out[str(node.target)] = str(user.target)
-    return out
+    """For each conv, the BatchNorm applied directly to its output (if any)."""
+    queries = graph_queries(model)
+    found = {name: queries.following_batchnorm(name, only_reader=False) for name in conv_names}
+    return {name: bn for name, bn in found.items() if bn is not None}
 
 
 class SoftPruner(Callback):
@@ -145,7 +149,11 @@ class SoftPruner(Callback):
       widths that fill their registers (benchmarks/results/latency.md); 1 = no rounding.
       Every count follows one rule (:class:`~sepconv.graph.budget.Budget`), balanced groups
       (grouped convs, chunks) included; where a balance makes it unreachable the shortfall is
-      recorded in :attr:`shortfalls` and :attr:`notes`.
+      recorded in :attr:`shortfalls` and :attr:`notes`. ``None`` (the default) takes the multiple
+      that suits ``target_runtime`` (:func:`sepconv.deploy.targets.width_multiple`): 16 for ONNX
+      Runtime, whose blocked kernels need it, none for OpenVINO and PyTorch or without a target.
+    * ``target_runtime``: ``"onnxruntime"``, ``"openvino"``, ``"torch"`` or ``None``; only chooses
+      ``round_to``'s default.
 
     ``masks[name]`` is a CPU BoolTensor over the conv's output channels, True = kept.
     ``update_seconds`` lists the wall time of every mask recomputation (scoring, selection and
@@ -164,7 +172,8 @@ class SoftPruner(Callback):
         per_layer_rates: Mapping[str, float] | None = None,
         coupling: str = "layer",
         input_shape: Sequence[int] | None = None,
-        round_to: int = 1,
+        round_to: int | None = None,
+        target_runtime: str | None = None,
     ) -> None:
         self.criterion = get_criterion(criterion)
         if isinstance(layers, str):
@@ -179,13 +188,14 @@ class SoftPruner(Callback):
                 "per_layer_rates": dict(per_layer_rates or {}),
                 "coupling": coupling,
                 "round_to": round_to,
+                "target_runtime": target_runtime,
             },
             "soft pruning",
         )
         self.options = opts
         self.rate, self.layers, self.grad_mask = opts.rate, opts.layers, opts.grad_mask
         self.epoch_prune, self.bn_mode, self.coupling = opts.epoch_prune, opts.bn_mode, opts.coupling
-        self.round_to, self.per_layer_rates = opts.round_to, opts.per_layer_rates
+        self.round_to, self.per_layer_rates = opts.resolved_round_to(), opts.per_layer_rates
         self.input_shape = None if input_shape is None else tuple(int(v) for v in input_shape)
         self._groups: list[_Group] | None = None
         self._graph: Any = None
@@ -265,7 +275,7 @@ class SoftPruner(Callback):
         groups: list[_Group] = []
         for g in cg.groups:
             convs = [m for m in g.producers if m.name in names]
-            if not g.prunable or not convs or len(convs) < len(g.producers):
+            if not g.removable or not convs or len(convs) < len(g.producers):
                 continue
             rows = [(m.name, [list(ch) for ch in m.channels]) for m in convs]
             norms = [(m.name, [list(ch) for ch in m.channels]) for m in g.members if _is_batchnorm(model, m)]

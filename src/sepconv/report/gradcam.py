@@ -34,10 +34,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..data.dataset import ImageDataset
+from ..devices import tensor_like
 from ..errors import SepconvError, UnknownNameError, did_you_mean
 from ..io import atomic_write_bytes, atomic_write_text, ensure_writable_dir
-from ..measure.profile import tensor_like
 from .protocol import ReportMixin
+
+# The most images one call explains (the maps and overlays are held in memory, and a page with more
+# would not be read); also the bound of the commands' --images / --gradcam-images.
+MAX_GRADCAM_IMAGES = 1024
 
 
 @dataclass
@@ -199,6 +203,8 @@ def write_gradcam(
     chosen = list(range(min(count, len(dataset)))) if indices is None else [int(i) for i in indices]
     if not chosen:
         raise SepconvError("no image to explain")
+    if len(chosen) > MAX_GRADCAM_IMAGES:
+        raise SepconvError(f"at most {MAX_GRADCAM_IMAGES} images per Grad-CAM call, got {len(chosen):,}")
     bad = [i for i in chosen if not 0 <= i < len(dataset)]
     if bad:
         raise SepconvError(f"image index {bad[0]} is outside the test split (0..{len(dataset) - 1})")

@@ -60,14 +60,15 @@ import numpy as np
 import torch.nn as nn
 
 from ..checkpoint import load_model
+from ..data.dataset import with_stats
 from ..data.registry import get_dataset
 from ..errors import SepconvError
 from ..io import atomic_write_bytes
 from ..measure.latency import benchmark
 from ..measure.profile import default_input_size, profile
-from ..models.arch import get_arch
+from ..models.arch import get_arch, get_normalization
 from ..models.registry import build_from_arch
-from .gradcam import grad_cam, gradcam_figure
+from .gradcam import MAX_GRADCAM_IMAGES, grad_cam, gradcam_figure
 
 CHECKPOINT_NAMES = ("model.pt", "best.pt", "last.pt")
 
@@ -234,6 +235,7 @@ def _apply_bench(model: StudyModel, doc: Any, source: Path) -> None:
     try:
         model.latency = [_latency_row(r) for r in doc["results"] if r.get("model") == first]
         model.speedup = {str(k): float(v) for k, v in (doc.get("speedup") or {}).items()}
+        model.speedup |= {str(k): float(v["median"]) for k, v in (doc.get("best") or {}).items()}
     except (TypeError, ValueError, KeyError) as exc:
         raise SepconvError(f"{source}: malformed latency rows ({type(exc).__name__})") from None
 
@@ -270,13 +272,14 @@ def layer_widths(model: Any) -> list[LayerWidth]:
 def measure_latency(
     study: Study,
     batches: Sequence[int] = (1, 64),
-    runtimes: Sequence[str] = ("onnxruntime", "torch"),
+    runtimes: Sequence[str] = ("best",),
     repeats: int = 50,
     warmup: int = 10,
-    threads: int = 2,
+    threads: int | None = None,
 ) -> None:
     """Time every model with a checkpoint, interleaved with the baseline (the baseline alone when
-    there is none), and store the rows and speed-ups in the study."""
+    there is none), and store the rows and speed-ups in the study. ``best`` (the default) times
+    every available runtime and adds the best-vs-best speed-up (``best@BATCH``)."""
 
     base = study.model(study.baseline) if study.baseline else None
     for m in study.models:
@@ -288,7 +291,7 @@ def measure_latency(
                 repeats=repeats, warmup=warmup, threads=threads, input_size=m.input_size,
                 labels=(m.name, base.name),
             )  # fmt: skip
-            m.speedup = dict(report.speedup)
+            m.speedup = dict(report.speedup) | {f"best@{b.batch}": b.median for b in report.best}
         else:
             report = benchmark(
                 str(m.checkpoint), batches=batches, runtimes=runtimes, repeats=repeats, warmup=warmup,
@@ -333,14 +336,18 @@ def write_reports(
 def study_gradcam(study: Study, data: str, images: int = 6, layer: str | None = None) -> bytes | None:
     """Grad-CAM maps of every model with a checkpoint on the first ``images`` test images of
     ``data``, one row per model (baseline first): a PNG, or None when no model has a checkpoint."""
+    if not 1 <= images <= MAX_GRADCAM_IMAGES:
+        raise SepconvError(f"Grad-CAM images must be within 1..{MAX_GRADCAM_IMAGES}, got {images}")
     dataset = get_dataset(data, train=False)
-    chosen = dataset.images[: max(1, images)]
+    chosen = dataset.images[:images]
     labels = dataset.labels[: len(chosen)].tolist()
     models = sorted((m for m in study.models if m.checkpoint is not None), key=lambda m: m.name != study.baseline)
     entries = []
     for m in models:
         net = load_model(str(m.checkpoint))
-        entries.append((m.name, grad_cam(net, dataset.normalize(chosen), layer)))
+        norm = get_normalization(net)  # each model sees the images as it was trained to
+        seen = dataset if norm is None else with_stats(dataset, (norm.mean, norm.std))
+        entries.append((m.name, grad_cam(net, seen.normalize(chosen), layer)))
     return _png(gradcam_figure(entries, chosen, dataset.class_names, labels)) if entries else None
 
 
@@ -365,7 +372,7 @@ def latency_keys(study: Study) -> list[str]:
     """ "RUNTIME@BATCH" of every latency measured in the study, onnxruntime first, by batch."""
     keys = {(r["runtime"], r["batch"]) for m in study.models for r in m.latency}
     keys |= {_split_key(k) for m in study.models for k in m.speedup}
-    order = {"onnxruntime": 0, "torch": 1}
+    order = {"best": 0, "onnxruntime": 1, "openvino": 2, "torch": 3}
     return [f"{r}@{b}" for r, b in sorted(keys, key=lambda rb: (order.get(rb[0], 2), rb[0], rb[1]))]
 
 
@@ -378,7 +385,8 @@ def table_rows(study: Study) -> tuple[list[str], list[list[str]]]:
     keys = latency_keys(study)
     base = study.model(study.baseline) if study.baseline else None
     header = ["model", "method", "params", "MACs", "accuracy"]
-    header += [f"{k} ms" for k in keys] + [f"speed-up {k}" for k in keys]
+    timed = [k for k in keys if not k.startswith("best@")]  # best@B is a ratio, not one runtime's time
+    header += [f"{k} ms" for k in timed] + [f"speed-up {k}" for k in keys]
     if base is not None:
         header.append("MAC speed-up")
     rows = []
@@ -391,7 +399,7 @@ def table_rows(study: Study) -> tuple[list[str], list[list[str]]]:
             f"{m.macs / 1e6:.2f} M" if m.macs is not None else "–",
             f"{100 * m.accuracy:.2f} %" if m.accuracy is not None else "–",
         ]
-        row += [f"{lat[k]['median_ms']:.3f} ± {lat[k]['iqr_ms'] / 2:.3f}" if k in lat else "–" for k in keys]
+        row += [f"{lat[k]['median_ms']:.3f} ± {lat[k]['iqr_ms'] / 2:.3f}" if k in lat else "–" for k in timed]
         row += [f"{m.speedup[k]:.2f}×" if k in m.speedup else ("1.00×" if m is base else "–") for k in keys]
         if base is not None:
             ratio = base.macs / m.macs if base.macs and m.macs else None
@@ -403,6 +411,8 @@ def table_rows(study: Study) -> tuple[list[str], list[list[str]]]:
 TABLE_NOTE = (
     "Latency: median ms per call ± half the inter-quartile range. Speed-up: median over interleaved "
     "pairs (baseline, model, baseline, model, ...) of time(baseline) / time(model), measured in one run; "
+    "best@B: each model in the runtime where it is fastest at batch B against the baseline in its own "
+    "fastest (ratio of medians of alternating blocks); "
     "MAC speed-up: MACs(baseline) / MACs(model), what the MAC count promises."
 )
 
@@ -530,7 +540,7 @@ def _accuracy_vs_macs(study: Study) -> bytes:
 def _latency_bars(study: Study) -> bytes:
     import matplotlib.pyplot as plt
 
-    keys = latency_keys(study)
+    keys = [k for k in latency_keys(study) if not k.startswith("best@")]
     models = [m for m in study.models if m.latency]
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys) + 1, 4), squeeze=False)
     for ax, key in zip(axes[0], keys):

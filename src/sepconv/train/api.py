@@ -15,12 +15,13 @@ from typing import Any
 import torch.nn as nn
 
 from ..checkpoint import load_checkpoint, load_model, save_model
-from ..data.dataset import ImageDataset
+from ..data.dataset import ImageDataset, with_stats
 from ..data.registry import get_dataset
 from ..errors import CheckpointError, SepconvError
-from ..io import ensure_writable_dir
-from ..models.arch import Architecture, get_arch
+from ..io import clean_stale_temporaries, ensure_writable_dir
+from ..models.arch import Architecture, get_arch, get_normalization, set_normalization
 from ..models.registry import build_from_arch
+from ..normalization import Normalization
 from ..report.curves import plot_history
 from . import distributed
 from .callbacks import Callback
@@ -59,10 +60,11 @@ def train(
             f"unknown training setting {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
     config = TrainConfig.from_dict({**(config.to_dict() if config else {}), **settings})
-    ctx, created_group = distributed.setup()
+    ctx, created_group = distributed.setup(config.device)
     try:
         if out is not None and ctx.is_main:
             ensure_writable_dir(out)  # before any slow loading
+            clean_stale_temporaries(out)  # e.g. a best.pt a killed run was writing
         resume_path = _resume_path(resume, out)
         payload = load_checkpoint(resume_path) if resume_path is not None else None
 
@@ -80,6 +82,7 @@ def train(
         if payload is not None:
             model = _model_to_resume(model, payload, str(resume_path))
         check_model_fits_data(model, data)
+        data, test_data = _normalised(model, data, test_data)
 
         trainer = Trainer(model, data, test_data, config, callbacks, out_dir=out, quiet=quiet)
         if payload is not None:
@@ -132,5 +135,20 @@ def _model_to_resume(model: nn.Module, payload: dict[str, Any], source: str) -> 
     base = Architecture(theirs.name, theirs.config, theirs.transforms[: len(mine.transforms)])
     check_same_arch(mine, base, source)
     if theirs == mine:
+        set_normalization(model, theirs.normalization or mine.normalization)
         return model
     return build_from_arch(theirs)
+
+
+def _normalised(
+    model: nn.Module, data: ImageDataset, test_data: ImageDataset | None
+) -> tuple[ImageDataset, ImageDataset | None]:
+    """Both splits normalised as the model expects: with the statistics it records (fine-tuning
+    keeps those its weights were trained with), else with the training split's, which the model
+    then records (so every checkpoint of the run holds them)."""
+    norm = get_normalization(model)
+    if norm is None:
+        norm = Normalization(data.mean, data.std)
+        set_normalization(model, norm)
+    stats = (norm.mean, norm.std)
+    return with_stats(data, stats), (with_stats(test_data, stats) if test_data is not None else None)

@@ -5,9 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ..devices import check_device_spec
 from ..errors import SepconvError
 from ..options import Options, option
 from .schedules import Schedule, make_schedule, two_stage_boundary
+
+# Bounds of the settings (a value from a file or a flag can be absurd; these are generous).
+MAX_EPOCHS = 100_000
+MAX_BATCH = 1_000_000
 
 
 @dataclass
@@ -28,11 +33,18 @@ class TrainConfig(Options):
     gradients whose global L2 norm exceeds it (after the callbacks' ``on_step``, so masked
     gradients stay zero); a decomposed network whose narrow layers carry a whole layer's signal
     can otherwise take one huge first step.
+
+    ``device`` is where the model, the batches and the augmentation live (``auto``: CUDA when
+    available, see :func:`sepconv.devices.resolve_device`); on a GPU the in-memory data set is
+    copied there once and batched there. ``amp`` trains in mixed precision (autocast to bfloat16
+    or float16; float16 with a gradient scaler, the callbacks' ``on_step`` seeing unscaled
+    gradients). ``channels_last`` stores the model and the batches NHWC, which GPUs' convolution
+    kernels prefer. The CPU path is unchanged by all of them at their defaults.
     """
 
-    epochs: int = option(30, "training epochs", low=1, high=100_000)
-    batch_size: int = option(128, "global batch (split over torchrun processes)", low=1, high=1_000_000)
-    lr: float = option(0.1, "base learning rate", low=0, low_open=True)
+    epochs: int = option(30, "training epochs", low=1, high=MAX_EPOCHS)
+    batch_size: int = option(128, "global batch (split over torchrun processes)", low=1, high=MAX_BATCH)
+    lr: float = option(0.1, "base learning rate", low=0, low_open=True, high=1e12)
     momentum: float = option(0.9, "SGD momentum", low=0, high=1, high_open=True)
     nesterov: bool = option(False, "Nesterov momentum")
     weight_decay: float = option(5e-4, "L2 weight decay", low=0, high=1)
@@ -40,23 +52,30 @@ class TrainConfig(Options):
         "cosine", "learning-rate schedule"
     )
     milestones: tuple[int, ...] = option(
-        default_factory=tuple, help="multistep: epochs at which lr *= gamma, e.g. 60,120,160", low=1
+        default_factory=tuple, help="multistep: epochs at which lr *= gamma, e.g. 60,120,160", low=1, high=MAX_EPOCHS
     )
-    step_size: int = option(30, "step: lr *= gamma every this many epochs", low=1)
+    step_size: int = option(30, "step: lr *= gamma every this many epochs", low=1, high=MAX_EPOCHS)
     gamma: float = option(0.2, "decay factor of the step and multistep schedules", low=0, low_open=True, high=1)
-    warmup_epochs: float = option(0.0, "linear learning-rate warm-up length in epochs", low=0)
+    warmup_epochs: float = option(0.0, "linear learning-rate warm-up length in epochs", low=0, high=MAX_EPOCHS)
     per_iteration: bool = option(True, "move the schedule every batch (else once per epoch)")
     seed: int = option(0, "seed of weights, batch order and augmentation", low=0, high=2**63 - 1)
     crop_padding: int = option(4, "random-crop padding of the augmentation (0 = no crop)", low=0, high=1024)
-    eval_batch_size: int = option(512, "batch size of evaluation", low=1, high=1_000_000)
+    eval_batch_size: int = option(512, "batch size of evaluation", low=1, high=MAX_BATCH)
     bn_frozen: bool = option(False, "keep BatchNorm on its running statistics while training")
-    clip_grad_norm: float = option(0.0, "clip the gradients' global L2 norm at this value (0 = off)", low=0)
+    clip_grad_norm: float = option(
+        0.0, "clip the gradients' global L2 norm at this value (0 = off)", low=0, high=1e9
+    )
+    device: str = option("auto", "where to train: auto (CUDA when available), cpu, cuda or cuda:N", metavar="DEVICE")
+    amp: Literal["off", "bf16", "fp16"] = option("off", "mixed precision (fp16 with a gradient scaler)")
+    channels_last: bool = option(False, "channels_last memory format for the model and the batches")
+    cudnn_benchmark: bool = option(True, "let cuDNN pick the fastest convolution algorithms (CUDA only)")
     stage1_fraction: float = option(
         2 / 3, "fraction of the epochs before LdsConv's conversion, E1 (two-stage schedule)", low=0, low_open=True, high=1
     )
     stage2_restart: bool = option(False, "two-stage schedule: restart the cosine at E1 instead of continuing it")
 
     def validate(self) -> None:
+        self.device = check_device_spec(self.device, "option device")  # available? checked when training starts
         if self.nesterov and self.momentum <= 0:
             raise SepconvError("Nesterov momentum needs a momentum > 0")
         self.make_schedule()  # its own checks (warm-up, milestones) now, before any folder is made

@@ -10,6 +10,14 @@ resuming to E gives bitwise the weights of one E-epoch run.
 
 Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in DDP, each process trains on its
 shard of every batch (``config.batch_size`` is the global batch) and only rank 0 writes or prints.
+
+Devices (``config.device``): the model is moved there (in place) and the data set is made
+resident there (:class:`~sepconv.data.dataset.ResidentImages`), so a GPU step costs no host
+work beyond launching kernels and one read of the loss (the divergence check and the callbacks'
+``loss`` argument need it; the accuracy is summed on the device). Batches, learning rates and
+callback calls are the same on every device; on the CPU nothing differs from a run without
+these options. ``config.amp`` runs forward and loss under autocast (``on_loss`` sees the loss
+outside it) and, for float16, scales the loss and unscales the gradients before ``on_step``.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from tqdm import tqdm
 
 from ..checkpoint import load_weights, model_payload, save_checkpoint
 from ..data.dataset import BatchLoader, ImageDataset
+from ..devices import autocast, grad_scaler, local_rank, resolve_device, synchronize, tensor_like
 from ..errors import CheckpointError, SepconvError, TrainingDivergedError
 from ..io import atomic_write_bytes, ensure_writable_dir
 from ..models.arch import Architecture, get_arch
@@ -84,6 +93,9 @@ class Trainer:
         self.quiet = quiet
         if self.out_dir is not None and self.is_main:
             ensure_writable_dir(self.out_dir)
+        self.device = resolve_device(self.config.device, local_rank() if self.dist.enabled else None)
+        # The CPU keeps its numpy batch path (module docstring of sepconv.data.dataset).
+        loader_device = None if self.device.type == "cpu" else self.device
 
         if self.config.batch_size % self.dist.world_size:
             raise SepconvError(
@@ -97,6 +109,8 @@ class Trainer:
             padding=self.config.crop_padding,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
+            device=loader_device,
+            channels_last=self.config.channels_last,
         )
         if len(self.train_loader) == 0:
             raise SepconvError("the training set is empty")
@@ -105,11 +119,18 @@ class Trainer:
             # Every process evaluates a disjoint slice (no padding, unlike training shards), and
             # the sums are added up, so the metrics are exact for any number of processes.
             shard = test_data.subset(range(self.dist.rank, len(test_data), self.dist.world_size))
-            self.test_loader = BatchLoader(shard, batch_size=self.config.eval_batch_size, train=False)
+            self.test_loader = BatchLoader(
+                shard,
+                batch_size=self.config.eval_batch_size,
+                train=False,
+                device=loader_device,
+                channels_last=self.config.channels_last,
+            )
 
-        self.model = model
-        self.network = distributed.wrap(model, self.dist)
+        self.model = self._place(model)
+        self.network = distributed.wrap(model, self.dist, self.device)
         self.optimizer = make_optimizer(model, self.config)
+        self.scaler = grad_scaler(self.device, self.config.amp)
         self._remember_base_lr()
         self.schedule = schedule or self.config.make_schedule()
 
@@ -157,8 +178,16 @@ class Trainer:
         for p in self.optimizer.param_groups[0]["params"]:
             if p in old.state:
                 self.optimizer.state[p] = old.state[p]
-        self.model = model
-        self.network = distributed.wrap(model, self.dist)
+        self.model = self._place(model)
+        self.network = distributed.wrap(model, self.dist, self.device)
+
+    def _place(self, model: nn.Module) -> nn.Module:
+        """Move ``model`` (in place) to the training device, and to channels_last if asked."""
+        model.to(self.device)
+        if self.config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self._input_dtype = tensor_like(model)["dtype"]
+        return model
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -168,6 +197,16 @@ class Trainer:
             seed_everything(self.config.seed)
             self._rng_ready = True
         self.should_stop = False
+        benchmark_before = torch.backends.cudnn.benchmark
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = self.config.cudnn_benchmark
+        try:
+            self._fit_epochs()
+        finally:
+            torch.backends.cudnn.benchmark = benchmark_before
+        return self.history
+
+    def _fit_epochs(self) -> None:
         self.callbacks.on_train_begin(self)
         for epoch in range(self.start_epoch, self.config.epochs):
             self.epoch = epoch
@@ -191,7 +230,6 @@ class Trainer:
             if self.should_stop:
                 break
         self.callbacks.on_train_end(self)
-        return self.history
 
     def _train_one_epoch(self, epoch: int) -> dict[str, Any]:
         cfg = self.config
@@ -210,7 +248,8 @@ class Trainer:
             leave=False,
             disable=self.quiet or not self.is_main or not sys.stderr.isatty(),
         )
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum, seen = 0.0, 0
+        correct_sum = torch.zeros((), dtype=torch.long, device=self.device)  # no sync per step
         lr = self.optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
         for batch_index, (images, labels) in enumerate(self.train_loader):
@@ -218,9 +257,13 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * multiplier
             lr = self.optimizer.param_groups[0]["lr"]
+            # No copy on the CPU path or for batches already resident on the device.
+            images = images.to(self.device, self._input_dtype, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
 
-            outputs = self.network(images)
-            loss = F.cross_entropy(outputs, labels)
+            with autocast(self.device, cfg.amp):
+                outputs = self.network(images)
+                loss = F.cross_entropy(outputs, labels)
             loss = self.callbacks.on_loss(self, loss, outputs, labels)
             loss_value = float(loss.detach())
             if not self._all_finite(loss_value):
@@ -230,29 +273,39 @@ class Trainer:
                     f"step {batch_index + 1}; lower the learning rate"
                 )
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)  # callbacks and clipping see true gradients
+            else:
+                loss.backward()
             self.callbacks.on_step(self, batch_index, loss_value)
             if cfg.clip_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)
-            self.optimizer.step()
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)  # skipped when a gradient is inf/NaN
+                self.scaler.update()
+            else:
+                self.optimizer.step()
             self.global_step += 1
             self.callbacks.after_step(self, batch_index, loss_value)
 
             n = int(labels.numel())
             loss_sum += loss_value * n
-            correct += int((outputs.detach().argmax(1) == labels).sum())
+            correct_sum += (outputs.detach().argmax(1) == labels).sum()
             seen += n
             if not bar.disable:
                 elapsed = time.perf_counter() - start
                 bar.set_postfix(
                     loss=f"{loss_sum / seen:.4f}",
-                    acc=f"{100 * correct / seen:.2f}%",
+                    acc=f"{100 * int(correct_sum) / seen:.2f}%",
                     img_s=f"{seen * self.world_size / max(elapsed, 1e-9):.0f}",
                     refresh=False,
                 )
                 bar.update()
+        synchronize(self.device)  # the last step's kernels belong to this epoch's time
         seconds = time.perf_counter() - start
         bar.close()
+        correct = int(correct_sum)
         loss_sum, correct, seen = distributed.sum_across([loss_sum, correct, seen], self.dist)
         return {
             "epoch": epoch + 1,
@@ -275,7 +328,7 @@ class Trainer:
     def _evaluate_test(self) -> dict[str, Any]:
         if self.test_loader is None:
             return {"test_loss": None, "test_accuracy": None}
-        sums = evaluation_sums(self.model, self.test_loader)
+        sums = evaluation_sums(self.model, self.test_loader, amp=self.config.amp)
         metrics = metrics_from_sums(*distributed.sum_across(list(sums), self.dist))
         return {"test_loss": metrics["loss"], "test_accuracy": metrics["accuracy"]}
 
@@ -297,6 +350,7 @@ class Trainer:
         return {
             "model": arch.name if arch else type(self.model).__name__,
             "config": self.config.to_dict(),
+            "device": str(self.device),
             "schedule": self.schedule.config(),
             "best_test_accuracy": self.best_accuracy if self.best_accuracy >= 0 else None,
             "best_epoch": self.best_epoch or None,
@@ -334,6 +388,7 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "rng": capture_rng_state(),
             "callbacks": self.callbacks.state_dict(),
+            **({"grad_scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
         }
 
     def load_state_dict(self, payload: dict[str, Any], source: str = "checkpoint") -> None:
@@ -352,6 +407,8 @@ class Trainer:
         self.best_accuracy = float(payload["best_accuracy"])
         self.best_epoch = int(payload["best_epoch"])
         restore_rng_state(payload["rng"])
+        if self.scaler is not None and isinstance(payload.get("grad_scaler"), dict):
+            self.scaler.load_state_dict(payload["grad_scaler"])
         self.callbacks.load_state_dict(payload.get("callbacks", {}))
         self._rng_ready = True
 

@@ -10,11 +10,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checkpoint import load_model
+from ..checkpoint import is_checkpoint_path, load_model
 from ..data.dataset import BatchLoader, ImageDataset
 from ..data.registry import get_dataset
+from ..devices import autocast, model_device, resolve_device, tensor_like
 from ..errors import SepconvError
-from ..models.arch import get_arch
+from ..models.arch import get_arch, get_normalization
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -36,19 +37,31 @@ class _EvalMode:
 
 
 @torch.no_grad()
-def evaluation_sums(model: nn.Module, batches: Batches) -> tuple[float, int, int]:
+def evaluation_sums(model: nn.Module, batches: Batches, amp: str = "off") -> tuple[float, int, int]:
     """(sum of per-image losses, number correct, number of images), in eval mode.
 
-    Sums rather than means so that shards evaluated by several processes add up exactly.
+    Sums rather than means so that shards evaluated by several processes add up exactly. Each
+    batch is moved to the model's device and dtype (no copy when it is there already); the sums
+    stay on that device until the end, so a GPU is read once, not once per batch. ``amp``
+    evaluates under autocast (``bf16``/``fp16``), as training with that setting runs.
     """
-    loss_sum, correct, count = 0.0, 0, 0
+    like = tensor_like(model)
+    device = like["device"]
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    count = 0
     with _EvalMode(model):
         for images, labels in batches:
-            outputs = model(images)
-            loss_sum += float(F.cross_entropy(outputs, labels, reduction="sum"))
-            correct += int((outputs.argmax(1) == labels).sum())
+            images = images.to(non_blocking=True, **like)
+            labels = labels.to(device, non_blocking=True)
+            with autocast(device, amp):
+                outputs = model(images)
+                batch_loss = F.cross_entropy(outputs, labels, reduction="sum")
+            # float64 sums, batch by batch: the same additions as Python floats made before
+            loss_sum += batch_loss.double()
+            correct += (outputs.argmax(1) == labels).sum()
             count += int(labels.numel())
-    return loss_sum, correct, count
+    return float(loss_sum), int(correct), count
 
 
 def metrics_from_sums(loss_sum: float, correct: float, count: float) -> dict[str, float]:
@@ -71,7 +84,7 @@ def check_model_fits_data(model: nn.Module, dataset: ImageDataset, source: str =
     if not arch:  # a user model: find out by running it on one image
         try:
             with torch.no_grad(), _EvalMode(model):
-                out = model(dataset.normalize(dataset.images[:1]))
+                out = model(dataset.normalize(dataset.images[:1]).to(**tensor_like(model)))
         except RuntimeError as exc:
             raise SepconvError(
                 f"{source} cannot run on {dataset.name or 'the data set'}: {str(exc)[:160]}"
@@ -88,25 +101,38 @@ def evaluate(
     *,
     batch_size: int = 512,
     limit: int | None = None,
+    device: str | torch.device | None = None,
+    amp: str = "off",
 ) -> dict[str, Any]:
     """``{"accuracy", "loss", "num_images"}`` of ``model`` on ``data``.
 
     ``model`` is a module, a checkpoint path or a zoo name; ``data`` a data set spec (its test
-    split is used), an :class:`ImageDataset`, a :class:`BatchLoader` or any iterable of
+    split is used, normalised with the statistics the model records, if any), an
+    :class:`ImageDataset` (used as it is), a :class:`BatchLoader` or any iterable of
     (images, labels) batches. ``limit`` keeps a fixed random subset of that many images.
+    ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) moves the model there first (in place);
+    None evaluates where the model is. A data set is then batched on the model's device.
+    ``amp`` evaluates under autocast (``bf16``/``fp16``).
     """
     if isinstance(data, str):
-        data = get_dataset(data, train=False)
+        if not isinstance(model, nn.Module) and is_checkpoint_path(model):
+            model = load_model(model)
+        norm = get_normalization(model) if isinstance(model, nn.Module) else None
+        data = get_dataset(data, train=False, stats=(norm.mean, norm.std) if norm is not None else None)
     source = "the model" if isinstance(model, nn.Module) else str(model)
     if isinstance(data, ImageDataset):
         data = limit_dataset(data, limit)
         if not isinstance(model, nn.Module):
             model = load_model(model, num_classes=data.num_classes, in_channels=data.in_channels)
         check_model_fits_data(model, data, source)
-        data = BatchLoader(data, batch_size=batch_size, train=False)
     elif not isinstance(model, nn.Module):
         model = load_model(model)
-    return metrics_from_sums(*evaluation_sums(model, data))
+    if device is not None:
+        model.to(resolve_device(device))
+    if isinstance(data, ImageDataset):
+        where = model_device(model)
+        data = BatchLoader(data, batch_size=batch_size, train=False, device=None if where.type == "cpu" else where)
+    return metrics_from_sums(*evaluation_sums(model, data, amp))
 
 
 def limit_dataset(dataset: ImageDataset, limit: int | None) -> ImageDataset:

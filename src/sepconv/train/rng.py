@@ -16,7 +16,7 @@ from ..errors import CheckpointError
 
 
 def seed_everything(seed: int) -> None:
-    """Seed torch (CPU), Python's ``random`` and numpy's global generator."""
+    """Seed torch (CPU and every GPU), Python's ``random`` and numpy's global generator."""
     torch.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -34,6 +34,8 @@ def capture_rng_state() -> dict[str, Any]:
             "has_gauss": int(has_gauss),
             "cached_gaussian": float(cached),
         },
+        # The GPUs' generators only once CUDA is in use (reading them would start it).
+        **({"cuda": list(torch.cuda.get_rng_state_all())} if torch.cuda.is_initialized() else {}),
     }
 
 
@@ -45,6 +47,9 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         npy = state["numpy"]
         keys = npy["keys"].numpy().astype(np.uint32)
         np.random.set_state(("MT19937", keys, npy["pos"], npy["has_gauss"], npy["cached_gaussian"]))
+        cuda = state.get("cuda")
+        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(
             f"checkpoint has a malformed random-generator state ({type(exc).__name__})"

@@ -14,7 +14,9 @@ Notation of spec 05 (depth-wise decomposition) §1: a conv computes ``Y = W·X``
 Every fit is one closed-form reduced-rank regression ``min ‖T − P·Dᵀ·X'‖, rank ≤ r``
 (:func:`rank_r_fit`): the thin SVD of X'ᵀ comes from a streamed QR (:mod:`.sampling`), never from
 inverting ``X'X'ᵀ``, and directions with singular value below 1e-10 of the largest are dropped, so
-an all-zero channel or N < k² gives finite weights. Everything runs in float64 on the CPU.
+an all-zero channel or N < k² gives finite weights. The networks run, and the statistics are
+gathered (in float64), on the model's device; the fits run in float64 on the CPU, and the new
+layers get the model's device and dtype.
 
 With ``center=True`` (networks) the fit uses centred data and the PW bias restores the means:
 ``b + ȳ − A·x̄'`` (``A``: the effective dense weights of the approximation). When the conv's only

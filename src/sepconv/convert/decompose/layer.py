@@ -119,7 +119,7 @@ def _dense(weight: torch.Tensor, groups: int) -> torch.Tensor:
     k2 = weight.shape[2] * weight.shape[3]
     n_g = n // groups
     out = torch.zeros(n, groups * c_g * k2, dtype=F64)
-    w = weight.detach().to(F64).reshape(n, c_g * k2)
+    w = weight.detach().to(device="cpu", dtype=F64).reshape(n, c_g * k2)
     for g in range(groups):
         out[g * n_g : (g + 1) * n_g, g * c_g * k2 : (g + 1) * c_g * k2] = w[g * n_g : (g + 1) * n_g]
     return out
@@ -189,7 +189,7 @@ def _decompose_layer(
         pw = second
     else:
         c_g, n_g, d_g = c // groups, n // groups, (c // groups) * k2
-        w = conv.weight.detach().to(F64).reshape(n, c_g, k2)
+        w = conv.weight.detach().to(device="cpu", dtype=F64).reshape(n, c_g, k2)
         factors = stats.channel_factors(center)
         if order == "energy":  # ‖Y_i‖² = tr(W_i·X_i·X_iᵀ·W_iᵀ)
             s_xx = stats.moments(center)[0]
@@ -224,11 +224,11 @@ def _decompose_layer(
     _balance(modules[0], pw)
 
     # The bias that restores the means (and the original bias): b + ȳ − A·x̄'.
-    bias = conv.bias.detach().to(F64).clone() if conv.bias is not None else torch.zeros(n, dtype=F64)
+    bias = conv.bias.detach().to(device="cpu", dtype=F64) if conv.bias is not None else torch.zeros(n, dtype=F64)
     if center:
-        bias += w_dense @ stats.mean_x() - a_dense @ stats.mean_xp()
+        bias = bias + w_dense @ stats.mean_x() - a_dense @ stats.mean_xp()
     if conv.bias is not None or center:
-        pw.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=conv.weight.requires_grad)
+        pw.bias = nn.Parameter(bias.to(conv.weight), requires_grad=conv.weight.requires_grad)
 
     # Relative error over the samples, written as (W−A)·X + A·Δ to stay accurate when tiny.
     s_xx, s_xd, s_dd = stats.moments(center)

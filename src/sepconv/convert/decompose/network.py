@@ -14,13 +14,12 @@ import torch
 import torch.nn as nn
 
 from ...errors import SepconvError, did_you_mean
-from ...graph.queries import is_depthwise
+from ...graph.queries import graph_queries, is_depthwise
 from ...measure.profile import profile
 from ...models.arch import get_arch, record_transform, register_transform, set_arch
 from ...nn.modules import replace_submodule
 from ...options import Options, option
 from ...report.protocol import ReportMixin
-from ..fold import sole_consumers
 from .layer import (
     LayerDecomposition,
     _check_conv,
@@ -49,7 +48,7 @@ class DecomposeOptions(Options):
         None, "channel method: MAC reduction per layer (default: a separable layer's cost)", low=1, low_open=True
     )
     multiplier: int = option(1, "depth multiplier m of the dw methods", low=1, high=64)
-    images: int | None = option(300, "training images to sample responses from (None: all given)", low=1)
+    images: int | None = option(300, "training images to sample responses from (None: all given)", low=1, high=1 << 31)
     positions: int = option(10, "positions sampled per image", low=1, high=65536)
     seed: int = option(0, "seed of the sampled positions", low=0, high=2**63 - 1)
     batch_size: int = option(256, "images per forward pass while sampling", low=1, high=65536)
@@ -239,7 +238,8 @@ def decompose(
     original_arch = get_arch(model)
     original = copy.deepcopy(model) if inplace else model
     result = model if inplace else copy.deepcopy(model)
-    consumers = sole_consumers(result)
+    queries = graph_queries(result)
+    bn_after = {name: queries.following_batchnorm(name) for name in names}
     report = DecomposeReport(method=method, positions_per_image=positions_per_image)
     steps: list[dict[str, Any]] = []
 
@@ -252,7 +252,7 @@ def decompose(
                 conv, stats, name, method, widths[name], center, passes, order, identity_bn
             )
         pw = module[-1]
-        bn = _reader_after_identities(result, consumers, name)
+        bn = result.get_submodule(bn_after[name]) if bn_after[name] else None
         if (
             pw.bias is not None
             and isinstance(bn, nn.BatchNorm2d)
@@ -261,7 +261,7 @@ def decompose(
         ):
             # BN(x + b) = BN with running_mean − b: the bias lives in the BN, the layout stays bias-free.
             with torch.no_grad():
-                bn.running_mean.copy_((bn.running_mean.to(F64) - bias).to(bn.running_mean.dtype))
+                bn.running_mean.copy_(bn.running_mean.to(device="cpu", dtype=F64) - bias)
             pw.bias = None
         report.rows.append(row)
         steps.append(
@@ -295,32 +295,35 @@ def decompose(
     return result, report
 
 
-def _reader_after_identities(root: nn.Module, consumers: dict[str, str], name: str) -> nn.Module | None:
-    """The module that alone reads ``name``'s output, looking through ``nn.Identity`` placeholders
-    (what :func:`~sepconv.convert.fold.fold` leaves where a PW and BN were)."""
-    reader = consumers.get(name)
-    seen = {name}
-    while reader is not None and reader not in seen:
-        module = root.get_submodule(reader)
-        if not isinstance(module, nn.Identity):
-            return module
-        seen.add(reader)
-        reader = consumers.get(reader)
-    return None
-
-
 def _model_totals(
     report: DecomposeReport, before: nn.Module, after: nn.Module, sampler: ResponseSampler
 ) -> None:
     first = next(iter(sampler.source))
     size = tuple(int(s) for s in first.shape[1:])
     try:
-        # Float32 copies: the profiler feeds float32 inputs, and a float64 model is legitimate here.
-        p0, p1 = (profile(copy.deepcopy(m).float(), size) for m in (before, after))
+        p0, p1 = (profile(m, size) for m in (before, after))  # on the models' own device and dtype
     except SepconvError:
         return
     report.params_before, report.macs_before = p0.params, p0.macs
     report.params_after, report.macs_after = p1.params, p1.macs
+
+
+@dataclass
+class DecomposedLayer(Options):
+    """One decomposed conv, as the architecture description records it."""
+
+    name: str = option(help="the conv that was replaced")
+    kind: Literal["channel", "depthwise"] = option(help="the structure that replaced it")
+    width: int = option(help="the decomposition's rank or depth multiplier", low=1, high=1 << 16)
+    bias: bool = option(False, "whether the last factor has a bias")
+    identity_bn: bool = option(False, "an identity BatchNorm between the factors")
+
+
+@dataclass
+class DecomposeRecord(Options):
+    """The recorded kwargs of ``decompose``."""
+
+    layers: list[DecomposedLayer] = option(default_factory=list, help="the decomposed convs, in order")
 
 
 def _replay_decompose(model: nn.Module, layers: Sequence[dict[str, Any]] = ()) -> nn.Module:
@@ -336,4 +339,4 @@ def _replay_decompose(model: nn.Module, layers: Sequence[dict[str, Any]] = ()) -
     return model
 
 
-register_transform("decompose", _replay_decompose)
+register_transform("decompose", _replay_decompose, DecomposeRecord)

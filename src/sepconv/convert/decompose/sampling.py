@@ -89,11 +89,12 @@ def extract_patches(x: torch.Tensor, conv: nn.Conv2d, positions: torch.Tensor) -
     left, _, top, _ = pad = conv._reversed_padding_repeated_twice
     _, out_w = conv_geometry(conv, (x.shape[2], x.shape[3]))
     kh, kw = conv.kernel_size
+    positions = positions.to(x.device)
     oy, ox = positions // out_w, positions % out_w
-    rows = oy[..., None] * conv.stride[0] + torch.arange(kh) * conv.dilation[0]  # (B, p, kh), padded coords
-    cols = ox[..., None] * conv.stride[1] + torch.arange(kw) * conv.dilation[1]  # (B, p, kw)
+    rows = oy[..., None] * conv.stride[0] + torch.arange(kh, device=x.device) * conv.dilation[0]  # (B, p, kh)
+    cols = ox[..., None] * conv.stride[1] + torch.arange(kw, device=x.device) * conv.dilation[1]  # (B, p, kw)
     b, c, h, w = x.shape
-    bidx = torch.arange(b).view(b, 1, 1, 1)
+    bidx = torch.arange(b, device=x.device).view(b, 1, 1, 1)
     if conv.padding_mode == "zeros":
         # Index the unpadded input and zero what falls in the padding: padding the whole feature
         # map for a few positions would cost more than the rest of the sampling.
@@ -126,7 +127,8 @@ def draw_positions(generator: torch.Generator, batch: int, n_positions: int, per
 
 
 class _CoMoments:
-    """Streaming means and centred cross-moments of row vectors (Chan et al.'s pairwise update)."""
+    """Streaming means and centred cross-moments of row vectors (Chan et al.'s pairwise update),
+    kept on the device of the first rows (a GPU's float64 units do the products there)."""
 
     def __init__(self, d: int, with_delta: bool) -> None:
         self.n = 0
@@ -142,6 +144,10 @@ class _CoMoments:
         nb = x.shape[0]
         if nb == 0:
             return
+        if self.n == 0 and self.mean_x.device != x.device:
+            for key in ("mean_x", "m_xx", "mean_d", "m_xd", "m_dd"):
+                if hasattr(self, key):
+                    setattr(self, key, getattr(self, key).to(x.device))
         n1, n = self.n, self.n + nb
         mx = x.mean(0)
         cx = x - mx
@@ -209,7 +215,7 @@ class LayerStats:
         if x.shape[1] != self.d:
             raise ValueError(f"patch rows have {x.shape[1]} columns, expected {self.d}")
         self._mom.update(x, delta)
-        ones = torch.ones(x.shape[0], 1, dtype=F64)
+        ones = torch.ones(x.shape[0], 1, dtype=F64, device=x.device)
         if self.qr == "channel":
             per_channel = xp.view(-1, self.channels, self.k2).transpose(0, 1)  # (c, N_b, k2)
             rows = torch.cat([ones.expand(self.channels, -1, 1), per_channel], dim=2)
@@ -239,25 +245,26 @@ class LayerStats:
             stats.update(x[:, cols].T, None if xp is None else xp[:, cols].T)
         return stats
 
-    # The quantities the solvers use -------------------------------------------------------
+    # The quantities the solvers use (CPU float64 copies, wherever the statistics were gathered)
 
     def mean_x(self) -> torch.Tensor:
-        return self._mom.mean_x
+        return _host(self._mom.mean_x)
 
     def mean_xp(self) -> torch.Tensor:
-        return self._mom.mean_x if self.symmetric else self._mom.mean_x - self._mom.mean_d
+        return _host(self._mom.mean_x if self.symmetric else self._mom.mean_x - self._mom.mean_d)
 
     def moments(self, center: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(S_xx, S_xΔ, S_ΔΔ)``: second moments of X and Δ = X − X', centred or raw."""
         m = self._mom
         zero = torch.zeros(self.d, self.d, dtype=F64)
-        s_xx = m.m_xx.clone()
-        s_xd = m.m_xd.clone() if m.with_delta else zero
-        s_dd = m.m_dd.clone() if m.with_delta else zero.clone()
+        s_xx = _host(m.m_xx)
+        s_xd = _host(m.m_xd) if m.with_delta else zero
+        s_dd = _host(m.m_dd) if m.with_delta else zero.clone()
         if not center:
-            mean_d = m.mean_d if m.with_delta else torch.zeros(self.d, dtype=F64)
-            s_xx += m.n * torch.outer(m.mean_x, m.mean_x)
-            s_xd = s_xd + m.n * torch.outer(m.mean_x, mean_d)
+            mean_x = _host(m.mean_x)
+            mean_d = _host(m.mean_d) if m.with_delta else torch.zeros(self.d, dtype=F64)
+            s_xx += m.n * torch.outer(mean_x, mean_x)
+            s_xd = s_xd + m.n * torch.outer(mean_x, mean_d)
             s_dd += m.n * torch.outer(mean_d, mean_d)
         return s_xx, s_xd, s_dd
 
@@ -275,7 +282,7 @@ class LayerStats:
                 raise ValueError("these statistics were collected without per-channel QR")
             return torch.zeros(self.channels, 0, self.k2, dtype=F64)
         r = self._r_channel
-        return r[:, 1:, 1:] if center else r[:, :, 1:]
+        return _host(r[:, 1:, 1:] if center else r[:, :, 1:])
 
     def full_factor(self, center: bool) -> torch.Tensor:
         """(·, d): an F with FᵀF = X'·X'ᵀ (centred or raw) for the whole layer."""
@@ -283,7 +290,12 @@ class LayerStats:
             if self.qr != "full":
                 raise ValueError("these statistics were collected without the whole-layer QR")
             return torch.zeros(0, self.d, dtype=F64)
-        return self._r_full[1:, 1:] if center else self._r_full[:, 1:]
+        return _host(self._r_full[1:, 1:] if center else self._r_full[:, 1:])
+
+
+def _host(t: torch.Tensor) -> torch.Tensor:
+    """A CPU copy (always a copy: callers may change it in place)."""
+    return t.to("cpu", copy=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,6 +383,7 @@ class ResponseSampler:
         self.used_strategy = ""
         self.images = 0  # images seen by the last collect()
         self._dtype = torch.get_default_dtype()
+        self._device = torch.device("cpu")
 
     def collect(
         self,
@@ -388,6 +401,7 @@ class ResponseSampler:
         """
         param = next((p for p in original.parameters() if p.is_floating_point()), None)
         self._dtype = param.dtype if param is not None else torch.get_default_dtype()
+        self._device = param.device if param is not None else torch.device("cpu")
         modes = [(m, m.training) for m in (original, approx) if m is not None]
         for m, _ in modes:
             m.eval()
@@ -406,9 +420,9 @@ class ResponseSampler:
     # ---- shared helpers ----
 
     def _batches(self) -> Iterator[torch.Tensor]:
-        # In the model's dtype: images usually come as float32, a float64 model needs float64.
+        # On the model's device in its dtype: images usually come as CPU float32.
         for batch in self.source:
-            yield batch.to(self._dtype)
+            yield batch.to(device=self._device, dtype=self._dtype)
 
     def _new_stats(self, original: nn.Module, name: str, qr: str, symmetric: bool) -> LayerStats:
         conv = original.get_submodule(name)

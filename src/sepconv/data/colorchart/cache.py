@@ -25,8 +25,10 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from ...errors import SepconvError, did_you_mean
+from ...io import owner_tag, writer_is_dead
+from ...resources import available_cpus
 from ..cifar import CIFAR10, load_cifar_batches
-from ..dataset import ImageDataset
+from ..dataset import ImageDataset, Stats
 from .generate import META_FILE, ChartSpec, generate_colorchart
 from .glyphs import CLASS_PRESETS
 from .plate import AXIS_CHOICES, DIFFICULTIES
@@ -102,10 +104,10 @@ def cached_colorchart(spec: ChartSpec, workers: int | None = None, quiet: bool =
     try:
         root.mkdir(parents=True, exist_ok=True)
         _remove_stale_temporaries(root, spec.key())
-        tmp = Path(tempfile.mkdtemp(prefix=f".colorchart-{spec.key()}.", dir=root))
+        tmp = Path(tempfile.mkdtemp(prefix=f".colorchart-{spec.key()}.{owner_tag()}.", dir=root))
     except OSError as exc:
         raise SepconvError(f"cannot write the colorchart cache in {root}: {exc.strerror or exc}") from None
-    workers = workers or min(8, os.cpu_count() or 1)
+    workers = workers or min(8, available_cpus())
     if not quiet:
         print(
             f"sepconv: generating colorchart ({spec.n} plates, {workers} workers) into {final}; later runs reuse it",
@@ -127,18 +129,20 @@ def cached_colorchart(spec: ChartSpec, workers: int | None = None, quiet: bool =
 
 
 def _remove_stale_temporaries(root: Path, key: str) -> None:
-    # Leftovers of interrupted runs; recent ones may belong to a run still in progress.
+    # Leftovers of interrupted runs: at once when their writer is a dead process of this machine;
+    # others (another machine's, an old naming) may belong to a run still in progress, so by age.
     now = time.time()
     for leftover in root.glob(f".colorchart-{key}.*"):
         with contextlib.suppress(OSError):
-            if now - leftover.stat().st_mtime > STALE_TEMP_SECONDS:
+            dead = writer_is_dead(leftover.name)
+            if dead or (dead is None and now - leftover.stat().st_mtime > STALE_TEMP_SECONDS):
                 shutil.rmtree(leftover, ignore_errors=True)
 
 
-def load_colorchart(arg: str | None, train: bool) -> ImageDataset:
+def load_colorchart(arg: str | None, train: bool, stats: Stats | None = None) -> ImageDataset:
     """Registry loader for ``colorchart[:OPTIONS]`` (see the module docstring)."""
     spec = parse_options(arg)
     # No flips: mirroring a glyph makes another (or no) class.
-    dataset = load_cifar_batches(cached_colorchart(spec), train, CIFAR10, flip=False)
+    dataset = load_cifar_batches(cached_colorchart(spec), train, CIFAR10, flip=False, stats=stats)
     dataset.extra["colorchart"] = spec
     return dataset

@@ -34,7 +34,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ...errors import SepconvError, did_you_mean
-from ...io import atomic_write_bytes
+from ...io import atomic_write_bytes, clean_stale_temporaries
+from ...resources import check_cpus, check_memory
 from ..cifar import read_pickle  # the safe unpickler: a folder's meta must not run code
 from .colour import AXES
 from .glyphs import CLASS_PRESETS, GLYPHS
@@ -46,6 +47,9 @@ TRAIN_BATCHES = 7
 TEST_BATCHES = 3
 MIN_IMAGE_SIZE = 8
 MAX_IMAGE_SIZE = 128  # plates are rendered at size × render_scale; beyond this it is only slow
+MAX_PLATES = 10_000_000  # 30 GB of 32×32 plates; the memory check below usually says no earlier
+MAX_POOL = 100_000
+MAX_SEED = 2**63 - 1
 PREVIEW_COLUMNS = 8
 META_FILE = "batches.meta"
 PREVIEW_FILE = "preview.png"
@@ -103,6 +107,18 @@ class ChartSpec:
         """Raise a one-line :class:`SepconvError` for any impossible argument; returns self."""
         k = len(self.class_names)
         batches = TRAIN_BATCHES + TEST_BATCHES
+        integers = {
+            "--n": self.n,
+            "--size": self.image_size,
+            "--seed": self.seed,
+            "--render-scale": self.render_scale,
+            "--pool": self.layout_pool_size,
+        }
+        for flag, value in integers.items():
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise SepconvError(f"{flag} must be an integer, got {value!r}")
+        if self.n > MAX_PLATES:
+            raise SepconvError(f"--n {self.n:,} is more than {MAX_PLATES:,} plates")
         if self.n < batches * k or self.n % (batches * k):
             raise SepconvError(
                 f"--n {self.n} must be a positive multiple of {batches * k}: {batches} batches"
@@ -124,10 +140,10 @@ class ChartSpec:
             )
         if not 1 <= self.render_scale <= 16:
             raise SepconvError(f"--render-scale {self.render_scale} must lie in 1..16")
-        if self.layout_pool_size < 0:
-            raise SepconvError(f"--pool {self.layout_pool_size} must be 0 (pack every plate) or more")
-        if self.seed < 0:
-            raise SepconvError(f"--seed {self.seed} must be a non-negative integer")
+        if not 0 <= self.layout_pool_size <= MAX_POOL:
+            raise SepconvError(f"--pool {self.layout_pool_size} must lie in 0 (pack every plate)..{MAX_POOL}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise SepconvError(f"--seed {self.seed} must lie in 0..2**63-1")
         return self
 
     def style(self) -> PlateStyle:
@@ -251,6 +267,8 @@ def _pickle_bytes(obj: object) -> Callable[[io.BufferedWriter], None]:
 
 def _check_writable(root: Path) -> None:
     """Fail in one line *before* minutes of work when ``root`` cannot take the files."""
+    if not str(root).strip() or str(root) == ".":
+        raise SepconvError("--out must name the folder to write (got an empty path)")
     if root.exists() and not root.is_dir():
         raise SepconvError(f"--out {root} exists and is not a folder")
     try:
@@ -318,12 +336,17 @@ def generate_colorchart(
     ``batches.meta`` and ``preview.png``. Skips the work when ``root`` already holds this exact
     data set (same arguments and generator version) unless ``force``."""
     spec = (spec or ChartSpec()).validate()
-    if workers < 1:
-        raise SepconvError(f"--workers {workers} must be at least 1")
+    check_cpus(workers, "--workers")
+    # The plates (uint8), and the training part once more in float64 for the statistics.
+    size = spec.image_size
+    check_memory(spec.n * size * size * 3 * (1 + 8), f"generating {spec.n:,} plates of {size}x{size}")
+    if not str(root).strip():
+        raise SepconvError("--out must name the folder to write (got an empty path)")
     root = Path(root).expanduser()
     plan = batch_plan(spec)
     names = [name for name, _ in plan] + [META_FILE, PREVIEW_FILE]
     _check_writable(root)
+    clean_stale_temporaries(root)  # batches a killed run was writing
     start = time.perf_counter()
     if not force and (meta := _existing_matches(root, spec, names)) is not None:
         return GenerationReport(
