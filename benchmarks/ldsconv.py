@@ -13,7 +13,7 @@ Parts (``--parts``, all by default):
   with the first model and seed 0, the ablations: S in {2, 4, 6} (8 is ``lds``),
   k' in {1, 3, 4} (2 is ``lds``), the balance loss on, and one-stage training (no stage 2: pruning
   spread over all epochs, converted after the last, cosine schedule).
-* ``latency``: ONNX Runtime, 2 threads, models interleaved call by call (untrained weights, BN
+* ``latency``: ONNX Runtime (``--latency-threads``, default 1), models interleaved call by call (untrained weights, BN
   folded): Lds vs baseline, Lds vs the equal-MAC separable model, and Lds vs the same model with
   every gather written as a 1×1 0/1 conv (the option-A shortcut's rewrite); plus the node counts
   of ONNX Runtime's optimised graph (layout reorders around each Gather).
@@ -92,7 +92,7 @@ LABELS = {
     "lds-k3": "Lds k'=3",
     "lds-k4": "Lds k'=4",
     "lds-balance": "Lds + balance loss",
-    "lds-onestage": "Lds one-stage",
+    "lds-onestage": "Lds one-stage (last prune at the last step, no fine-tuning)",
 }
 # Paper (CIFAR-100, DenseNet-BC-100): accuracy %, GFLOPs, params M.
 PAPER = {
@@ -291,7 +291,7 @@ def ort_node_counts(model: nn.Module, path: Path) -> dict[str, int]:
     return dict(sorted(ops.items()))
 
 
-def latency(models: list[str], max_seconds: float) -> dict[str, Any]:
+def latency(models: list[str], max_seconds: float, threads: int) -> dict[str, Any]:
     import tempfile
 
     out: dict[str, Any] = {}
@@ -303,7 +303,7 @@ def latency(models: list[str], max_seconds: float) -> dict[str, Any]:
         pairs = {"baseline": base, "separable m=2": sep.eval(), "gathers as 1x1 convs": gathers_as_convs(lds)}
         rows = {}
         for label, other in pairs.items():
-            report = benchmark(lds, vs=other, batches=(1, 64), runtimes=("onnxruntime",), threads=2, repeats=400,
+            report = benchmark(lds, vs=other, batches=(1, 64), runtimes=("onnxruntime",), threads=threads, repeats=400,
                                warmup=20, labels=("lds", label), max_seconds=max_seconds)  # fmt: skip
             rows[label] = {
                 "speedup": {s.key: {"median": s.median, "q1": s.q1, "q3": s.q3} for s in report.speedups},
@@ -454,8 +454,10 @@ def markdown(doc: dict[str, Any]) -> str:
     if "latency" in doc:
         lines += ["## ONNX Runtime latency", "",
                   "Speed-up of the converted Lds model over each other model (median of per-pair time ratios, "
-                  "interleaved, inter-quartile range in brackets; 2 threads, untrained weights, BN folded, 3×32×32).", "",
+                  f"interleaved, inter-quartile range in brackets; {doc.get('latency_threads', 2)} ORT thread(s), untrained "
+                  "weights, BN folded, 3×32×32).", "",
                   "| model | vs | MACs (lds / other) | ORT@1 | ORT@64 |", "|---|---|---|---:|---:|"]  # fmt: skip
+        node_lines = []
         for name, entry in doc["latency"].items():
             for label, row in entry["pairs"].items():
                 macs = list(row["macs"].values())
@@ -467,8 +469,9 @@ def markdown(doc: dict[str, Any]) -> str:
                     f"| `{name}` | {label} | {macs[0] / 1e6:.1f} M / {macs[1] / 1e6:.1f} M | {cells[0]} | {cells[1]} |"
                 )
             nodes = entry["ort_nodes"]
-            lines += ["", f"`{name}`, ONNX Runtime's optimised graph: Lds {nodes['lds']}; gathers as 1×1 convs "
-                      f"{nodes['gathers as 1x1 convs']}.", ""]  # fmt: skip
+            node_lines += [f"`{name}`, ONNX Runtime's optimised graph: Lds {nodes['lds']}; gathers as 1×1 convs "
+                           f"{nodes['gathers as 1x1 convs']}.", ""]  # fmt: skip
+        lines += ["", *node_lines]
     if doc.get("notes"):
         lines += ["## Notes", "", *[f"* {n}" for n in doc["notes"]], ""]
     return "\n".join(lines)
@@ -483,14 +486,18 @@ def ablation_plot(doc: dict[str, Any], path: Path, key: tuple[str, str]) -> None
     rows = doc.get("train", {}).get(key[0], {}).get(key[1], {}).get("rows", {})
     if "lds" not in rows:
         return
+    # Every point at the ablations' seed: a mean over seeds beside single-seed points would mislead.
+    seed = next((next(iter(rows[v]["seeds"])) for v in ABLATIONS if v in rows), next(iter(rows["lds"]["seeds"])))
+
+    def accuracy(variant: str) -> float:
+        return 100 * rows[variant]["seeds"][seed]["accuracy"]
+
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     series = [("stage factor S", {2: "lds-s2", 4: "lds-s4", 6: "lds-s6", 8: "lds"}, PAPER["stage_factor"]),
               ("pruning factor k'", {1: "lds-k1", 2: "lds", 3: "lds-k3", 4: "lds-k4"}, PAPER["pruning_factor"])]  # fmt: skip
     for ax, (title, variants, paper) in zip(axes, series):
         xs = [x for x, v in variants.items() if v in rows]
-        ax.plot(
-            xs, [100 * rows[variants[x]]["accuracy"] for x in xs], "o-", label=f"ours ({key[1]}, {key[0]})"
-        )
+        ax.plot(xs, [accuracy(variants[x]) for x in xs], "o-", label=f"ours ({key[1]}, {key[0]}, seed {seed})")
         ax2 = ax.twinx()
         ax2.plot(list(paper), list(paper.values()), "s--", color="gray", label="paper (CIFAR-100, DenseNet)")
         ax.set(xlabel=title, ylabel="accuracy % (ours)", title=f"Effect of the {title}")
@@ -498,12 +505,12 @@ def ablation_plot(doc: dict[str, Any], path: Path, key: tuple[str, str]) -> None
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
         ax2.legend(fontsize=7, loc="lower right")
-    names = [v for v in ("baseline", "separable", "lds", "lds-balance", "lds-onestage") if v in rows]
-    axes[2].bar(range(len(names)), [100 * rows[n]["accuracy"] for n in names], color="#1f77b4")
+    names = [v for v in ("baseline", "separable", "lds", "lds-balance", "lds-onestage") if v in rows and seed in rows[v]["seeds"]]
+    axes[2].bar(range(len(names)), [accuracy(n) for n in names], color="#1f77b4")
     axes[2].set_xticks(range(len(names)), [LABELS[n] for n in names], rotation=25, ha="right", fontsize=7)
-    low = min(100 * rows[n]["accuracy"] for n in names)
+    low = min(accuracy(n) for n in names)
     axes[2].set_ylim(max(0, low - 5), 100)
-    axes[2].set(ylabel="accuracy %", title="Balance loss, one- vs two-stage")
+    axes[2].set(ylabel=f"accuracy % (seed {seed})", title="Balance loss, one- vs two-stage")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -561,7 +568,9 @@ def main() -> None:
         "--ablations-on", default="fashion-mnist", help="the data set of the ablations ('' = none)"
     )
     p.add_argument("--parts", default="counts,train,latency,gradcam")
+    p.add_argument("--variants", default=",".join(MAIN), help="the main variants trained on every seed")
     p.add_argument("--latency-seconds", type=float, default=20.0, help="timed seconds per (pair, batch)")
+    p.add_argument("--latency-threads", type=int, default=1, help="ONNX Runtime threads (one shared pool)")
     p.add_argument(
         "--suffix", default="", help="result file suffix (other budgets never overwrite the CPU one)"
     )
@@ -571,6 +580,9 @@ def main() -> None:
     models = [m for m in args.models.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",")]
     parts = set(args.parts.split(","))
+    variants = [v for v in args.variants.split(",") if v]
+    if not variants or set(variants) - set(MAIN):
+        raise SystemExit(f"--variants: choose from {', '.join(MAIN)}")
     epochs = parse_per_data(args.epochs, datas, int)
     train_limit = parse_per_data(args.train_limit, datas, int)
     test_limit = parse_per_data(args.test_limit, datas, int)
@@ -593,7 +605,7 @@ def main() -> None:
         doc["counts"] = counts(["resnet20", "densenet_bc_100"], [(3, 32, 32), (1, 28, 28)])
         print("counts done", flush=True)
     if "train" in parts:
-        jobs = [(b, m, v, s) for b in budgets for m in models for s in seeds for v in MAIN]
+        jobs = [(b, m, v, s) for b in budgets for m in models for s in seeds for v in variants]
         jobs += [(b, m, v, seeds[0]) for b in budgets for m in models if (b.data, m) == ablation_key
                  for v in ABLATIONS]  # fmt: skip
         jobs = [j for j in jobs if finished(run_dir(*j)) is None]
@@ -609,13 +621,15 @@ def main() -> None:
                 run_one(*j)
         doc["train"] = assemble(budgets, models, seeds, ablation_key)
     if "latency" in parts:
-        doc["latency"] = latency(["resnet20", "densenet_bc_100"], args.latency_seconds)
+        doc["latency_threads"] = args.latency_threads
+        doc["latency"] = latency(["resnet20", "densenet_bc_100"], args.latency_seconds, args.latency_threads)
     if "gradcam" in parts:
         colour = [b for b in budgets if b.data.startswith("colorchart")]
         if colour:
             pages = gradcam_study(colour[0], models[0], seeds[0], RESULTS / f"ldsconv{args.suffix}_study")
             doc["gradcam_study"] = [str(p.relative_to(ROOT)) for p in pages]
-    doc["seconds"] = time.perf_counter() - started
+    doc["seconds"] = time.perf_counter() - started  # of this invocation (parts: doc["parts_run"])
+    doc["parts_run"] = sorted(parts)
     atomic_write_text(out_json, json.dumps(doc, indent=2))
     atomic_write_bytes(RESULTS / f"ldsconv{args.suffix}.md", lambda f: f.write(markdown(doc).encode()))
     ablation_plot(doc, RESULTS / f"ldsconv{args.suffix}_ablations.png", ablation_key)
