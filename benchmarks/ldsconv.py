@@ -532,7 +532,8 @@ def gradcam_study(budget: Budget, model: str, seed: int, out: Path) -> list[Path
     study = {"title": f"{model} on {budget.data}: baseline, Lds and separable (seed {seed})", "baseline": "baseline",
              "models": entries}  # fmt: skip
     atomic_write_text(folder / "study.json", json.dumps(study, indent=2))
-    return write_reports([folder], out, gradcam={"data": budget.data, "images": 8})
+    # Relative to the working directory: the page names its folder, and no machine's path belongs in it.
+    return write_reports([os.path.relpath(folder)], out, gradcam={"data": budget.data, "images": 8})
 
 
 # --------------------------------------------------------------------------- main
