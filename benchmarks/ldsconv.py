@@ -30,10 +30,12 @@ The committed CPU budget (shared 2-core machine, one thread)::
 
     nice -n 10 python benchmarks/ldsconv.py
 
-A GPU run of the same script (after the ``device`` training setting has landed)::
+A GPU run of the same script (ResNet-20, whole training splits; not yet run on a GPU: an estimated
+6-10 minutes on one large GPU, 26 runs of ~7,000 steps at most, six processes sharing it)::
 
-    python benchmarks/ldsconv.py --device cuda --jobs 8 --models resnet20,densenet_bc_100 \\
-        --epochs colorchart=30,fashion-mnist=15 --train-limit 0 --test-limit 0 --suffix _gpu
+    python benchmarks/ldsconv.py --device cuda --jobs 6 --models resnet20 \\
+        --epochs colorchart=30,fashion-mnist=15 --train-limit 0 --test-limit 0 --batch-size 128 --lr 0.1 \\
+        --parts counts,train,gradcam --suffix _gpu --results "$OUT"
 """
 
 from __future__ import annotations
@@ -571,6 +573,7 @@ def main() -> None:
     p.add_argument("--parts", default="counts,train,latency,gradcam")
     p.add_argument("--variants", default=",".join(MAIN), help="the main variants trained on every seed")
     p.add_argument("--latency-seconds", type=float, default=20.0, help="timed seconds per (pair, batch)")
+    p.add_argument("--results", default=str(RESULTS), help="folder of the result files (default benchmarks/results)")
     p.add_argument("--latency-threads", type=int, default=1, help="ONNX Runtime threads (one shared pool)")
     p.add_argument(
         "--suffix", default="", help="result file suffix (other budgets never overwrite the CPU one)"
@@ -590,7 +593,9 @@ def main() -> None:
     budgets = [Budget(d, epochs[d], train_limit.get(d, 0), test_limit.get(d, 0), args.batch_size, args.lr,
                       warmup=args.warmup, device=args.device) for d in datas]  # fmt: skip
     ablation_key = (args.ablations_on, models[0])
-    out_json = RESULTS / f"ldsconv{args.suffix}.json"
+    results = Path(args.results).resolve()
+    results.mkdir(parents=True, exist_ok=True)
+    out_json = results / f"ldsconv{args.suffix}.json"
     doc: dict[str, Any] = json.loads(out_json.read_text()) if out_json.is_file() else {}
     doc["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                       "load_average_at_start": os.getloadavg()[0]}  # fmt: skip
@@ -627,14 +632,14 @@ def main() -> None:
     if "gradcam" in parts:
         colour = [b for b in budgets if b.data.startswith("colorchart")]
         if colour:
-            pages = gradcam_study(colour[0], models[0], seeds[0], RESULTS / f"ldsconv{args.suffix}_study")
-            doc["gradcam_study"] = [str(p.relative_to(ROOT)) for p in pages]
+            pages = gradcam_study(colour[0], models[0], seeds[0], results / f"ldsconv{args.suffix}_study")
+            doc["gradcam_study"] = [os.path.relpath(p, results) for p in pages]
     doc["seconds"] = time.perf_counter() - started  # of this invocation (parts: doc["parts_run"])
     doc["parts_run"] = sorted(parts)
     atomic_write_text(out_json, json.dumps(doc, indent=2))
-    atomic_write_bytes(RESULTS / f"ldsconv{args.suffix}.md", lambda f: f.write(markdown(doc).encode()))
-    ablation_plot(doc, RESULTS / f"ldsconv{args.suffix}_ablations.png", ablation_key)
-    print(f"wrote {out_json.relative_to(ROOT)} ({doc['seconds'] / 60:.1f} min)")
+    atomic_write_bytes(results / f"ldsconv{args.suffix}.md", lambda f: f.write(markdown(doc).encode()))
+    ablation_plot(doc, results / f"ldsconv{args.suffix}_ablations.png", ablation_key)
+    print(f"wrote {out_json} ({doc['seconds'] / 60:.1f} min)")
 
 
 if __name__ == "__main__":
