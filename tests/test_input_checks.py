@@ -23,6 +23,7 @@ from sepconv.data.colorchart import cache
 from sepconv.errors import CheckpointError, SepconvError
 from sepconv.io import (
     atomic_write_bytes,
+    check_writable_dir,
     check_writable_file,
     clean_stale_temporaries,
     owner_tag,
@@ -176,6 +177,26 @@ def test_output_paths_are_checked_before_work(tmp_path: Path, capfd) -> None:
         atomic_write_bytes(blocker / "sub" / "m.onnx", lambda f: f.write(b""))
     assert main(["export", "resnet20", "--out", str(blocker / "m.onnx")]) == 2
     assert "not a directory" in capfd.readouterr().err
+
+
+def test_a_refused_run_leaves_no_output_folder(tmp_path: Path, capfd) -> None:
+    """Output folders are proven writable up front but made only once work starts."""
+    text = tmp_path / "t.pt"
+    text.write_text("hello\n")
+    recipe = tmp_path / "huge.yaml"
+    recipe.write_text("model: resnet20\nmodel_config: {base_width: 100000}\n")
+    runs = {
+        "decompose": ["decompose", str(text), "--data", "colorchart", "--out"],
+        "resume": ["train", "--model", "resnet20", "--data", "colorchart", "--resume", str(text), "--out"],
+        "compress": ["compress", "--recipe", str(recipe), "--data", "colorchart", "--out"],
+    }
+    for name, argv in runs.items():
+        out = tmp_path / name / "deeper"
+        assert main([*argv, str(out)]) == 2, name
+        assert not (tmp_path / name).exists(), name
+        assert capfd.readouterr().err.startswith("sepconv: error:")
+    with pytest.raises(SepconvError, match="is a file, not a directory"):
+        check_writable_dir(text / "out")
 
 
 def test_nothing_matched_is_an_error(capfd) -> None:

@@ -108,6 +108,23 @@ def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def check_writable_dir(path: str | os.PathLike[str]) -> Path:
+    """Prove, before any work and without creating anything, that the folder ``path`` can be made
+    and written: a refused run leaves no empty output folder behind. The folder itself is created
+    by :func:`ensure_writable_dir` (or an atomic write) when the first file is written."""
+    if not str(path).strip():
+        raise SepconvError("an output folder must be named (got an empty path)")
+    path = Path(path)
+    if path.is_dir():
+        return ensure_writable_dir(path)  # exists: the write test creates nothing that stays
+    existing = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), Path("."))
+    if not existing.is_dir():
+        raise SepconvError(f"cannot write to {path}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SepconvError(f"cannot write to {path}: permission denied in {existing}")
+    return path
+
+
 def check_writable_file(path: str | os.PathLike[str]) -> Path:
     """Refuse, before any work, an output file path that cannot be written: empty, a folder, or
     under a regular file (its folder is created later, by the atomic write)."""

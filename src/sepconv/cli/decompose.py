@@ -19,7 +19,7 @@ from ..convert.decompose import DecomposeOptions
 from ..data.registry import check_spec, get_dataset
 from ..devices import resolve_device
 from ..errors import SepconvError
-from ..io import atomic_write_text, clean_stale_temporaries, ensure_writable_dir
+from ..io import atomic_write_text, check_writable_dir, clean_stale_temporaries, ensure_writable_dir
 from ..methods.base import StepContext
 from ..methods.decompose import Decompose
 from ..models.arch import get_normalization, set_normalization
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         finetune = finetune.replace(device=args.device)
     set_torch_threads(args.threads)
     check_spec(args.data)
-    out = ensure_writable_dir(args.out)
+    out = check_writable_dir(args.out)  # created once the checkpoint and data have loaded
     clean_stale_temporaries(out)
     # A checkpoint is read (and a bad one refused) before the data set, which may take minutes.
     model = load_model(args.checkpoint) if is_checkpoint_path(args.checkpoint) else None
@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         stats = (tuple(data.mean), tuple(data.std))
         set_normalization(model, Normalization(*stats))
     model.to(device)
+    ensure_writable_dir(out)
 
     ctx = StepContext(
         out,

@@ -9,7 +9,7 @@ import argparse
 import os
 
 from ..data.registry import check_spec
-from ..io import ensure_writable_dir
+from ..io import check_writable_dir
 from ..measure.profile import profile
 from ..resources import MAX_IMAGES, check_count
 from ..threads import set_torch_threads
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     check_spec(args.data)
     is_main = int(os.environ.get("RANK", "0")) == 0
     if is_main:
-        ensure_writable_dir(args.out)
+        check_writable_dir(args.out)
     trainer = train(
         args.model,
         args.data,

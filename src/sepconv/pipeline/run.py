@@ -28,7 +28,7 @@ from ..data.dataset import ImageDataset, Stats, with_stats
 from ..data.registry import check_spec, get_dataset
 from ..devices import local_rank, resolve_device
 from ..errors import CheckpointError
-from ..io import atomic_write_text, clean_stale_temporaries, ensure_writable_dir
+from ..io import atomic_write_text, check_writable_dir, clean_stale_temporaries, ensure_writable_dir
 from ..measure.profile import profile
 from ..methods.base import Method, StepContext, get_method
 from ..models.arch import get_normalization, set_normalization
@@ -58,7 +58,8 @@ def run_recipe(
     """
     if data is None or test_data is None:
         check_spec(recipe.data)  # before any folder is made
-    out = ensure_writable_dir(out)
+    out = check_writable_dir(out)  # created once the starting model is built: a refused
+    # recipe (a model too big, bad data) leaves no empty folder
     for folder in (out, *(out / _train_dir(k) for k in range(len(recipe.train_steps())))):
         clean_stale_temporaries(folder)
     train_dirs = [out / _train_dir(k) for k in range(len(recipe.train_steps()))]
@@ -77,6 +78,7 @@ def run_recipe(
     if not resume:
         seed_everything(recipe.seed)
     model = _starting_model(recipe, ctx, stats)
+    ensure_writable_dir(out)
     first_train = recipe.train_steps()[:1]
     if first_train:
         model.to(resolve_device(first_train[0].options.device, local_rank()))  # type: ignore[attr-defined]

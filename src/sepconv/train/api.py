@@ -18,7 +18,7 @@ from ..checkpoint import load_checkpoint, load_model, save_model
 from ..data.dataset import ImageDataset, with_stats
 from ..data.registry import get_dataset
 from ..errors import CheckpointError, SepconvError
-from ..io import clean_stale_temporaries, ensure_writable_dir
+from ..io import check_writable_dir, clean_stale_temporaries
 from ..models.arch import Architecture, get_arch, get_normalization, set_normalization
 from ..models.registry import build_from_arch
 from ..normalization import Normalization
@@ -63,7 +63,7 @@ def train(
     ctx, created_group = distributed.setup(config.device)
     try:
         if out is not None and ctx.is_main:
-            ensure_writable_dir(out)  # before any slow loading
+            check_writable_dir(out)  # before any slow loading; the trainer creates it
             clean_stale_temporaries(out)  # e.g. a best.pt a killed run was writing
         resume_path = _resume_path(resume, out)
         payload = load_checkpoint(resume_path) if resume_path is not None else None
