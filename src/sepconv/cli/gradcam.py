@@ -7,7 +7,7 @@ import argparse
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..data.registry import check_spec, get_dataset
 from ..errors import SepconvError
-from ..io import ensure_writable_dir
+from ..io import check_writable_dir
 from ..models.arch import get_normalization
 from ..report.gradcam import MAX_GRADCAM_IMAGES, write_gradcam
 from ..resources import MAX_IMAGES, check_count
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.layer is not None and not args.layer.strip():
         raise SepconvError("--layer is empty; give a module's name")
     check_spec(args.data)
-    ensure_writable_dir(args.out)
+    check_writable_dir(args.out)  # made by write_gradcam once the maps exist
     model = model_from_checkpoint(load_checkpoint(args.checkpoint), args.checkpoint)
     norm = get_normalization(model)  # the statistics it was trained with, not the data set's own
     dataset = get_dataset(args.data, train=False, stats=(norm.mean, norm.std) if norm is not None else None)
