@@ -122,11 +122,10 @@ def to_grayscale(dataset):  # -> ImageDataset
 
 
 def train(args: argparse.Namespace) -> None:
-    from sepconv.recipe import load_recipe
-
     import sepconv
     from sepconv.data import get_dataset
     from sepconv.data.colorchart import ChartSpec, generate_colorchart
+    from sepconv.pipeline.recipe import load_recipe
     from sepconv.train.engine import TrainConfig
 
     torch.set_num_threads(args.threads)
@@ -136,7 +135,7 @@ def train(args: argparse.Namespace) -> None:
     colour_train, colour_test = get_dataset(spec, train=True), get_dataset(spec, train=False)
     assert not colour_train.flip and colour_train.pad_fill is not None  # the generator's meta says so
     # The demo's budget: the baseline recipe's schedule (batch 32, lr 0.05 cosine, Nesterov, crop 4).
-    budget = load_recipe("resnet20-baseline").train
+    budget = load_recipe("resnet20-baseline").train_config.to_dict()
     config = TrainConfig.from_dict({**budget, "epochs": args.epochs, "seed": args.seed})
     variants = {
         "colour": (colour_train, colour_test),
@@ -187,54 +186,31 @@ def train(args: argparse.Namespace) -> None:
         )
 
 
-def _deviation_maps(images: np.ndarray, gray: bool) -> np.ndarray:
-    """Per image, how far each pixel is from the plate's median colour: the a*b* distance (hue and
-    saturation only) or, for ``gray``, the L* distance of the luminance image. Zero outside the
-    plate, each map scaled to unit standard deviation; flattened to (N, H·W)."""
-    from sepconv.data.colorchart.colour import LUMINANCE, linear_to_lab, srgb_decode
-
-    n, h, w, _ = images.shape
-    yy, xx = np.mgrid[:h, :w]
-    disc = np.hypot(yy - (h - 1) / 2, xx - (w - 1) / 2) < 0.42 * h
-    linear = srgb_decode(images)
-    if gray:
-        lightness = linear_to_lab(np.repeat((linear @ LUMINANCE)[..., None], 3, axis=-1))[..., 0]
-        deviation = np.abs(lightness - np.median(lightness[:, disc], axis=1)[:, None, None])
-    else:
-        ab = linear_to_lab(linear)[..., 1:]
-        deviation = np.linalg.norm(ab - np.median(ab[:, disc], axis=1)[:, None, None, :], axis=-1)
-    deviation = deviation * disc
-    deviation /= deviation.reshape(n, -1).std(axis=1)[:, None, None] + 1e-9
-    return deviation.reshape(n, -1)
-
-
 def probe(args: argparse.Namespace) -> None:
-    """No training: ridge regression (one-vs-all) on hand-made deviation maps. If hue alone carries
-    the glyph, the chroma maps classify well and the luminance maps stay at chance."""
+    """No training: ridge regression (one-vs-all) on hand-made deviation maps
+    (``sepconv.data.colorchart.probe``). If hue alone carries the glyph, the chroma maps classify
+    well and the luminance maps stay at chance."""
     from sepconv.data import get_dataset
     from sepconv.data.colorchart import ChartSpec, generate_colorchart
+    from sepconv.data.colorchart.probe import linear_probe
 
     data_dir = Path(args.data_dir)
     generate_colorchart(data_dir, ChartSpec(), workers=args.workers)  # skipped when already there
     train_set = get_dataset(f"cifar10:{data_dir}", train=True)
     test_set = get_dataset(f"cifar10:{data_dir}", train=False)
-    x_train = train_set.images.numpy().transpose(0, 2, 3, 1)
-    x_test = test_set.images.numpy().transpose(0, 2, 3, 1)
-    y_train, y_test = train_set.labels.numpy(), test_set.labels.numpy()
-    k = train_set.num_classes
-    record: dict = {"benchmark": "colorchart_linear_probe", "ridge": args.ridge, "chance": 1 / k}
-    for name, gray in (("chroma", False), ("luminance", True)):
-        f_train = np.c_[_deviation_maps(x_train, gray), np.ones(len(x_train))]
-        f_test = np.c_[_deviation_maps(x_test, gray), np.ones(len(x_test))]
-        weights = np.linalg.solve(
-            f_train.T @ f_train + args.ridge * np.eye(f_train.shape[1]), f_train.T @ np.eye(k)[y_train]
-        )
-        record[f"{name}_test_accuracy"] = float((np.argmax(f_test @ weights, axis=1) == y_test).mean())
+    result = linear_probe(
+        train_set.images.numpy().transpose(0, 2, 3, 1),
+        train_set.labels.numpy(),
+        test_set.images.numpy().transpose(0, 2, 3, 1),
+        test_set.labels.numpy(),
+        ridge=args.ridge,
+    )
+    record: dict = {"benchmark": "colorchart_linear_probe", "ridge": args.ridge, **result}
     RESULTS.mkdir(parents=True, exist_ok=True)
     _write_json(RESULTS / "colorchart_probe.json", record)
     print(
         f"linear probe: chroma maps {100 * record['chroma_test_accuracy']:.1f}%,"
-        f" luminance maps {100 * record['luminance_test_accuracy']:.1f}% (chance {100 / k:.0f}%)"
+        f" luminance maps {100 * record['luminance_test_accuracy']:.1f}% (chance {100 * record['chance']:.0f}%)"
     )
 
 

@@ -1,39 +1,47 @@
-"""Seed 000's Tables 1-2 on our colour charts: ResNet-20/32/56 x {Baseline, SFP, FPGM, PCA-FPGM} x
-{only, DSC}, pruning rate 40 %.
+"""Seed 000's Tables 1-2 on the calibrated colour charts, under two pruning protocols, with mask churn
+and paired statistics: ResNet-20/32/56 x {Baseline, SFP, FPGM, PCA-FPGM} x {only, DSC}, rate 40 %.
 
-Every run is a built-in recipe (``src/sepconv/recipes/resnet20-*.yaml``) with the depth, the seed
-and the epoch budget overridden, so all methods share one budget: SGD (Nesterov, momentum 0.9,
-wd 5e-4), batch 32, lr 0.05 cosine after one epoch of linear warm-up, crop padding 4. Without the
-warm-up, ResNet-32/56 start with a loss above ln 10 and some runs never leave the colour charts'
-chance-level plateau in 10 epochs (which run does is a lottery of the seed, not a property of the
-criterion); the tables show those seed-0 runs beside the warmed-up ones when they exist. Soft
-pruning uses group coupling (one score per coupled channel group) so that residual streams compact
-too; the counted model is the physically compacted one (``sepconv.graph.compact_zeros``), not a
-zeroed one. Beside our counts stands the paper's convention (``sepconv.measure.paper_counts``:
-every conv scaled by 1 - P) and the paper's numbers.
+Every run is a built-in recipe (``src/sepconv/recipes/resnet20-*.yaml``) with the depth, the seed,
+the budget and the protocol's soft-pruning settings overridden. Protocols (``--protocols``):
 
-The colour charts saturate (every ResNet-20 run ends at 99.9-100 %; one test image is 0.048 %),
-so they cannot rank the criteria. ``--data fashion-mnist`` runs the same recipes on Fashion-MNIST,
-where they can be told apart; its tables go to files named after the budget, and ``--combos``
-trains a subset of the eight methods when the machine's time is short:
+* ``paper`` — the paper's own protocol: every conv scored alone (layer coupling), depthwise convs
+  scored too in the DSC rows (the paper's Table 2 counts them pruned), SFP without gradient masks
+  (filters regrow), FPGM/PCA-FPGM with them; masks from the first step (from scratch).
+* ``trained-group`` / ``trained-layer`` — the first mask is computed on trained weights: the run
+  trains ``--start-epoch`` epochs unpruned, then soft-prunes for the rest (FPGM's pretrained recipe
+  in one run), with group coupling (one score per coupled channel group; residual streams shrink)
+  or layer coupling.
+* ``scratch-group`` — the previous recipes (group coupling, masks from the first step), kept to
+  show what it measured: with gradient masks a zeroed stream channel never comes back, the first
+  mask (drawn on the random initial weights) is final, and the "criterion comparison" is pruning at
+  initialisation.
 
-    nice .venv/bin/python benchmarks/seed000_tables.py --data fashion-mnist --depths 20 --seeds 0 1 2 \
-        --epochs 5 --combos baseline fpgm-only sfp-only ours-only
+Mask churn (channels that change between consecutive mask updates) is recorded for every run; a
+row whose first mask was final is labelled so. ``ours-literal-*`` rows use the paper's literal PCA
+reading (``pca-fpgm-literal``: PCA of the filter-distance matrix) beside the spec's (``pca-fpgm``).
 
-Accuracy: the final epoch's test accuracy of the compacted model (``accuracy``) and the best epoch's
-test accuracy of the masked model during training (``best``, the paper's choice: "we saved the best
-model"); we do not tune anything on the test split. With several seeds, mean ± sample std.
+Budgets: ``--schedule recipe`` (the recipes': batch 32, lr 0.05 cosine) or ``paper`` (the authors':
+batch 128, lr 0.1, x0.2 at 30/60/80 % of ``--epochs``; 200 epochs is their budget); ``--warmup-epochs``
+of linear warm-up. Accuracy: final epoch's test accuracy of the physically compacted model (``acc``)
+and the best epoch's of the masked model during training (``best``, the paper's choice). Paired
+comparisons use seeds shared by both rows (same initial weights and batch order).
 
-Each run has its own folder, ``runs/seed000/resnetD/KEY-warmupW-seedS``, and is resumable: a
-finished run (``summary.json``) is skipped, so the script can be stopped and restarted, and several
-processes can train disjoint runs at once: the tables are rebuilt from the run folders after every
-run. Results: ``benchmarks/results/seed000_tables.{json,md}`` and the Figure 7-10 analogues
-``seed000_curves_resnetD.png`` (accuracy and loss per epoch, first seed), ``seed000_accuracy.png``
-(accuracy per criterion and depth) and ``seed000_counts.png`` (MACs and params).
+Each run has its own folder under ``runs/seed000/BUDGET/PROTOCOL/resnetD/KEY-seedS`` (baselines under
+``baseline/``) and is resumable; the tables are rebuilt from the folders after every finished run,
+so several processes (``--jobs``, ``--device cuda``: ``benchmarks/runpool.py``) can train at once.
+Results: ``benchmarks/results/seed000_tables{SUFFIX}.{json,md}`` and ``seed000_accuracy{SUFFIX}.png``
+(bars per protocol and method); SUFFIX is empty for the default budget (``colorchart:paper``,
+recipe schedule, 10 epochs, 1 warm-up) and names any other, e.g. ``_colorchart:paper_paper_e200_w1``.
 
-    .venv/bin/python benchmarks/seed000_tables.py --depths 20 --seeds 0 1 2
-    nice .venv/bin/python benchmarks/seed000_tables.py --depths 56 --seeds 0   # background
-    .venv/bin/python benchmarks/seed000_tables.py --assemble-only --table-seeds 0 1 2
+    nice -n 10 .venv/bin/python benchmarks/seed000_tables.py --depths 20 --seeds 0 1 2 --protocols trained-group
+    .venv/bin/python benchmarks/seed000_tables.py --depths 20 --seeds 0 1 2 --schedule paper --epochs 200 \\
+        --start-epoch 20 --protocols paper trained-group --device cuda --jobs 8       # on one GPU
+    .venv/bin/python benchmarks/seed000_tables.py --assemble-only --seeds 0 1 2
+
+``--default-init`` builds the ResNets with the zoo's initialisation instead of the recipes'
+``zero_init_residual`` and ``--lr`` sets the base learning rate; both name the budget (its folders and
+result suffix). On the ``paper`` charts, seed 0, γ = 0 kept ResNet-20 at chance at lr 0.05 and 0.1,
+the zoo's initialisation left the plateau at lr 0.1 (``stall_study.md``).
 """
 
 from __future__ import annotations
@@ -44,12 +52,15 @@ import functools
 import json
 import os
 import platform
-import time
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import runpool  # noqa: E402  (benchmarks/ is not a package)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -63,7 +74,17 @@ COMBOS = [  # (key, recipe suffix, label as in the paper)
     ("sfp-dsc", "sfp-dsc-40", "SFP-DSC 40%"),
     ("ours-only", "pca-fpgm-40", "Ours-only 40%"),
     ("ours-dsc", "pca-fpgm-dsc-40", "Ours-DSC 40%"),
+    ("ours-literal-only", "pca-fpgm-40", "Ours (literal PCA)-only 40%"),
+    ("ours-literal-dsc", "pca-fpgm-dsc-40", "Ours (literal PCA)-DSC 40%"),
 ]
+PAPER_COMBOS = [key for key, _, _ in COMBOS if "literal" not in key]
+LABELS = {key: label for key, _, label in COMBOS}
+PROTOCOLS = {
+    "paper": "the paper's: layer coupling, depthwise convs scored in the DSC rows, SFP regrows, masks from the first step",
+    "trained-group": "first mask on trained weights (after START unpruned epochs), group coupling",
+    "trained-layer": "first mask on trained weights (after START unpruned epochs), layer coupling",
+    "scratch-group": "the previous recipes: group coupling, masks from the first step",
+}
 # Seed 000, Tables 1 and 2: accuracy %, MACs (M), params (K).
 PAPER: dict[int, dict[str, tuple[float, float, float]]] = {
     20: {
@@ -94,12 +115,7 @@ PAPER: dict[int, dict[str, tuple[float, float, float]]] = {
         "ours-dsc": (95.05, 11.14, 71.91),
     },
 }
-
-
-def _write(path: Path, text: str) -> None:
-    from sepconv.io import atomic_write_bytes
-
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+STALL_MARGIN = 0.05  # a run this far below its depth's baseline (mean over seeds) is flagged
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,54 +123,102 @@ class Budget:
     """What every run of one table shares."""
 
     data: str
+    schedule: str
     epochs: int
-    warmup: float  # epochs of linear lr warm-up
+    warmup: float
+    start_epoch: int  # of the trained-* protocols
+    zero_init: bool = True  # the recipes' γ = 0 in each residual branch; False: the zoo's initialisation
+    lr: float | None = None  # None: the schedule's
+
+    @property
+    def tag(self) -> str:
+        return (
+            f"{self.data}_{self.schedule}_e{self.epochs}_w{self.warmup:g}"
+            + ("" if self.zero_init else "_default-init")
+            + ("" if self.lr is None else f"_lr{self.lr:g}")
+        )
 
     @property
     def suffix(self) -> str:
         """Result-file suffix: none for the default budget, so other budgets never overwrite it."""
-        if self == DEFAULT_BUDGET:
-            return ""
-        return f"_{self.data}_e{self.epochs}_w{self.warmup:g}"
+        return (
+            ""
+            if self == DEFAULT_BUDGET
+            else f"_{self.tag}"
+            + (f"_s{self.start_epoch}" if self.start_epoch != DEFAULT_BUDGET.start_epoch else "")
+        )
+
+    def train(self) -> dict[str, Any]:
+        settings = runpool.schedule_settings(self.schedule, self.epochs, self.warmup)
+        return settings if self.lr is None else {**settings, "lr": self.lr}
 
 
-DEFAULT_BUDGET = Budget("colorchart", 10, 1.0)
-DATA_TITLES = {
-    "colorchart": "the Color Perception Test Chart (our generator)",
-    "fashion-mnist": "Fashion-MNIST (1x28x28, 60,000 training and 10,000 test images)",
-}
+DEFAULT_BUDGET = Budget("colorchart:paper", "recipe", 10, 1.0, 2)
 
 
-def run_dir(budget: Budget, depth: int, key: str, seed: int) -> Path:
-    root = RUNS if budget.data == "colorchart" else RUNS.with_name(f"seed000-{budget.data}")
-    return root / f"resnet{depth}" / f"{key}-warmup{budget.warmup:g}-seed{seed}"
+def protocol_folder(budget: Budget, protocol: str, key: str) -> str:
+    if key.startswith("baseline"):
+        return "baseline"
+    return protocol.replace("trained", f"trained{budget.start_epoch}")
 
 
-def run_one(
-    budget: Budget, depth: int, key: str, suffix: str, seed: int, data: Any, test: Any
-) -> dict[str, Any]:
-    from sepconv.recipe import load_recipe, run_recipe, with_overrides
+def run_dir(budget: Budget, protocol: str, depth: int, key: str, seed: int, root: Path = RUNS) -> Path:
+    return root / budget.tag / protocol_folder(budget, protocol, key) / f"resnet{depth}" / f"{key}-seed{seed}"
 
-    out = run_dir(budget, depth, key, seed)
+
+def protocol_settings(budget: Budget, protocol: str, key: str) -> dict[str, Any]:
+    """The soft-prune settings of ``protocol`` for method ``key`` (nothing for the baselines)."""
+    if key.startswith("baseline"):
+        return {}
+    settings: dict[str, Any] = {}
+    if "literal" in key:
+        settings["soft-prune.criterion"] = "pca-fpgm-literal"
+    if protocol == "paper":
+        settings.update({"soft-prune.coupling": "layer", "soft-prune.start_epoch": 0})
+        settings["soft-prune.depthwise"] = key.endswith("dsc")
+    elif protocol.startswith("trained"):
+        settings.update(
+            {"soft-prune.coupling": protocol.split("-")[1], "soft-prune.start_epoch": budget.start_epoch}
+        )
+    elif protocol == "scratch-group":
+        settings.update({"soft-prune.coupling": "group", "soft-prune.start_epoch": 0})
+    else:
+        raise SystemExit(f"unknown protocol {protocol!r}")
+    return settings
+
+
+def recipe_for(budget: Budget, protocol: str, depth: int, key: str, seed: int, train_extra: dict[str, Any]):
+    from sepconv.pipeline.recipe import load_recipe
+
+    suffix = dict((k, s) for k, s, _ in COMBOS)[key]
+    train = {**budget.train(), "on_stall": "warn", **train_extra}
+    return load_recipe(f"resnet20-{suffix}").with_settings(
+        {
+            "model": f"resnet{depth}",
+            "name": f"resnet{depth}-{key}-{protocol}",
+            "data": budget.data,
+            **runpool.recipe_settings(train, seed),
+            **protocol_settings(budget, protocol, key),
+            **({} if budget.zero_init else {"model_config.zero_init_residual": False}),
+        }
+    )
+
+
+def run_one(job: tuple[Budget, str, int, str, int, dict[str, Any], Path]) -> dict[str, Any]:
+    """Train one run into its folder (a worker process may run it); a finished run is skipped."""
+    from sepconv.pipeline.run import run_recipe
+
+    budget, protocol, depth, key, seed, train_extra, root = job
+    out = run_dir(budget, protocol, depth, key, seed, root)
     finished = finished_summary(out, budget.epochs)
     if finished is not None:
         return finished
-    recipe = with_overrides(
-        load_recipe(f"resnet20-{suffix}"),
-        model=f"resnet{depth}",
-        name=f"resnet{depth}-{suffix}",
-        data=budget.data,
-        epochs=budget.epochs,
-        seed=seed,
-        warmup_epochs=budget.warmup,
-    )
+    recipe = recipe_for(budget, protocol, depth, key, seed, train_extra)
     resume = (out / "train" / "last.pt").is_file()
-    started = time.perf_counter()
-    summary = run_recipe(recipe, out, data=data, test_data=test, quiet=True, resume=resume)
+    summary = run_recipe(recipe, out, quiet=True, resume=resume)
     print(
-        f"resnet{depth} {key} seed {seed}: accuracy {100 * summary['accuracy']:.2f}%"
-        f" (best {100 * summary['best_accuracy']:.2f}%), MACs {summary['macs']:,}, params {summary['params']:,},"
-        f" {(time.perf_counter() - started) / 60:.1f} min",
+        f"resnet{depth} {key} {protocol} seed {seed}: accuracy {100 * summary['accuracy']:.2f}%"
+        f" (best {100 * summary['best_accuracy']:.2f}%), {summary['train_seconds'] / 60:.1f} min",
         flush=True,
     )
     return summary
@@ -168,9 +232,11 @@ def finished_summary(out: Path, epochs: int) -> dict[str, Any] | None:
     return summary if summary.get("epochs") == epochs else None
 
 
+# ---- reading the run folders -------------------------------------------------------------------
+
+
 @functools.cache
 def input_shape(data: str) -> tuple[int, int, int]:
-    """(C, H, W) of the data's images, on which the counts depend (colour charts 3x32x32)."""
     from sepconv.data import get_dataset
 
     test = get_dataset(data, train=False)
@@ -180,13 +246,12 @@ def input_shape(data: str) -> tuple[int, int, int]:
 @functools.cache  # the tables are rebuilt after every run; the counts never change
 def paper_convention(depth: int, key: str, data: str) -> dict[str, float] | None:
     """Params/MACs as the paper counts them (every conv scaled by 1 - P, spec 02 §9), on our input."""
+    from sepconv.convert import to_separable
     from sepconv.measure.paper_counts import paper000_counts
+    from sepconv.models import create_model
 
     if key.startswith("baseline"):
         return None
-    from sepconv.convert import to_separable
-    from sepconv.models import create_model
-
     shape = input_shape(data)
     model = create_model(f"resnet{depth}", in_channels=shape[0])
     if key.endswith("dsc"):
@@ -195,64 +260,130 @@ def paper_convention(depth: int, key: str, data: str) -> dict[str, float] | None
     return {"macs": counts.macs, "params": counts.params}
 
 
-def history(budget: Budget, depth: int, key: str, seed: int) -> list[dict[str, Any]]:
-    from sepconv.report.curves import history_records
+def read_run(out: Path, epochs: int) -> dict[str, Any] | None:
+    summary = finished_summary(out, epochs)
+    if summary is None:
+        return None
+    history = json.loads((out / "train" / "history.json").read_text())
+    record = {
+        k: summary[k]
+        for k in ("accuracy", "best_accuracy", "masked_accuracy", "params", "macs", "train_seconds")
+    }
+    record["stall"] = history.get("stall")
+    record["first_loss"] = history["epochs"][0]["train_loss"]
+    record["final_train_loss"] = history["epochs"][-1]["train_loss"]
+    # The soft-prune step reports twice: at its place (no change) and after training (with the churn).
+    for step in summary["steps"]:
+        churn = step.get("details", {}).get("churn") if step["step"] == "soft-prune" else None
+        if churn is not None:
+            record["churn"] = churn
+    return record
 
-    return history_records(
-        json.loads((run_dir(budget, depth, key, seed) / "train" / "history.json").read_text())
+
+def aggregate(per_seed: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    first = next(iter(per_seed.values()))
+    row: dict[str, Any] = {"params": first["params"], "macs": first["macs"], "seeds": per_seed}
+    for field in ("accuracy", "best_accuracy", "masked_accuracy"):
+        values = np.array([r[field] for r in per_seed.values()])
+        row[field] = float(values.mean())
+        row[f"{field}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    churns = [r["churn"] for r in per_seed.values() if "churn" in r]
+    if churns:
+        row["churn_mean"] = float(np.mean([c["swapped_mean"] for c in churns]))
+        row["churn_first_updates"] = [c["swapped_per_update"][:3] for c in churns]
+        row["first_mask_final"] = sum(bool(c["first_mask_final"]) for c in churns)
+        row["first_mask_epoch"] = churns[0]["first_mask_epoch"]
+    return row
+
+
+def assemble(
+    budget: Budget, protocols: list[str], depths: list[int], seeds: list[int], root: Path = RUNS
+) -> dict[str, Any]:
+    """Every finished run of this budget, read from its folder, aggregated over seeds."""
+    out: dict[str, Any] = {"baseline": {}, "protocols": {}}
+    for depth in depths:
+        for key in ("baseline", "baseline-dsc"):
+            per_seed = {
+                str(s): r
+                for s in seeds
+                if (r := read_run(run_dir(budget, "baseline", depth, key, s, root), budget.epochs))
+            }
+            if per_seed:
+                out["baseline"].setdefault(str(depth), {})[key] = aggregate(per_seed)
+        for protocol in protocols:
+            for key, _, _ in COMBOS:
+                if key.startswith("baseline"):
+                    continue
+                per_seed = {
+                    str(s): r
+                    for s in seeds
+                    if (r := read_run(run_dir(budget, protocol, depth, key, s, root), budget.epochs))
+                }
+                if per_seed:
+                    row = aggregate(per_seed)
+                    row["paper_convention"] = paper_convention(depth, key, budget.data)
+                    out["protocols"].setdefault(protocol, {}).setdefault(str(depth), {})[key] = row
+    return out
+
+
+@functools.cache
+def chart_probe(data: str) -> dict[str, float] | None:
+    """The linear probe of the charts the tables train on (None for other data)."""
+    if not data.startswith("colorchart"):
+        return None
+    from sepconv.data import get_dataset
+    from sepconv.data.colorchart.probe import linear_probe
+
+    train, test = get_dataset(data, train=True), get_dataset(data, train=False)
+    return linear_probe(
+        train.images.numpy().transpose(0, 2, 3, 1),
+        train.labels.numpy(),
+        test.images.numpy().transpose(0, 2, 3, 1),
+        test.labels.numpy(),
     )
 
 
-STALL_MARGIN = 0.05  # a run this far below its depth's baseline (mean over seeds) is called stalled
+# ---- statistics ----------------------------------------------------------------------------------
 
 
-def stalled(row: dict[str, Any], baseline: float) -> bool:
-    return row["accuracy"] < baseline - STALL_MARGIN
+def paired(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | None:
+    """a − b in points, seed by seed (shared seeds), with mean ± std, wins of a, and the two-sided
+    p-value of a paired t-test (None below 3 seeds)."""
+    from scipy import stats
+
+    seeds = sorted(set(a["seeds"]) & set(b["seeds"]), key=int)
+    if not seeds:
+        return None
+    diffs = np.array([100 * (a["seeds"][s]["accuracy"] - b["seeds"][s]["accuracy"]) for s in seeds])
+    p = None
+    if diffs.size >= 3 and diffs.std(ddof=1) > 0:
+        p = float(stats.ttest_1samp(diffs, 0.0).pvalue)
+    return {
+        "seeds": seeds,
+        "diffs": diffs.tolist(),
+        "mean": float(diffs.mean()),
+        "std": float(diffs.std(ddof=1)) if diffs.size > 1 else 0.0,
+        "wins": int((diffs > 0).sum()),
+        "ties": int((diffs == 0).sum()),
+        "p": p,
+    }
 
 
-def assemble(budget: Budget, depths: list[int], seeds: list[int]) -> dict[str, dict[str, Any]]:
-    """Every finished run of this budget, read from its run folder (the folders are the record, so
-    several processes can train disjoint runs at once), aggregated over seeds. A depth's rows
-    aggregate the same seeds: those for which every method this depth has runs of has finished (or,
-    before any has, the seeds each run has), so that the means of one depth compare like with like.
-    A budget may train a subset of the eight methods (``--combos``)."""
-    runs: dict[str, dict[str, Any]] = {}
-    for depth in depths:
-        done = {
-            (key, seed): finished_summary(run_dir(budget, depth, key, seed), budget.epochs)
-            for key, _, _ in COMBOS
-            for seed in seeds
-        }
-        methods = [key for key, _, _ in COMBOS if any(done[(key, s)] is not None for s in seeds)]
-        complete = [s for s in seeds if all(done[(key, s)] is not None for key in methods)]
-        for key in methods:
-            per_seed = {}
-            for seed in complete or seeds:
-                summary = done[(key, seed)]
-                if summary is not None:
-                    per_seed[str(seed)] = {
-                        k: summary[k]
-                        for k in (
-                            "accuracy",
-                            "best_accuracy",
-                            "masked_accuracy",
-                            "params",
-                            "macs",
-                            "train_seconds",
-                        )
-                    }
-            if not per_seed:
-                continue
-            first = next(iter(per_seed.values()))
-            row: dict[str, Any] = {"method": key, "params": first["params"], "macs": first["macs"]}
-            for field in ("accuracy", "best_accuracy", "masked_accuracy"):
-                values = np.array([r[field] for r in per_seed.values()])
-                row[field] = float(values.mean())
-                row[f"{field}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-            row["seeds"] = per_seed
-            row["paper_convention"] = paper_convention(depth, key, budget.data)
-            runs.setdefault(str(depth), {})[key] = row
-    return runs
+COMPARISONS = [("ours", "fpgm"), ("ours", "sfp"), ("fpgm", "sfp"), ("ours-literal", "ours")]
+
+
+def comparisons(runs: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    for depth, rows in runs.items():
+        for variant in ("only", "dsc"):
+            for left, right in COMPARISONS:
+                a, b = rows.get(f"{left}-{variant}"), rows.get(f"{right}-{variant}")
+                if a and b and (result := paired(a, b)):
+                    found.append({"depth": depth, "variant": variant, "left": left, "right": right, **result})
+    return found
+
+
+# ---- the report ----------------------------------------------------------------------------------
 
 
 def _pm(row: dict[str, Any], field: str) -> str:
@@ -260,310 +391,269 @@ def _pm(row: dict[str, Any], field: str) -> str:
     return text + (f" ± {100 * row[f'{field}_std']:.2f}" if len(row["seeds"]) > 1 else "")
 
 
-def _per_seed(row: dict[str, Any], field: str, scale: float = 1.0) -> str:
-    return ", ".join(f"{scale * r[field]:.2f}" for r in row["seeds"].values())
+def _per_seed(row: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{100 * r['accuracy']:.2f}" + ("*" if r.get("stall") else "") for r in row["seeds"].values()
+    )
 
 
-def criteria_by_seed(record: dict[str, Any]) -> list[str]:
-    """Ours (PCA-FPGM) minus FPGM and minus SFP, seed by seed: runs with the same seed share the
-    initial weights and the order of the batches, so the paired difference leaves out most of the
-    seed-to-seed spread that the means carry."""
-    rows = []
-    for depth, runs in record["runs"].items():
-        for variant in ("only", "dsc"):
-            ours = runs.get(f"ours-{variant}")
-            for rival in ("fpgm", "sfp"):
-                other = runs.get(f"{rival}-{variant}")
-                if ours is None or other is None:
-                    continue
-                seeds = [s for s in ours["seeds"] if s in other["seeds"]]
-                diffs = np.array(
-                    [100 * (ours["seeds"][s]["accuracy"] - other["seeds"][s]["accuracy"]) for s in seeds]
-                )
-                if diffs.size == 0:
-                    continue
-                spread = f" ± {diffs.std(ddof=1):.2f}" if diffs.size > 1 else ""
-                wins = int((diffs >= 0).sum())
-                tag = "DSC" if variant == "dsc" else "only"
-                rows.append(
-                    f"| {depth} | Ours-{tag} − {rival.upper()}-{tag} | {','.join(seeds)}"
-                    f" | {', '.join(f'{d:+.2f}' for d in diffs)} | {diffs.mean():+.2f}{spread}"
-                    f" | {wins} of {diffs.size} |"
-                )
-    if not rows:
-        return []
-    return [
-        "",
-        "## Criteria compared seed by seed",
-        "",
-        "Final accuracy of Ours (PCA-FPGM) minus that of FPGM and of SFP at the same rate, depth and seed,"
-        " in points. `≥ 0` counts the seeds where Ours is at least as accurate.",
-        "",
-        "| depth | difference | seeds | per seed | mean ± std | ≥ 0 |",
-        "|---|---|---|---|---|---|",
-        *rows,
-    ]
+def _churn(row: dict[str, Any]) -> str:
+    if "churn_mean" not in row:
+        return "–"
+    n = len(row["seeds"])
+    text = f"{row['churn_mean']:.1f}"
+    if row["first_mask_final"] == n:
+        where = (
+            "at initialisation" if row["first_mask_epoch"] == 0 else f"after epoch {row['first_mask_epoch']}"
+        )
+        text += f" (first mask final: pruning {where})"
+    elif row["first_mask_final"]:
+        text += f" (first mask final in {row['first_mask_final']} of {n} seeds)"
+    return text
+
+
+def flagged(record: dict[str, Any]) -> list[str]:
+    """Runs at chance, stalled (the engine's detector) or far below their baseline."""
+    lines = []
+    for protocol, runs in [("baseline", record["baseline"]), *record["protocols"].items()]:
+        for depth, rows in runs.items():
+            base = record["baseline"].get(depth, {}).get("baseline")
+            for key, row in rows.items():
+                for seed, r in row["seeds"].items():
+                    if r.get("stall"):
+                        why = r["stall"]
+                    elif r["accuracy"] < 0.2:  # ten classes: chance is 10 %
+                        why = f"{100 * r['accuracy']:.2f} %: at chance"
+                    elif base is not None and r["accuracy"] < base["accuracy"] - STALL_MARGIN:
+                        why = f"{100 * r['accuracy']:.2f} %, over {100 * STALL_MARGIN:.0f} points below the baseline"
+                    else:
+                        continue
+                    lines.append(f"- ResNet-{depth} {LABELS[key]} ({protocol}, seed {seed}): {why}")
+    return lines
 
 
 def tables_markdown(record: dict[str, Any], budget: Budget) -> str:
-    warmup = budget.warmup
+    t = record["train"]
+    probe = record.get("probe")
     lines = [
-        f"# Seed 000, Tables 1-2, on {DATA_TITLES.get(budget.data, budget.data)}",
+        f"# Seed 000, Tables 1-2, on `{budget.data}`",
         "",
-        f"{record['epochs']} epochs per run, same budget for every method: batch 32, SGD Nesterov, lr 0.05"
-        f" cosine{f' after {warmup:g} epoch(s) of linear warm-up' if warmup else ', no warm-up'}, wd 5e-4;"
-        " the paper trains far longer on its"
-        " own charts. Pruning rate 40 %, group-coupled soft pruning; counted after physical compaction."
-        " `acc` = final epoch, compacted model; `best` = best epoch during training (the paper's choice)."
-        " With several seeds: mean ± sample standard deviation over the seeds listed in `seeds`, and the"
-        " per-seed final accuracies. Paper numbers beside ours.",
+        f"{t['epochs']} epochs per run, the same budget for every method: batch {t['batch_size']}, SGD Nesterov,"
+        f" lr {t['lr']:g} {t['schedule']}"
+        + (f" (×{t['gamma']:g} at epochs {t['milestones']})" if t["schedule"] == "multistep" else "")
+        + f", {t['warmup_epochs']:g} epoch(s) of linear warm-up, wd 5e-4, crop padding 4; the paper trains 200"
+        " epochs. "
+        + (
+            "ResNets are built with γ = 0 in each residual branch's last BatchNorm (`zero_init_residual`,"
+            " the recipes' default, see `stall_study.md`)."
+            if budget.zero_init
+            else "ResNets keep the zoo's initialisation (not the recipes' `zero_init_residual`, see `stall_study.md`)."
+        )
+        + " Pruning rate 40 %; counted after physical compaction."
+        " `acc` = final epoch, compacted model; `best` = best epoch of the masked model during training (the"
+        " paper's choice). Mean ± sample std over the seeds listed; `*` marks a run the engine's stall detector"
+        " flagged.",
         "",
-        "## Table 1 — accuracy",
-        "",
-        "| depth | method | seeds | acc % | Δ vs baseline | best % | per seed acc % | paper acc % | paper Δ |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for depth, runs in record["runs"].items():
-        base = runs.get("baseline")
-        paper = PAPER[int(depth)]
-        for key, _, label in COMBOS:
-            if key not in runs:
-                continue
-            s = runs[key]
-            delta = f"{100 * (s['accuracy'] - base['accuracy']):+.2f}" if base else "–"
-            p = paper.get(key)
-            p_acc = f"{p[0]:.2f}" if p else "–"
-            p_delta = f"{p[0] - paper['baseline'][0]:+.2f}" if p else "–"
-            per_seed = _per_seed(s, "accuracy", 100)
+    if probe:
+        lines += [
+            f"Chart difficulty: a linear probe on per-pixel chroma maps reaches {100 * probe['chroma_test_accuracy']:.1f} %"
+            f" (luminance maps {100 * probe['luminance_test_accuracy']:.1f} %, chance {100 * probe['chance']:.0f} %;"
+            " `colorchart_calibration*.md`).",
+            "",
+        ]
+    lines += [
+        "## Baselines",
+        "",
+        "| depth | model | seeds | acc % | best % | per seed | paper acc % |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for depth, rows in record["baseline"].items():
+        for key, row in rows.items():
+            paper = PAPER[int(depth)].get(key)
             lines.append(
-                f"| {depth} | {label} | {','.join(s['seeds'])} | {_pm(s, 'accuracy')} | {delta}"
-                f" | {_pm(s, 'best_accuracy')} | {per_seed} | {p_acc} | {p_delta} |"
+                f"| {depth} | {LABELS[key]} | {','.join(row['seeds'])} | {_pm(row, 'accuracy')} | {_pm(row, 'best_accuracy')}"
+                f" | {_per_seed(row)} | {paper[0] if paper else '–'} |"
             )
-    labels = {key: label for key, _, label in COMBOS}
-    for depth, runs in record["runs"].items():
-        base = runs.get("baseline")
-        if base is None:
-            continue
-        for key, row in runs.items():
-            for seed, r in row["seeds"].items():
-                if not stalled(r, base["accuracy"]):
-                    continue
-                epochs = history(budget, int(depth), key, int(seed))
-                losses = ", ".join(f"{e['train_loss']:.2f}" for e in epochs)
-                where = (
-                    "never left chance level"
-                    if r["best_accuracy"] < 0.2  # ten classes: chance is 10 %
-                    else f"stalled at {100 * epochs[-1]['train_accuracy']:.0f} % training accuracy"
-                )
-                lines += [
-                    "",
-                    f"ResNet-{depth} {labels[key]} (seed {seed}) {where}: training loss per epoch {losses}"
-                    " (ln 10 = 2.30); it did not get off an optimisation plateau of this data within the"
-                    " budget.",
-                ]
-    if record.get("without_warmup"):
+    for protocol, runs in record["protocols"].items():
+        what = PROTOCOLS[protocol].replace("START", str(budget.start_epoch))
         lines += [
             "",
-            "## Warm-up ablation",
+            f"## Protocol `{protocol}`: {what}",
             "",
-            "The same runs without warm-up (lr 0.05 from the first step). Without it most runs end their"
-            " first epoch with a loss above ln 10 = 2.30. Under either budget some runs stall on a"
-            f" plateau (at chance, or at a partial accuracy) for the rest of the {record['epochs']} epochs, and which run"
-            " stalls changes with the seed: compare methods on seed means, not on single runs.",
+            "Churn: channels swapped per mask update (after the first), mean over updates and seeds.",
             "",
-            "| depth | method | seeds | no warm-up: acc % | per seed | first-epoch loss per seed"
-            f" | {warmup:g}-epoch warm-up: acc % | per seed |",
-            "|---|---|---|---|---|---|---|---|",
+            "| depth | method | seeds | acc % | Δ vs baseline | best % | per seed | churn | paper acc % | paper Δ |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for depth, runs in record["without_warmup"].items():
-            for key, _, label in COMBOS:
-                if key not in runs:
-                    continue
-                old = runs[key]
-                new = record["runs"].get(depth, {}).get(key)
-                new_text = f"{_pm(new, 'accuracy')} | {_per_seed(new, 'accuracy', 100)}" if new else "– | –"
+        for depth, rows in runs.items():
+            base_rows = record["baseline"].get(depth, {})
+            paper = PAPER[int(depth)]
+            for key, row in rows.items():
+                base = base_rows.get("baseline")  # the paper's Δ is against the regular baseline
+                delta = f"{100 * (row['accuracy'] - base['accuracy']):+.2f}" if base else "–"
+                p = paper.get(key)
+                paper_acc = f"{p[0]:.2f}" if p else "–"
+                paper_delta = f"{p[0] - paper['baseline'][0]:+.2f}" if p else "–"
                 lines.append(
-                    f"| {depth} | {label} | {','.join(old['seeds'])} | {_pm(old, 'accuracy')}"
-                    f" | {_per_seed(old, 'accuracy', 100)} | {_per_seed(old, 'first_loss')} | {new_text} |"
+                    f"| {depth} | {LABELS[key]} | {','.join(row['seeds'])} | {_pm(row, 'accuracy')} | {delta}"
+                    f" | {_pm(row, 'best_accuracy')} | {_per_seed(row)} | {_churn(row)} | {paper_acc} | {paper_delta} |"
                 )
-    lines += criteria_by_seed(record)
-    lines += [
-        "",
-        "## Table 2 — MACs and parameters",
-        "",
-        "Ours: the physically compacted model (the same for every seed: the rate fixes the widths). Paper"
-        " convention: every conv of the unpruned model scaled by 1 − P (what the paper's Table 2 follows).",
-        "",
-        "| depth | method | MACs (M) | MACs ↓ % | params (K) | params ↓ % | paper convention MACs / params | paper MACs ↓ / params ↓ |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for depth, runs in record["runs"].items():
-        base = runs.get("baseline")
-        paper = PAPER[int(depth)]
-        for key, _, label in COMBOS:
-            if key not in runs:
-                continue
-            s = runs[key]
-            macs_drop = 100 * (1 - s["macs"] / base["macs"]) if base else float("nan")
-            params_drop = 100 * (1 - s["params"] / base["params"]) if base else float("nan")
-            conv = s.get("paper_convention")
-            conv_text = f"{conv['macs'] / 1e6:.2f} M / {conv['params'] / 1e3:.2f} K" if conv else "–"
-            p = paper.get(key)
-            p_text = (
-                f"{100 * (1 - p[1] / paper['baseline'][1]):.2f} / {100 * (1 - p[2] / paper['baseline'][2]):.2f}"
-                if p
-                else "–"
-            )
-            lines.append(
-                f"| {depth} | {label} | {s['macs'] / 1e6:.2f} | {macs_drop:.2f} | {s['params'] / 1e3:.2f} | {params_drop:.2f}"
-                f" | {conv_text} | {p_text} |"
-            )
-    lines += [
-        "",
-        f"![accuracy per criterion and depth](seed000_accuracy{budget.suffix}.png)",
-        "",
-        f"![MACs and params](seed000_counts{budget.suffix}.png)",
-        "",
-    ]
-    lines += [f"![curves ResNet-{d}](seed000_curves_resnet{d}{budget.suffix}.png)" for d in record["runs"]]
+        found = comparisons(runs)
+        if found:
+            lines += [
+                "",
+                "Paired comparisons (final accuracy, points; same seed = same initial weights and batch order):",
+                "",
+                "| depth | comparison | seeds | per seed | mean ± std | wins | paired t-test p |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for c in found:
+                tag = "DSC" if c["variant"] == "dsc" else "only"
+                name = {"ours": "Ours", "fpgm": "FPGM", "sfp": "SFP", "ours-literal": "Ours (literal)"}
+                diffs = ", ".join(f"{d:+.2f}" for d in c["diffs"])
+                p_value = "–" if c["p"] is None else f"{c['p']:.2f}"
+                lines.append(
+                    f"| {c['depth']} | {name[c['left']]}-{tag} − {name[c['right']]}-{tag} | {','.join(c['seeds'])}"
+                    f" | {diffs} | {c['mean']:+.2f} ± {c['std']:.2f} | {c['wins']} of {len(c['seeds'])} | {p_value} |"
+                )
+        lines += [
+            "",
+            "Table 2 (counts of the compacted model of the first seed; with group coupling every criterion and"
+            " seed gives the same widths, with layer coupling a residual channel only goes when every writer"
+            " zeroed it):",
+            "",
+            "| depth | method | MACs (M) | params (K) | paper convention MACs / params | paper MACs / params |",
+            "|---|---|---|---|---|---|",
+        ]
+        for depth, rows in runs.items():
+            paper = PAPER[int(depth)]
+            for key, row in rows.items():
+                conv = row.get("paper_convention")
+                p = paper.get(key.replace("-literal", ""))
+                conv_text = f"{conv['macs'] / 1e6:.2f} M / {conv['params'] / 1e3:.2f} K" if conv else "–"
+                paper_text = f"{p[1]:.2f} M / {p[2]:.2f} K" if p else "–"
+                lines.append(
+                    f"| {depth} | {LABELS[key]} | {row['macs'] / 1e6:.2f}"
+                    f" | {row['params'] / 1e3:.2f} | {conv_text} | {paper_text} |"
+                )
+    flags = flagged(record)
+    lines += ["", "## Stalled or failed runs", ""] + (flags or ["None: no run stalled or ended at chance."])
+    lines += ["", f"![accuracy per protocol and method](seed000_accuracy{budget.suffix}.png)", ""]
     return "\n".join(lines) + "\n"
 
 
-def plots(record: dict[str, Any], budget: Budget) -> None:
+def plot(record: dict[str, Any], budget: Budget, results: Path = RESULTS) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    for depth, runs in record["runs"].items():  # Figures 7-8: accuracy and loss curves
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for key, _, label in COMBOS:
-            if key not in runs:
-                continue
-            seed = int(next(iter(runs[key]["seeds"])))
-            h = history(budget, int(depth), key, seed)
-            xs = [e["epoch"] for e in h]
-            axes[0].plot(xs, [100 * e["test_accuracy"] for e in h], label=label)
-            axes[1].plot(xs, [e["train_loss"] for e in h], label=label)
-        axes[0].set(
-            xlabel="epoch",
-            ylabel="test accuracy %",
-            title=f"ResNet-{depth}: accuracy (first seed)",
-            ylim=(80, 100.5),
+    protocols = list(record["protocols"])
+    if not protocols:
+        return
+    fig, axes = plt.subplots(1, len(protocols), figsize=(5 * len(protocols), 4.2), squeeze=False)
+    for ax, protocol in zip(axes[0], protocols):
+        runs = record["protocols"][protocol]
+        labels, values, errors, colours = [], [], [], []
+        for depth in runs:
+            base = record["baseline"].get(depth, {})
+            rows = {**base, **runs[depth]}
+            for key, _, label in COMBOS:
+                if key in rows:
+                    labels.append(f"R{depth} {label.replace(' 40%', '')}")
+                    values.append(100 * rows[key]["accuracy"])
+                    errors.append(100 * rows[key]["accuracy_std"])
+                    colours.append("gray" if key.startswith("baseline") else ("C1" if "dsc" in key else "C0"))
+        ax.barh(range(len(labels)), values, xerr=errors, color=colours, capsize=2)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        low = min(values) if values else 80
+        ax.set(
+            xlim=(max(0, 5 * np.floor(low / 5) - 5), 100.5),
+            xlabel="test accuracy % (mean ± std)",
+            title=protocol,
         )
-        axes[1].set(xlabel="epoch", ylabel="training loss", title=f"ResNet-{depth}: loss", yscale="log")
-        for ax in axes:
-            ax.grid(alpha=0.3)
-        axes[1].legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(RESULTS / f"seed000_curves_resnet{depth}{budget.suffix}.png", dpi=110)
-        plt.close(fig)
-
-    depths = list(record["runs"])
-    fig, ax = plt.subplots(figsize=(9, 4))  # Figure 9: accuracy per criterion and depth
-    width = 0.8 / len(COMBOS)
-    for i, (key, _, label) in enumerate(COMBOS):
-        rows = [record["runs"][d].get(key) for d in depths]
-        values = [100 * r["accuracy"] if r else np.nan for r in rows]
-        errors = [100 * r["accuracy_std"] if r else 0.0 for r in rows]
-        ax.bar(np.arange(len(depths)) + i * width, values, width, yerr=errors, capsize=2, label=label)
-    ax.set_xticks(np.arange(len(depths)) + 0.4 - width / 2, [f"ResNet-{d}" for d in depths])
-    lowest = min(100 * row["accuracy"] for runs in record["runs"].values() for row in runs.values())
-    ax.set(
-        ylabel="test accuracy % (final epoch,\nmean ± std over seeds)",
-        ylim=(min(90.0, 5 * np.floor(lowest / 5) - 5), 100.5),  # every bar visible, stalled ones too
-    )
-    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.1))
+        ax.invert_yaxis()
+        ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
-    fig.savefig(RESULTS / f"seed000_accuracy{budget.suffix}.png", dpi=110)
+    fig.savefig(results / f"seed000_accuracy{budget.suffix}.png", dpi=110)
     plt.close(fig)
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))  # Figure 10: MACs and params
-    for i, (key, _, label) in enumerate(COMBOS):
-        for ax, field, scale in ((axes[0], "macs", 1e6), (axes[1], "params", 1e3)):
-            values = [
-                record["runs"][d][key][field] / scale if key in record["runs"][d] else np.nan for d in depths
-            ]
-            ax.bar(np.arange(len(depths)) + i * width, values, width, label=label)
-    for ax, title in ((axes[0], "MACs (M)"), (axes[1], "params (K)")):
-        ax.set_xticks(np.arange(len(depths)) + 0.4 - width / 2, [f"ResNet-{d}" for d in depths])
-        ax.set(title=title + ", compacted models", yscale="log")
-    axes[1].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(RESULTS / f"seed000_counts{budget.suffix}.png", dpi=110)
-    plt.close(fig)
-
-
-def without_warmup(budget: Budget, depths: list[int], seeds: list[int]) -> dict[str, dict[str, Any]]:
-    """The same runs without warm-up, where they exist (the ablation behind the warm-up), with
-    each run's first-epoch training loss."""
-    if budget.warmup == 0:
-        return {}
-    plain = dataclasses.replace(budget, warmup=0.0)
-    found = assemble(plain, depths, seeds)
-    for depth, runs in found.items():
-        for key, row in runs.items():
-            for seed, r in row["seeds"].items():
-                r["first_loss"] = history(plain, int(depth), key, int(seed))[0]["train_loss"]
-    return found
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--depths", type=int, nargs="+", default=[20, 32, 56], choices=[20, 32, 56])
-    parser.add_argument("--epochs", type=int, default=DEFAULT_BUDGET.epochs)
-    parser.add_argument(
-        "--warmup-epochs", type=float, default=DEFAULT_BUDGET.warmup, help="linear lr warm-up (epochs)"
-    )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="train these seeds")
+    parser.add_argument("--depths", type=int, nargs="+", default=[20], choices=[20, 32, 56])
+    parser.add_argument("--protocols", nargs="+", default=["paper", "trained-group"], choices=list(PROTOCOLS))
+    parser.add_argument("--combos", nargs="+", default=PAPER_COMBOS, choices=[k for k, _, _ in COMBOS])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="train (and tabulate) these seeds")
     parser.add_argument(
         "--table-seeds", type=int, nargs="+", help="seeds the tables aggregate (default: --seeds)"
     )
-    parser.add_argument(
-        "--combos", nargs="+", default=[k for k, _, _ in COMBOS], choices=[k for k, _, _ in COMBOS]
-    )
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data", default=DEFAULT_BUDGET.data)
+    parser.add_argument("--schedule", default=DEFAULT_BUDGET.schedule, choices=["recipe", "paper"])
+    parser.add_argument("--epochs", type=int, default=DEFAULT_BUDGET.epochs)
+    parser.add_argument("--warmup-epochs", type=float, default=DEFAULT_BUDGET.warmup)
+    parser.add_argument(
+        "--start-epoch", type=int, default=DEFAULT_BUDGET.start_epoch, help="unpruned epochs of trained-*"
+    )
+    parser.add_argument(
+        "--default-init", action="store_true", help="the zoo's initialisation, not the recipes' zero_init_residual"
+    )
+    parser.add_argument("--lr", type=float, help="base learning rate (default: the schedule's)")
     parser.add_argument("--assemble-only", action="store_true", help="train nothing; rebuild the tables")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the tables and plots")
+    parser.add_argument("--runs", type=Path, default=RUNS, help="folder of the run folders")
+    runpool.add_arguments(parser)
     args = parser.parse_args()
+    results, root = args.results, args.runs
     torch.set_num_threads(args.threads)
-    budget = Budget(args.data, args.epochs, args.warmup_epochs)
-    if not args.assemble_only:
-        from sepconv.data import get_dataset
-
-        data, test = get_dataset(args.data, train=True), get_dataset(args.data, train=False)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    all_depths = [20, 32, 56]
+    budget = Budget(
+        args.data, args.schedule, args.epochs, args.warmup_epochs, args.start_epoch, not args.default_init, args.lr
+    )
     table_seeds = args.table_seeds or args.seeds
+    # The tables show every protocol trained under this budget, not only those trained now.
+    present = {p for p in PROTOCOLS if (root / budget.tag / protocol_folder(budget, p, "pruned")).is_dir()}
+    all_protocols = [p for p in PROTOCOLS if p in args.protocols or p in present]
+    from sepconv.io import atomic_write_text
 
-    def write_tables() -> dict[str, Any]:
+    results.mkdir(parents=True, exist_ok=True)
+
+    def write_tables(*_: Any) -> dict[str, Any]:
         record = {
             "benchmark": "seed000_tables",
-            "data": args.data,
-            "epochs": args.epochs,
-            "warmup_epochs": args.warmup_epochs,
+            "budget": dataclasses.asdict(budget),
+            "train": budget.train(),
             "seeds": table_seeds,
-            "threads": args.threads,
+            "probe": chart_probe(budget.data),
             "torch": torch.__version__,
             "machine": platform.machine(),
             "cpu_count": os.cpu_count(),
-            "runs": assemble(budget, all_depths, table_seeds),
-            "without_warmup": without_warmup(budget, all_depths, table_seeds),
+            **assemble(budget, all_protocols, [20, 32, 56], table_seeds, root),
         }
-        _write(RESULTS / f"seed000_tables{budget.suffix}.json", json.dumps(record, indent=2))
-        _write(RESULTS / f"seed000_tables{budget.suffix}.md", tables_markdown(record, budget))
+        record["comparisons"] = {p: comparisons(runs) for p, runs in record["protocols"].items()}
+        atomic_write_text(results / f"seed000_tables{budget.suffix}.json", json.dumps(record, indent=2))
+        atomic_write_text(results / f"seed000_tables{budget.suffix}.md", tables_markdown(record, budget))
         return record
 
     if not args.assemble_only:
+        from sepconv.data import get_dataset
+
+        get_dataset(budget.data, train=False)  # generated here once, before any worker needs it
+        train_extra = runpool.train_settings(args)
+        jobs = []
         for seed in args.seeds:
             for depth in args.depths:
-                for key, suffix, _ in COMBOS:
+                for key in ("baseline", "baseline-dsc"):
                     if key in args.combos:
-                        run_one(budget, depth, key, suffix, seed, data, test)
-                        write_tables()
+                        jobs.append((budget, "baseline", depth, key, seed, train_extra, root))
+                for protocol in args.protocols:
+                    for key in args.combos:
+                        if not key.startswith("baseline"):
+                            jobs.append((budget, protocol, depth, key, seed, train_extra, root))
+        runpool.run_jobs(jobs, run_one, args.jobs, args.threads, on_done=write_tables)
     record = write_tables()
-    plots(record, budget)
-    print((RESULTS / f"seed000_tables{budget.suffix}.md").read_text())
+    plot(record, budget, results)
+    print((results / f"seed000_tables{budget.suffix}.md").read_text())
 
 
 if __name__ == "__main__":

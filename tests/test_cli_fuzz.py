@@ -143,6 +143,8 @@ KINDS: dict[str, Callable[[Env], list[str]]] = {
     "device": lambda env: ["", "tpu", "cuda:x", "gpu", "cuda:-1"],
     "studies": lambda env: _paths(env, "missing", "folder", "text"),
     "baseline": lambda env: ["zzz", ""],
+    "layer": lambda env: ["zzz", ""],
+    "indices": lambda env: ["", "x", "-1", "1,,x", "nan", "1.5", HUGE_INT, "100000000", ",".join(["0"] * 2000)],
     "plugin": lambda env: ["no_such_module_xyz", str(env.root / "missing.py"), str(env.text)],
 }
 
@@ -221,6 +223,18 @@ OPTION_KINDS: dict[tuple[str, str], str] = {
     ("report", "--repeats"): "count",
     ("report", "--warmup"): "count0",
     ("report", "--threads"): "cpus",
+    ("report", "--gradcam"): "data",
+    ("report", "--gradcam-images"): "count",
+    ("report", "--gradcam-layer"): "layer",
+    ("gradcam", "checkpoint"): "checkpoint",
+    ("gradcam", "--data"): "data",
+    ("gradcam", "--layer"): "layer",
+    ("gradcam", "--out"): "out-dir",
+    ("gradcam", "--images"): "count",
+    ("gradcam", "--indices"): "indices",
+    ("gradcam", "--target"): "choice",
+    ("gradcam", "--scale"): "count",
+    ("gradcam", "--threads"): "cpus",
     ("", "--plugin"): "plugin",
 }
 
@@ -254,6 +268,7 @@ def bases(env: Env) -> dict[str, list[str]]:
         "bench": ["resnet20", "--batch", "1", "--repeats", "1", "--warmup", "0", "--runtime", "torch",
                   "--threads", "1", "--input-size", "3,8,8"],
         "report": [str(env.study), "--out", env.out()],
+        "gradcam": [str(env.ckpt), "--data", env.data, "--out", env.out(), "--images", "2", "--threads", "1"],
     }  # fmt: skip
 
 
@@ -403,7 +418,7 @@ def test_every_method_option_number_has_finite_bounds() -> None:
 
 def test_the_base_arguments_of_the_quick_commands_run(env: Env, capfd) -> None:
     """The fuzz cases differ from these in one value: they must be valid, or the test proves nothing."""
-    for command in ("models", "methods", "profile", "data list", "data info", "evaluate", "export", "report"):
+    for command in ("models", "methods", "profile", "data list", "data info", "evaluate", "export", "report", "gradcam"):
         assert main([*command.split(), *bases(env)[command]]) == 0, (command, capfd.readouterr().err)
     capfd.readouterr()
 

@@ -41,6 +41,12 @@ class TrainingDivergedError(SepconvError):
     exit_code = 3
 
 
+class TrainingStalledError(SepconvError):
+    """Training never left chance level (see ``TrainConfig.stall_epochs``): the model is no result."""
+
+    exit_code = 4
+
+
 def did_you_mean(name: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(name, choices, n=3)
     return f" (did you mean {', '.join(close)}?)" if close else ""

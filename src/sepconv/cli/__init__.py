@@ -34,6 +34,7 @@ COMMANDS = [
     "export",
     "bench",
     "report",
+    "gradcam",
 ]
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from ..data.registry import check_spec
 from ..errors import SepconvError
 from ..io import ensure_writable_dir
+from ..report.gradcam import MAX_GRADCAM_IMAGES
 from ..report.study import write_reports
+from ..resources import check_count
 from .bench import timing_settings
 
 
@@ -31,6 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=50, help="with --bench: timed runs (default 50)")
     p.add_argument("--warmup", type=int, default=10, help="with --bench: warm-up runs (default 10)")
     p.add_argument("--threads", type=int, help="with --bench: threads (default 2, or the cores if fewer)")
+    p.add_argument("--gradcam", metavar="DATA", help="add Grad-CAM maps of every model on test images of DATA")
+    p.add_argument(
+        "--gradcam-images", type=int, default=6, help=f"with --gradcam: images, 1..{MAX_GRADCAM_IMAGES} (default 6)"
+    )
+    p.add_argument("--gradcam-layer", help="with --gradcam: the layer (default: the last spatial one)")
     p.set_defaults(run=run)
 
 
@@ -39,7 +47,17 @@ def run(args: argparse.Namespace) -> int:
     bench = timing if args.bench else None
     if args.baseline is not None and not args.baseline.strip():
         raise SepconvError("--baseline is empty; give a model's name")
+    gradcam = None
+    check_count(args.gradcam_images, "--gradcam-images", high=MAX_GRADCAM_IMAGES)
+    if args.gradcam_layer is not None:
+        if args.gradcam is None:  # it would be ignored: say so rather than write maps nobody asked for
+            raise SepconvError("--gradcam-layer needs --gradcam DATA")
+        if not args.gradcam_layer.strip():
+            raise SepconvError("--gradcam-layer is empty; give a module's name")
+    if args.gradcam is not None:
+        check_spec(args.gradcam)  # before the reports: a bad spec would fail after the first pages
+        gradcam = {"data": args.gradcam, "images": args.gradcam_images, "layer": args.gradcam_layer}
     ensure_writable_dir(args.out)
-    for page in write_reports(args.folders, args.out, bench, args.baseline):
+    for page in write_reports(args.folders, args.out, bench, args.baseline, gradcam):
         print(page)
     return 0

@@ -36,19 +36,20 @@ from ..errors import SepconvError, did_you_mean
 from ..measure.memory import check_forward_memory
 from ..measure.profile import MAX_INPUT_SIDE, Profile, count_params, default_input_size, profile
 from ..models.arch import record_transform, register_transform
-from ..nn import ZeroPadShortcut
+from ..nn import ChannelGather, ZeroPadShortcut
 from ..options import Options, option
 from ..report.protocol import ReportMixin
 from .analysis import ChannelGraph, Rewrite, analyse
 from .constants import Overrides, border_sensitive_layers, channel_constants, consumer_offsets
 from .groups import Owner
 from .movement import remeasure
-from .surgery import slice_attribute, slice_conv, slice_linear, slice_norm, slice_zero_pad
+from .surgery import slice_attribute, slice_conv, slice_gather, slice_linear, slice_norm, slice_zero_pad
 from .trace import record_run
 
 PruneSpec = Mapping[str, Any] | str
 # {layer: {role: kept original indices}}; roles: "in"/"out" (conv/linear input columns/filters),
 # "norm" (BatchNorm/InstanceNorm/PReLU entries), "shortcut_in"/"shortcut_out" (ZeroPadShortcut),
+# "gather_in"/"gather_out" (ChannelGather),
 # "attrD" (a parameter or buffer used in forward, sliced along dim D).
 KeptChannels = dict[str, dict[str, list[int]]]
 
@@ -372,6 +373,8 @@ def _slice_layers(model: nn.Module, cg: ChannelGraph, removed: np.ndarray) -> Ke
             slice_linear(mod, kept["in"], kept["out"])
         elif isinstance(mod, ZeroPadShortcut):
             slice_zero_pad(mod, kept["shortcut_in"], kept["shortcut_out"])
+        elif isinstance(mod, ChannelGather):
+            slice_gather(mod, kept["gather_in"], kept["gather_out"])
         else:
             slice_norm(mod, kept["norm"])
     return kept_channels

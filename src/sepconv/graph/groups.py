@@ -19,7 +19,8 @@ import numpy as np
 
 # Roles of a member: "out" = output rows of a conv/linear, "in" = input columns, "norm" =
 # per-channel entries of a BatchNorm/InstanceNorm/PReLU, "shortcut_in"/"shortcut_out" =
-# ZeroPadShortcut wiring, "attrD" = a parameter or buffer sliced along its dim D.
+# ZeroPadShortcut wiring, "gather_in"/"gather_out" = ChannelGather wiring, "attrD" = a parameter
+# or buffer sliced along its dim D.
 
 
 @dataclass(frozen=True)

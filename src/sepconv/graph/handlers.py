@@ -1,7 +1,7 @@
 """What each op does to channels, as links between union-find elements (see :mod:`.analysis`).
 
-Layers with weights (conv, linear, norms, PReLU), sepconv's ZeroPadShortcut, elementwise
-arithmetic, concatenation, reductions and softmax are handled here; pure data movement in
+Layers with weights (conv, linear, norms, PReLU), sepconv's ZeroPadShortcut and ChannelGather,
+elementwise arithmetic, concatenation, reductions and softmax are handled here; pure data movement in
 :mod:`.data_movement`. Every handler reads and extends the :class:`~.analysis.Walk`.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import torch.fx as fx
 import torch.nn as nn
 
-from ..nn import ZeroPadShortcut
+from ..nn import ChannelGather, ZeroPadShortcut
 from . import ops
 from .data_movement import movement
 from .groups import Owner
@@ -39,6 +39,8 @@ def visit_module(w: Walk, node: fx.Node, mod: nn.Module) -> None:
         norm(w, node, mod, tensors[0])
     elif isinstance(mod, ZeroPadShortcut):
         zero_pad(w, node, mod, tensors[0])
+    elif isinstance(mod, ChannelGather):
+        gather(w, node, mod, tensors[0])
     elif isinstance(mod, nn.PReLU):
         pointwise(w, node, tensors[0])
     elif isinstance(mod, _CHANNEL_COUPLING_NORMS):
@@ -141,20 +143,35 @@ def norm(w: Walk, node: fx.Node, mod: nn.Module, arg: fx.Node) -> None:
     w.join(out, site)
 
 
-def zero_pad(w: Walk, node: fx.Node, mod: nn.Module, arg: fx.Node) -> None:
+def _index_sites(
+    w: Walk, node: fx.Node, mod: nn.Module, arg: fx.Node, role: str
+) -> tuple[Owner, Owner, np.ndarray]:
+    """The input and output sites (``ROLE_in``/``ROLE_out``) of a module that moves channels by
+    its ``index`` buffer, joined to its tensors, and that index."""
     src, out = w.inp(arg), w.out(node)
     if src is None or out is None:
         raise w.unsupported(node, "input without a channel dimension")
     name = str(node.target)
-    s_in = w.site(name, "shortcut_in", mod, mod.in_channels)
-    s_out = w.site(name, "shortcut_out", mod, mod.out_channels)
+    s_in = w.site(name, f"{role}_in", mod, mod.in_channels)
+    s_out = w.site(name, f"{role}_out", mod, mod.out_channels)
     w.join(src, s_in)
     w.join(out, s_out)
-    index = mod.index.cpu().numpy().astype(np.int64)
+    return s_in, s_out, mod.index.cpu().numpy().astype(np.int64)
+
+
+def zero_pad(w: Walk, node: fx.Node, mod: nn.Module, arg: fx.Node) -> None:
+    s_in, s_out, index = _index_sites(w, node, mod, arg, "shortcut")
     w.elements.link(s_in.base + np.arange(len(index)), s_out.base + index)
     padded = np.ones(mod.out_channels, dtype=bool)
     padded[index] = False
     w.zero_elements.append(s_out.base + np.flatnonzero(padded))
+
+
+def gather(w: Walk, node: fx.Node, mod: ChannelGather, arg: fx.Node) -> None:
+    """Output m ~ input ``index[m]``: an input read several times is one chain with all its
+    copies (removing it removes them all); an input nobody reads ends its chain here."""
+    s_in, s_out, index = _index_sites(w, node, mod, arg, "gather")
+    w.elements.link(s_in.base + index, s_out.base + np.arange(len(index)))
 
 
 # --------------------------------------------------------------------------- parameter-free ops

@@ -26,7 +26,8 @@ def slice_conv(
 
     Every surviving group must keep as many inputs and outputs as the others (a grouped conv has
     one weight shape for all groups); a group that loses all its outputs must lose all its inputs,
-    and disappears (this is how a depthwise conv shrinks).
+    and disappears (this is how a depthwise conv shrinks). Buffers shaped like the weight (the
+    kernel mask of :class:`~sepconv.nn.LdsConv2d`) are sliced like it.
     """
     groups = conv.groups
     in_per, out_per = conv.in_channels // groups, conv.out_channels // groups
@@ -48,21 +49,29 @@ def slice_conv(
             f"{name}: pruning must remove equally many channels from each of its {groups} groups"
         )
     weight = conv.weight.detach()
+    shape = tuple(weight.shape)
     if groups == 1 or in_per == 1:  # regular or depthwise: plain index selects
-        index_out = keep_out_t.to(weight.device)
-        new_weight = weight.index_select(0, index_out)
-        if groups == 1:
-            new_weight = new_weight.index_select(1, keep_in_t.to(weight.device))
-        _assign(conv, new_weight, keep_out_t, len(keep_in), new_groups)
-        return
-    # Row r of the new weight belongs to group out_group[r] and reads that group's kept inputs
-    # (local numbering): one gather does every group at once.
-    local_in = (keep_in_t - in_group * in_per).reshape(new_groups, -1)  # kept inputs, group by group
-    group_rank = torch.cumsum(alive.long(), 0) - 1
-    columns = local_in[group_rank[out_group]]
-    weight = weight[keep_out_t.to(weight.device)]
-    index = columns.reshape(*columns.shape, *([1] * (weight.dim() - 2))).expand(-1, -1, *weight.shape[2:])
-    _assign(conv, torch.gather(weight, 1, index.to(weight.device)), keep_out_t, len(keep_in), new_groups)
+
+        def select(t: torch.Tensor) -> torch.Tensor:
+            t = t.index_select(0, keep_out_t.to(t.device))
+            return t.index_select(1, keep_in_t.to(t.device)) if groups == 1 else t
+
+    else:
+        # Row r of the new weight belongs to group out_group[r] and reads that group's kept inputs
+        # (local numbering): one gather does every group at once.
+        local_in = (keep_in_t - in_group * in_per).reshape(new_groups, -1)  # kept inputs, group by group
+        group_rank = torch.cumsum(alive.long(), 0) - 1
+        columns = local_in[group_rank[out_group]]
+
+        def select(t: torch.Tensor) -> torch.Tensor:
+            t = t[keep_out_t.to(t.device)]
+            index = columns.reshape(*columns.shape, *([1] * (t.dim() - 2))).expand(-1, -1, *t.shape[2:])
+            return torch.gather(t, 1, index.to(t.device))
+
+    for name, buffer in list(conv.named_buffers(recurse=False)):
+        if buffer is not None and tuple(buffer.shape) == shape:
+            setattr(conv, name, select(buffer).clone())
+    _assign(conv, select(weight), keep_out_t, len(keep_in), new_groups)
 
 
 def _assign(
@@ -109,6 +118,18 @@ def slice_zero_pad(shortcut: nn.Module, keep_in: Sequence[int], keep_out: Sequen
     shortcut.in_channels = len(keep_in)
     shortcut.out_channels = len(keep_out)
     shortcut.index = torch.tensor(index, dtype=torch.long, device=shortcut.index.device)
+
+
+def slice_gather(gather: nn.Module, keep_in: Sequence[int], keep_out: Sequence[int]) -> None:
+    """ChannelGather: the kept outputs read the (renumbered) kept inputs they read before."""
+    position = {int(c): k for k, c in enumerate(keep_in)}
+    old = gather.index.tolist()
+    try:
+        index = [position[old[m]] for m in keep_out]
+    except KeyError:
+        raise SepconvError("a kept output of a channel gather reads a removed input") from None
+    gather.in_channels = len(keep_in)
+    gather.index = torch.tensor(index, dtype=torch.long, device=gather.index.device)
 
 
 def slice_attribute(root: nn.Module, target: str, dim: int, keep: Sequence[int]) -> None:

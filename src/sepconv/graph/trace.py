@@ -29,7 +29,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..errors import SepconvError, first_line
-from ..nn import ChannelShuffle, ZeroPadShortcut
+from ..nn import ChannelGather, ChannelShuffle, LdsConv2d, ZeroPadShortcut
 
 # A set of modules: a predicate over (module, qualified name), or module types, qualified names
 # and module instances (any mix of them).
@@ -65,8 +65,10 @@ def module_matcher(spec: ModuleSpec) -> ModulePredicate:
 
 def channel_leaves() -> tuple[type[nn.Module], ...]:
     """sepconv's modules that channel analysis reads as a whole: ZeroPadShortcut reads its index
-    in Python control flow; ChannelShuffle is recognised from its channel permutation."""
-    return (ChannelShuffle, ZeroPadShortcut)
+    in Python control flow; ChannelShuffle is recognised from its channel permutation;
+    ChannelGather is a channel map read from its index buffer; LdsConv2d is a (grouped) conv whose
+    weight is multiplied by its kernel mask in ``forward``."""
+    return (ChannelShuffle, ZeroPadShortcut, ChannelGather, LdsConv2d)
 
 
 def _matcher(spec: ModuleSpec | None) -> ModulePredicate | None:

@@ -16,7 +16,14 @@ from ..train.callbacks import Callback
 from .base import Method, StepContext, register_method
 
 # How seed 000's tables name the criteria.
-_LABELS = {"l2": "SFP", "sfp": "SFP", "l1": "SFP-L1", "pca-fpgm": "PCA-FPGM", "fpgm": "FPGM"}
+_LABELS = {
+    "l2": "SFP",
+    "sfp": "SFP",
+    "l1": "SFP-L1",
+    "pca-fpgm": "PCA-FPGM",
+    "pca-fpgm-literal": "PCA-FPGM-literal",
+    "fpgm": "FPGM",
+}
 
 
 @dataclass
@@ -49,7 +56,8 @@ class SoftPrune(Method):
         multiple = opts.resolved_round_to()
         rounded = f" (widths x{multiple})" if multiple > 1 else ""
         rate = "" if opts.rate is None else f" {round(100 * opts.rate)}%"
-        return f"{crit}{rate}{rounded}"
+        start = f" from epoch {opts.start_epoch + 1}" if opts.start_epoch else ""
+        return f"{crit}{rate}{rounded}{start}"
 
     def callbacks(self, model: nn.Module, ctx: StepContext) -> list[Callback]:
         opts = self.options
@@ -63,12 +71,19 @@ class SoftPrune(Method):
         counts = pruner.pruned_counts()
         masked = sum(counts.values())
         total = sum(int(m.numel()) for m in pruner.masks.values())
+        churn = pruner.churn_summary()
         text = f"{masked} of {total} filters masked in {len(counts)} conv(s) by {pruner.criterion!r}"
+        text += (
+            f"; {churn['swapped_total']} channel(s) swapped over {churn['updates'] - 1} mask update(s)"
+            + (" (the first mask was final)" if churn["first_mask_final"] else "")
+        )
         for note in pruner.notes:
             text += f"; {note}"
         details = {
             "pruned_counts": counts,
             "update_seconds": pruner.update_seconds,
             "shortfalls": {k: list(v) for k, v in pruner.shortfalls.items()},
+            "churn": churn,
+            "churn_per_update": pruner.churn,
         }
         return model, StepReport(self.name, text, details)

@@ -35,7 +35,12 @@ class BasicBlock(nn.Module):
 
 class CifarResNet(nn.Module):
     def __init__(
-        self, depth: int = 20, num_classes: int = 10, in_channels: int = 3, base_width: int = 16
+        self,
+        depth: int = 20,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        base_width: int = 16,
+        zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
         if (depth - 2) % 6 != 0 or depth < 8:
@@ -61,6 +66,13 @@ class CifarResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
+        if zero_init_residual:
+            # Goyal et al. 2017: γ = 0 in each residual branch's last BN makes every block the identity
+            # at the start, so the residual streams' variance does not grow with depth (initial
+            # losses above ln C on deep nets; see benchmarks/results/stall_study.md).
+            for m in self.modules():
+                if isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
@@ -69,9 +81,11 @@ class CifarResNet(nn.Module):
 
 
 def cifar_resnet(
-    depth: int, num_classes: int = 10, in_channels: int = 3, base_width: int = 16
+    depth: int, num_classes: int = 10, in_channels: int = 3, base_width: int = 16, zero_init_residual: bool = False
 ) -> CifarResNet:
-    return CifarResNet(depth, num_classes, in_channels, base_width)
+    # zero_init_residual is not among the registered defaults, so configs (and checkpoints) that do
+    # not use it stay exactly as before.
+    return CifarResNet(depth, num_classes, in_channels, base_width, bool(zero_init_residual))
 
 
 for _depth in (20, 32, 44, 56, 110):

@@ -15,6 +15,8 @@ Criteria (spec 02, spec 02 (PCA-FPGM soft pruning) §3-§5):
   i.e. the filters nearest the geometric median.
 * ``PCAFPGM`` — [Wen24] "Ours": the same, with the distances measured after projecting the
   survivors on their top-p principal components, p chosen by cumulative contribution rate.
+* ``PCADistanceMatrix`` (``pca-fpgm-literal``) — the paper's literal reading: PCA of the filters'
+  distance matrix, FPGM's rule in that reduced similarity space.
 
 All selection maths runs in float64 on CPU (project convention: selections must not depend on
 the device or on float32 rounding).
@@ -39,6 +41,7 @@ __all__ = [
     "L1Norm",
     "L2Norm",
     "PCAFPGM",
+    "PCADistanceMatrix",
     "Criterion",
     "BNScale",
     "GroupView",
@@ -46,6 +49,7 @@ __all__ = [
     "PCAResult",
     "check_rate",
     "criterion_key",
+    "distance_matrix",
     "distance_sums",
     "floor_count",
     "get_criterion",
@@ -218,6 +222,11 @@ def distance_sums(points: Tensor, dist: str) -> Tensor:
     """g_a = Σ_b |d(x_a, x_b)| over the rows of ``points`` (float64), for d in l2/l1/cos."""
     if points.shape[0] == 0:
         return points.new_zeros(0)
+    return distance_matrix(points, dist).sum(dim=0)
+
+
+def distance_matrix(points: Tensor, dist: str) -> Tensor:
+    """|d(x_a, x_b)| for every pair of rows of ``points`` (float64), d in l2/l1/cos."""
     if dist == "l2":
         # The matrix-product formula loses ~1e-8 relative accuracy even in float64; the direct
         # one is exact enough that PCA-FPGM at full contribution reproduces FPGM (spec §10.5).
@@ -230,7 +239,7 @@ def distance_sums(points: Tensor, dist: str) -> Tensor:
     else:
         raise SepconvError(f"unknown distance {dist!r}; choose from {', '.join(DISTANCES)}")
     # abs as in the authors' code: only matters for rounding below zero in the cosine case.
-    return d.abs().sum(dim=0)
+    return d.abs()
 
 
 class FPGM(Criterion):
@@ -321,6 +330,10 @@ class FPGM(Criterion):
         """The space distances are measured in: the filters themselves for FPGM."""
         return points
 
+    def embedded_distance(self) -> str:
+        """The distance measured between embedded points: the criterion's own for FPGM."""
+        return self.distance_type
+
     def score(self, weight: Tensor, n_prune: int | None = None) -> Tensor:
         v = _filters(weight)
         self._check_n_prune(v.shape[0], n_prune)
@@ -331,7 +344,7 @@ class FPGM(Criterion):
         if keep.numel() < 2:
             scores[keep] = 0.0
             return scores
-        scores[keep] = distance_sums(self.embed(v[keep]), self.distance_type)
+        scores[keep] = distance_sums(self.embed(v[keep]), self.embedded_distance())
         return scores
 
     def config(self) -> dict[str, Any]:
@@ -448,6 +461,29 @@ class PCAFPGM(FPGM):
         }
 
 
+class PCADistanceMatrix(PCAFPGM):
+    """[Wen24]'s literal reading of PCA-FPGM: PCA of the *filter-distance matrix*, not of the filters.
+
+    The paper's §3.4.1 applies "PCA dimensionality reduction ... on the filter matrix obtained
+    through similarity calculation", and Algorithm 1 finds the filters by FPGM's distance (Eq. 4)
+    before it "gets filters that satisfy Eq. 13" (Y = X·A). Read literally, X is the matrix D of
+    distances between the norm-step survivors (each filter described by its distances to all the
+    others), D is projected on its top-p principal components (cumulative contribution τ,
+    Eqs. 9-15; Y = D·A, uncentred unless ``project_centered``), and each filter scores the sum of
+    its Euclidean distances to the others in that space (FPGM's rule, in the reduced similarity
+    space); the lowest go. ``pca-fpgm`` (spec 02 §5) is the other reading: PCA of the filters.
+    """
+
+    name = "pca-fpgm-literal"
+
+    def embed(self, points: Tensor) -> Tensor:
+        return self.pca(distance_matrix(points, self.distance_type)).projected
+
+    def embedded_distance(self) -> str:
+        # The distance type chose D; the reduced rows are compared with Euclidean distances.
+        return "l2"
+
+
 class BNScale(Criterion):
     """|γ| of the BatchNorm on each channel (network slimming, Liu et al. 2017), averaged over the
     group's BatchNorms; a group without BatchNorm falls back to its filters' L1 norm."""
@@ -493,6 +529,7 @@ _CRITERIA: dict[str, Callable[..., Criterion]] = {
     "pca-fpgm-l2": _fpgm("l2", PCAFPGM),
     "pca-fpgm-l1": _fpgm("l1", PCAFPGM),
     "pca-fpgm-cos": _fpgm("cos", PCAFPGM),
+    "pca-fpgm-literal": PCADistanceMatrix,
     "bn-scale": BNScale,
     "slimming": BNScale,  # the criterion under its method's name
 }

@@ -61,6 +61,7 @@ from ..graph.selection import plan_removal
 from ..options import Options, option
 from ..threads import torch_threads
 from ..train.callbacks import Callback
+from ..train.config import MAX_EPOCHS
 from .criteria import Criterion, GroupView, NormView, get_criterion, select_pruned
 
 if TYPE_CHECKING:
@@ -91,6 +92,12 @@ class SoftPruneOptions(Options):
         low=1,
         high=4096,
     )
+    start_epoch: int = option(
+        0, "train this many epochs unpruned, then compute the first mask on trained weights (0: from the start)", low=0, high=MAX_EPOCHS
+    )
+    depthwise: bool = option(
+        False, "score depthwise convs too, each alone (layer coupling; the paper's Table 2 counts them pruned)"
+    )
     layers: list[str] | None = option(None, "fnmatch patterns of the convs to prune (default: all but depthwise)")
     per_layer_rates: dict[str, float] = option(
         default_factory=dict, help="rate per layer name, overriding rate", cli=False
@@ -99,6 +106,11 @@ class SoftPruneOptions(Options):
     def validate(self) -> None:
         for name, value in self.per_layer_rates.items():
             self.per_layer_rates[name] = check_rate(value, f"rate of {name}")
+        if self.depthwise and self.coupling == "group":
+            raise SepconvError(
+                "depthwise: true needs coupling: layer (with group coupling a depthwise channel already goes"
+                " with its input's group)"
+            )
 
     def resolved_round_to(self) -> int:
         """``round_to``, or the target runtime's multiple when it is not given. Resolved at use,
@@ -110,12 +122,13 @@ _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)  # not transposed convs: their filters
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-def prunable_convs(model: nn.Module) -> list[str]:
-    """Names of the convs whose filters soft pruning scores: all but the depthwise ones."""
+def prunable_convs(model: nn.Module, depthwise: bool = False) -> list[str]:
+    """Names of the convs whose filters soft pruning scores: all but the depthwise ones, unless
+    ``depthwise`` (each depthwise filter then scores as a k×k filter of its own channel)."""
     return [
         name
         for name, m in model.named_modules()
-        if isinstance(m, _CONV) and not is_depthwise(model, name)
+        if isinstance(m, _CONV) and (depthwise or not is_depthwise(model, name))
     ]
 
 
@@ -174,6 +187,8 @@ class SoftPruner(Callback):
         input_shape: Sequence[int] | None = None,
         round_to: int | None = None,
         target_runtime: str | None = None,
+        start_epoch: int = 0,
+        depthwise: bool = False,
     ) -> None:
         self.criterion = get_criterion(criterion)
         if isinstance(layers, str):
@@ -189,6 +204,8 @@ class SoftPruner(Callback):
                 "coupling": coupling,
                 "round_to": round_to,
                 "target_runtime": target_runtime,
+                "start_epoch": start_epoch,
+                "depthwise": depthwise,
             },
             "soft pruning",
         )
@@ -196,12 +213,20 @@ class SoftPruner(Callback):
         self.rate, self.layers, self.grad_mask = opts.rate, opts.layers, opts.grad_mask
         self.epoch_prune, self.bn_mode, self.coupling = opts.epoch_prune, opts.bn_mode, opts.coupling
         self.round_to, self.per_layer_rates = opts.resolved_round_to(), opts.per_layer_rates
+        self.start_epoch, self.depthwise = opts.start_epoch, opts.depthwise
         self.input_shape = None if input_shape is None else tuple(int(v) for v in input_shape)
         self._groups: list[_Group] | None = None
         self._graph: Any = None
         self.masks: dict[str, Tensor] = {}
         self.bn_of: dict[str, str] = {}
         self.update_seconds: list[float] = []
+        # Mask churn, one record per update: {"epoch", "pruned", "swapped"}; "swapped" is the number
+        # of channels (layer coupling: a conv's output channels; group coupling: a group's
+        # channels) pruned now that were kept at the previous update (None at the first update).
+        self.churn: list[dict[str, Any]] = []
+        self._selection: dict[str, frozenset[int]] = {}  # unit (layer or group id) -> pruned channels
+        self._group_selection: dict[str, list[int]] = {}
+        self._hook_epoch: int | None = None  # epochs completed at the update a training hook asks for
         # mask_gradients' multipliers: (layer, parameter kind) -> (the mask, its 0/1 tensor)
         self._factors: dict[tuple, tuple[Tensor, Tensor]] = {}
         self._restored = False
@@ -219,7 +244,7 @@ class SoftPruner(Callback):
         """The convs this pruner scores in ``model`` (checked once, then cached)."""
         if self._names is not None:
             return self._names
-        candidates = prunable_convs(model)
+        candidates = prunable_convs(model, depthwise=self.depthwise)
         if self.layers is None:
             names = candidates
         else:
@@ -301,7 +326,9 @@ class SoftPruner(Callback):
             if grp.balanced:
                 balanced.append(grp)
             else:
-                grp.mask(masks, select_pruned(scores[grp.id], counts[grp.id]).tolist())
+                chosen = select_pruned(scores[grp.id], counts[grp.id]).tolist()
+                grp.mask(masks, chosen)
+                self._group_selection[grp.id] = chosen
         if balanced:
             # Balanced groups are chosen jointly (a block can hold chains of several groups), each
             # asked for the same count as any other group of its size and rate.
@@ -310,6 +337,7 @@ class SoftPruner(Callback):
             )
             for g in balanced:
                 g.mask(masks, plan.get(g.id, []))
+                self._group_selection[g.id] = list(plan.get(g.id, []))
             self.shortfalls = plan.shortfalls
             if plan.shortfalls and plan.summary() != self._last_shortfall_line:
                 self._last_shortfall_line = plan.summary()
@@ -392,14 +420,43 @@ class SoftPruner(Callback):
             cached = self._factors[key] = (keep, f)
         return cached[1]
 
-    def update(self, model: nn.Module) -> dict[str, Tensor]:
+    def update(self, model: nn.Module, epoch: int | None = None) -> dict[str, Tensor]:
         """Recompute the masks from scratch and apply them; the time taken is recorded."""
         start = time.perf_counter()
         with _one_intra_op_thread():
             self.masks = self.compute_masks(model)
             self.apply(model)
         self.update_seconds.append(time.perf_counter() - start)
+        self._record_churn(self._hook_epoch if epoch is None else epoch)
         return self.masks
+
+    def _record_churn(self, epoch: int | None) -> None:
+        if self.coupling == "group":
+            selection = {k: frozenset(v) for k, v in self._group_selection.items()}
+        else:
+            selection = {k: frozenset((~m).nonzero().flatten().tolist()) for k, m in self.masks.items()}
+        swapped = None
+        if self._selection:
+            swapped = sum(len(now - self._selection.get(unit, frozenset())) for unit, now in selection.items())
+        self._selection = selection
+        self.churn.append(
+            {"epoch": epoch, "pruned": sum(len(v) for v in selection.values()), "swapped": swapped}
+        )
+
+    def churn_summary(self) -> dict[str, Any]:
+        """Mask churn over the run: channels swapped per update (after the first), and whether the
+        first mask was final — a comparison of criteria is then one of masks drawn at that point
+        (on the random initial weights when ``start_epoch`` is 0: pruning at initialisation)."""
+        swaps = [int(c["swapped"]) for c in self.churn if c["swapped"] is not None]
+        return {
+            "updates": len(self.churn),
+            "first_mask_epoch": self.churn[0]["epoch"] if self.churn else None,
+            "swapped_per_update": swaps,
+            "swapped_total": sum(swaps),
+            "swapped_mean": (sum(swaps) / len(swaps)) if swaps else 0.0,
+            "pruned": self.churn[-1]["pruned"] if self.churn else 0,
+            "first_mask_final": not any(swaps),
+        }
 
     def pruned_counts(self) -> dict[str, int]:
         """Masked filters per layer."""
@@ -412,6 +469,10 @@ class SoftPruner(Callback):
         if self.coupling == "group" and self.input_shape is None:
             self.input_shape = tuple(trainer.train_loader.dataset.images.shape[1:])
         names = self.layer_names(model)
+        if self.start_epoch >= trainer.config.epochs:
+            raise SepconvError(
+                f"soft pruning starts after epoch {self.start_epoch}, but training has only {trainer.config.epochs}"
+            )
         if self._restored:
             # Resumed run: the masks of the interrupted run stay in force until its next update,
             # exactly as if it had not stopped.
@@ -425,15 +486,23 @@ class SoftPruner(Callback):
                     raise CheckpointError(f"soft-pruning mask of {name} does not match its channels")
             self.apply(model)
             self._restored = False
-        else:
-            self.update(model)
+        elif self.start_epoch == 0:
+            self._hook_epoch = 0
+            self.update(model)  # before the first step: on the initial weights
 
     def on_step(self, trainer: Trainer, batch_index: int, loss: float) -> None:
         if self.grad_mask:
             self.mask_gradients(trainer.model)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:
-        if epoch % self.epoch_prune == 0 or epoch == trainer.config.epochs - 1:
+        # start_epoch 0 keeps the authors' rule (after epochs e with e % epoch_prune == 0 and the
+        # last); otherwise the first mask comes after epoch start_epoch (1-based), on trained
+        # weights, and the rule counts from there.
+        done = epoch + 1
+        if done < self.start_epoch:
+            return
+        if (epoch - self.start_epoch) % self.epoch_prune == 0 or done == self.start_epoch or done == trainer.config.epochs:
+            self._hook_epoch = done
             self.update(trainer.model)
 
     # -- checkpoint state --------------------------------------------------------------------
@@ -444,6 +513,8 @@ class SoftPruner(Callback):
             "criterion": self.criterion.config(),
             "rate": self.rate,
             "update_seconds": list(self.update_seconds),
+            "churn": [dict(c) for c in self.churn],
+            "selection": {k: sorted(v) for k, v in self._selection.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -454,6 +525,8 @@ class SoftPruner(Callback):
             raise CheckpointError("soft-pruning state holds malformed masks")
         self.masks = {str(k): v.clone().cpu() for k, v in masks.items()}
         self.update_seconds = [float(s) for s in state.get("update_seconds", [])]
+        self.churn = [dict(c) for c in state.get("churn", [])]
+        self._selection = {str(k): frozenset(int(i) for i in v) for k, v in state.get("selection", {}).items()}
         self._restored = True
 
 

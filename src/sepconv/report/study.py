@@ -39,7 +39,9 @@ A study folder ``DIR`` is read in this order:
    The baseline is the model whose method (or name) is ``baseline``, if there is one.
 
 ``sepconv report DIR... --out REPORT_DIR --bench`` measures what the files do not give: every model
-is timed interleaved with the baseline (:func:`sepconv.measure.latency.benchmark`).
+is timed interleaved with the baseline (:func:`sepconv.measure.latency.benchmark`). ``--gradcam DATA``
+adds the Grad-CAM maps of every model with a checkpoint on the same test images of DATA, one row
+per model (:mod:`.gradcam`), e.g. a baseline beside its LdsConv version.
 """
 
 from __future__ import annotations
@@ -58,12 +60,15 @@ import numpy as np
 import torch.nn as nn
 
 from ..checkpoint import load_model
+from ..data.dataset import with_stats
+from ..data.registry import get_dataset
 from ..errors import SepconvError
 from ..io import atomic_write_bytes
 from ..measure.latency import benchmark
 from ..measure.profile import default_input_size, profile
-from ..models.arch import get_arch
+from ..models.arch import get_arch, get_normalization
 from ..models.registry import build_from_arch
+from .gradcam import MAX_GRADCAM_IMAGES, grad_cam, gradcam_figure
 
 CHECKPOINT_NAMES = ("model.pt", "best.pt", "last.pt")
 
@@ -303,11 +308,13 @@ def write_reports(
     out: str | os.PathLike[str],
     bench: dict[str, Any] | None = None,
     baseline: str | None = None,
+    gradcam: dict[str, Any] | None = None,
 ) -> list[Path]:
     """One ``NAME.md`` + ``NAME.html`` (+ PNGs) per study folder in ``out``; returns the pages.
 
     ``bench``: keyword arguments of :func:`measure_latency` to time the models first, or None.
     ``baseline``: the reference model's name in every study (default: see the module docstring).
+    ``gradcam``: keyword arguments of :func:`study_gradcam` (``data``, ``images``, ``layer``), or None.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -322,13 +329,35 @@ def write_reports(
         while stem in used:  # two folders with the same name
             stem, k = f"{study.name}-{k}", k + 1
         used.add(stem)
-        pages.extend(write_study_report(study, out, stem))
+        pages.extend(write_study_report(study, out, stem, gradcam))
     return pages
 
 
-def write_study_report(study: Study, out: Path, stem: str | None = None) -> list[Path]:
+def study_gradcam(study: Study, data: str, images: int = 6, layer: str | None = None) -> bytes | None:
+    """Grad-CAM maps of every model with a checkpoint on the first ``images`` test images of
+    ``data``, one row per model (baseline first): a PNG, or None when no model has a checkpoint."""
+    if not 1 <= images <= MAX_GRADCAM_IMAGES:
+        raise SepconvError(f"Grad-CAM images must be within 1..{MAX_GRADCAM_IMAGES}, got {images}")
+    dataset = get_dataset(data, train=False)
+    chosen = dataset.images[:images]
+    labels = dataset.labels[: len(chosen)].tolist()
+    models = sorted((m for m in study.models if m.checkpoint is not None), key=lambda m: m.name != study.baseline)
+    entries = []
+    for m in models:
+        net = load_model(str(m.checkpoint))
+        norm = get_normalization(net)  # each model sees the images as it was trained to
+        seen = dataset if norm is None else with_stats(dataset, (norm.mean, norm.std))
+        entries.append((m.name, grad_cam(net, seen.normalize(chosen), layer)))
+    return _png(gradcam_figure(entries, chosen, dataset.class_names, labels)) if entries else None
+
+
+def write_study_report(
+    study: Study, out: Path, stem: str | None = None, gradcam: dict[str, Any] | None = None
+) -> list[Path]:
     stem = stem or study.name
     figures = _figures(study)
+    if gradcam is not None and (figure := study_gradcam(study, **gradcam)) is not None:
+        figures["gradcam"] = figure
     png_names = {key: f"{stem}-{key}.png" for key in figures}
     for key, data in figures.items():
         atomic_write_bytes(out / png_names[key], lambda f, d=data: f.write(d))
@@ -431,7 +460,7 @@ def render_html(study: Study, figures: dict[str, bytes]) -> str:
 
 
 def _captions(study: Study) -> dict[str, str]:
-    captions = {"accuracy-macs": "Accuracy vs MACs", "latency": "Latency"}
+    captions = {"accuracy-macs": "Accuracy vs MACs", "latency": "Latency", "gradcam": "Grad-CAM"}
     for m in study.models:
         if m.pruned:
             captions[f"widths-{_slug(m.name)}"] = f"Layer widths of {m.name}"

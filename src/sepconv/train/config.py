@@ -8,7 +8,7 @@ from typing import Literal
 from ..devices import check_device_spec
 from ..errors import SepconvError
 from ..options import Options, option
-from .schedules import Schedule, make_schedule
+from .schedules import Schedule, make_schedule, two_stage_boundary
 
 # Bounds of the settings (a value from a file or a flag can be absurd; these are generous).
 MAX_EPOCHS = 100_000
@@ -20,7 +20,9 @@ class TrainConfig(Options):
     """Hyper-parameters of one run (stored in checkpoints and history.json).
 
     ``schedule`` is ``cosine``, ``step`` (×``gamma`` every ``step_size`` epochs), ``multistep``
-    (×``gamma`` at each of ``milestones``) or ``constant``; ``per_iteration`` says whether it moves
+    (×``gamma`` at each of ``milestones``), ``constant`` or ``two-stage`` (LdsConv's: stage 1
+    until ``E1 = round(stage1_fraction·epochs)``, when learned separable layers are converted, then
+    stage 2, continuing the cosine or, with ``stage2_restart``, restarting it); ``per_iteration`` says whether it moves
     every batch or every epoch (see :mod:`.schedules`). ``crop_padding`` is the random-crop padding
     of the training augmentation (flips follow the data set's ``flip`` flag). ``bn_frozen`` keeps
     every BatchNorm in eval mode while training: it normalises with its running statistics and
@@ -31,6 +33,15 @@ class TrainConfig(Options):
     gradients whose global L2 norm exceeds it (after the callbacks' ``on_step``, so masked
     gradients stay zero); a decomposed network whose narrow layers carry a whole layer's signal
     can otherwise take one huge first step.
+
+    **Stalls.** A run whose training loss is still at least ``stall_loss``·ln C (C classes; ln C is
+    the loss of a uniform guess) at the end of any epoch from ``stall_epochs`` on, or whose final test
+    accuracy is at chance (at most 1.25 × the largest class share of the test set), has stalled: it
+    never left the plateau on which every input gets the same answer. The engine says so in one line
+    and, with ``on_stall="error"``, stops with :class:`~sepconv.errors.TrainingStalledError` (exit 4)
+    after writing that epoch's ``last.pt`` and ``history.json``, so no chance-level model is saved as
+    a result; ``"warn"`` records it in ``history.json`` (``stall``) and trains on. Runs shorter than
+    ``stall_epochs`` epochs (fine-tuning) are never checked.
 
     ``device`` is where the model, the batches and the augmentation live (``auto``: CUDA when
     available, see :func:`sepconv.devices.resolve_device`); on a GPU the in-memory data set is
@@ -46,7 +57,9 @@ class TrainConfig(Options):
     momentum: float = option(0.9, "SGD momentum", low=0, high=1, high_open=True)
     nesterov: bool = option(False, "Nesterov momentum")
     weight_decay: float = option(5e-4, "L2 weight decay", low=0, high=1)
-    schedule: Literal["cosine", "step", "multistep", "constant"] = option("cosine", "learning-rate schedule")
+    schedule: Literal["cosine", "step", "multistep", "constant", "two-stage"] = option(
+        "cosine", "learning-rate schedule"
+    )
     milestones: tuple[int, ...] = option(
         default_factory=tuple, help="multistep: epochs at which lr *= gamma, e.g. 60,120,160", low=1, high=MAX_EPOCHS
     )
@@ -65,6 +78,15 @@ class TrainConfig(Options):
     amp: Literal["off", "bf16", "fp16"] = option("off", "mixed precision (fp16 with a gradient scaler)")
     channels_last: bool = option(False, "channels_last memory format for the model and the batches")
     cudnn_benchmark: bool = option(True, "let cuDNN pick the fastest convolution algorithms (CUDA only)")
+    stall_epochs: int = option(
+        5, "from this epoch on, a training loss not below stall_loss x ln(classes) is a stall (0 = never check)", low=0, high=MAX_EPOCHS
+    )
+    stall_loss: float = option(0.9, "stall threshold as a fraction of ln(classes), a uniform guess's loss", low=0, low_open=True, high=1)
+    on_stall: Literal["error", "warn"] = option("error", "on a stall: stop with an error (exit 4), or only report it")
+    stage1_fraction: float = option(
+        2 / 3, "fraction of the epochs before LdsConv's conversion, E1 (two-stage schedule)", low=0, low_open=True, high=1
+    )
+    stage2_restart: bool = option(False, "two-stage schedule: restart the cosine at E1 instead of continuing it")
 
     def validate(self) -> None:
         self.device = check_device_spec(self.device, "option device")  # available? checked when training starts
@@ -81,4 +103,11 @@ class TrainConfig(Options):
             milestones=self.milestones,
             step_size=self.step_size,
             gamma=self.gamma,
+            stage1_epochs=self.stage1_epochs,
+            restart=self.stage2_restart,
         )
+
+    @property
+    def stage1_epochs(self) -> int:
+        """E1: when LdsConv layers are converted (and the two-stage schedule changes stage)."""
+        return two_stage_boundary(self.epochs, self.stage1_fraction)

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from ..checkpoint import load_weights, model_payload, save_checkpoint
 from ..data.dataset import BatchLoader, ImageDataset
 from ..devices import autocast, grad_scaler, local_rank, resolve_device, synchronize, tensor_like
-from ..errors import CheckpointError, SepconvError, TrainingDivergedError
+from ..errors import CheckpointError, SepconvError, TrainingDivergedError, TrainingStalledError
 from ..io import atomic_write_bytes, ensure_writable_dir
 from ..models.arch import Architecture, get_arch
 from . import distributed
@@ -115,6 +115,13 @@ class Trainer:
         if len(self.train_loader) == 0:
             raise SepconvError("the training set is empty")
         self.test_loader = None
+        # What a stall is measured against (see TrainConfig): a uniform guess's loss, ln C, and the
+        # accuracy of always answering the test set's largest class.
+        self.num_classes = max(2, int(train_data.num_classes))
+        self.chance_accuracy: float | None = None
+        self.stall: str | None = None  # the one-line diagnosis once training has stalled
+        if test_data is not None and len(test_data):
+            self.chance_accuracy = float(torch.bincount(test_data.labels).max()) / len(test_data)
         if test_data is not None:
             # Every process evaluates a disjoint slice (no padding, unlike training shards), and
             # the sums are added up, so the metrics are exact for any number of processes.
@@ -142,6 +149,7 @@ class Trainer:
         self.best_epoch = 0
         self.should_stop = False
         self._rng_ready = False
+        self._stall_reported = False
 
     # -- what callbacks use ------------------------------------------------------------------
 
@@ -225,8 +233,10 @@ class Trainer:
             if improved:
                 self.best_accuracy, self.best_epoch = record["test_accuracy"], epoch + 1
             self.start_epoch = epoch + 1
+            self._note_stall(record)
             self._write_outputs(improved)
             self._print_epoch(record)
+            self._act_on_stall()
             if self.should_stop:
                 break
         self.callbacks.on_train_end(self)
@@ -316,6 +326,44 @@ class Trainer:
             "seconds": seconds,
         }
 
+    def stall_reason(self, record: dict[str, Any]) -> str | None:
+        """Why the epoch of ``record`` shows a stalled run (see :class:`TrainConfig`), or None."""
+        cfg = self.config
+        epoch = int(record["epoch"])
+        if cfg.stall_epochs == 0 or epoch < cfg.stall_epochs:
+            return None
+        uniform = math.log(self.num_classes)
+        if record["train_loss"] >= cfg.stall_loss * uniform:
+            return (
+                f"training stalled: training loss {record['train_loss']:.3f} after epoch {epoch} is not below"
+                f" {cfg.stall_loss:g} x ln {self.num_classes} = {cfg.stall_loss * uniform:.3f} (a uniform guess);"
+                " try a learning-rate warm-up (--warmup-epochs), a lower --lr, or another --seed"
+            )
+        accuracy = record.get("test_accuracy")
+        chance = self.chance_accuracy
+        if epoch == cfg.epochs and accuracy is not None and chance is not None and accuracy <= 1.25 * chance:
+            return (
+                f"training stalled: final test accuracy {100 * accuracy:.2f}% is at chance"
+                f" ({100 * chance:.2f}% for always the largest class)"
+            )
+        return None
+
+    def _note_stall(self, record: dict[str, Any]) -> None:
+        reason = self.stall_reason(record)
+        if reason is not None and self.stall is None:
+            self.stall = reason
+            record["stall"] = reason
+
+    def _act_on_stall(self) -> None:
+        # Called once the epoch's outputs are written, so history.json shows the stalled epochs.
+        if self.stall is None or self._stall_reported:
+            return
+        self._stall_reported = True
+        if self.config.on_stall == "error":
+            raise TrainingStalledError(self.stall)
+        if self.is_main:
+            print(f"sepconv: warning: {self.stall}", file=sys.stderr, flush=True)
+
     def _all_finite(self, loss_value: float) -> bool:
         finite = math.isfinite(loss_value)
         if self.dist.enabled:
@@ -354,6 +402,7 @@ class Trainer:
             "schedule": self.schedule.config(),
             "best_test_accuracy": self.best_accuracy if self.best_accuracy >= 0 else None,
             "best_epoch": self.best_epoch or None,
+            "stall": self.stall,
             "epochs": self.history,
         }
 
@@ -411,6 +460,7 @@ class Trainer:
             self.scaler.load_state_dict(payload["grad_scaler"])
         self.callbacks.load_state_dict(payload.get("callbacks", {}))
         self._rng_ready = True
+        self.stall = next((str(r["stall"]) for r in self.history if r.get("stall")), None)
 
     def _remember_base_lr(self) -> None:
         for group in self.optimizer.param_groups:

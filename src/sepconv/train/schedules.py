@@ -10,6 +10,13 @@ Stepping
     constant within an epoch at the integer position ``epoch``. Step and multi-step decays change
     only at whole epochs either way; the difference shows in cosine decay and in the warm-up.
 
+Two-stage (LdsConv, spec 03 (LdsConv) §6)
+    ``two-stage`` splits the run at ``E1`` (the conversion of learned separable layers): with
+    ``lr(t; T) = ½(1 + cos(πt/T))``, stage 1 runs ``lr(t; 2·E1)`` (the first half of a cosine twice
+    as long, down to ½ at E1), stage 2 either continues down to 0 along ``lr(t − E1 + E2; 2·E2)``,
+    ``E2 = E − E1`` (the authors' CIFAR runs: continuous at E1) or restarts at 1 and follows
+    ``lr(t − E1; E2)`` (their ImageNet runs).
+
 Warm-up
     With ``warmup_epochs = W > 0`` the multiplier rises linearly over the first W epochs and
     reaches 1 on the last warm-up step: per iteration it is ``(t + 1/n) / W`` for position t and n
@@ -27,7 +34,7 @@ from typing import Any
 
 from ..errors import SepconvError
 
-SCHEDULE_NAMES = ("cosine", "step", "multistep", "constant")
+SCHEDULE_NAMES = ("cosine", "step", "multistep", "constant", "two-stage")
 
 
 class Schedule:
@@ -86,6 +93,46 @@ class CosineSchedule(Schedule):
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "final": self.final}
+
+
+def two_stage_boundary(epochs: int, stage1_fraction: float) -> int:
+    """E1, the epoch at which stage 2 begins: ``round(stage1_fraction · epochs)`` within [1, epochs]
+    (450 epochs at 2/3 give the authors' 300)."""
+    return min(int(epochs), max(1, round(stage1_fraction * epochs)))
+
+
+class TwoStageSchedule(Schedule):
+    """LdsConv's two stages (see the module docstring): ½(1 + cos) over ``2·E1`` until E1, then the
+    rest of a cosine over ``2·(E − E1)`` from ½ (continuous) or, with ``restart``, a fresh cosine
+    from 1 over ``E − E1``."""
+
+    name = "two-stage"
+
+    def __init__(
+        self,
+        epochs: int,
+        stage1_epochs: int,
+        restart: bool = False,
+        warmup_epochs: float = 0.0,
+        per_iteration: bool = True,
+    ) -> None:
+        super().__init__(epochs, warmup_epochs, per_iteration)
+        if not 1 <= stage1_epochs <= epochs:
+            raise SepconvError(f"stage 1 must last from 1 to {epochs} epochs, got {stage1_epochs}")
+        self.stage1_epochs = int(stage1_epochs)
+        self.restart = bool(restart)
+
+    def decay(self, position: float) -> float:
+        e1, rest = self.stage1_epochs, self.epochs - self.stage1_epochs
+        if position < e1 or rest == 0:
+            return 0.5 * (1.0 + math.cos(math.pi * min(position, e1) / (2 * e1)))
+        t = min(position - e1, rest)
+        if self.restart:
+            return 0.5 * (1.0 + math.cos(math.pi * t / rest))
+        return 0.5 * (1.0 + math.cos(math.pi * (t + rest) / (2 * rest)))
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "stage1_epochs": self.stage1_epochs, "restart": self.restart}
 
 
 class MultiStepSchedule(Schedule):
@@ -150,8 +197,11 @@ def make_schedule(
     milestones: Sequence[int] = (),
     step_size: int = 30,
     gamma: float = 0.1,
+    stage1_epochs: int | None = None,
+    restart: bool = False,
 ) -> Schedule:
-    """A schedule by name (``cosine``, ``step``, ``multistep``, ``constant``)."""
+    """A schedule by name (``cosine``, ``step``, ``multistep``, ``constant``, ``two-stage``);
+    ``two-stage`` needs ``stage1_epochs`` (E1) and takes ``restart``."""
     common = {"warmup_epochs": warmup_epochs, "per_iteration": per_iteration}
     if name == "cosine":
         return CosineSchedule(epochs, **common)
@@ -163,4 +213,8 @@ def make_schedule(
         return MultiStepSchedule(epochs, milestones, gamma, **common)
     if name == "constant":
         return Schedule(epochs, **common)
+    if name == "two-stage":
+        if stage1_epochs is None:
+            raise SepconvError("the two-stage schedule needs the length of stage 1 (stage1_epochs)")
+        return TwoStageSchedule(epochs, stage1_epochs, restart, **common)
     raise SepconvError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULE_NAMES)}")

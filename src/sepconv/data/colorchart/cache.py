@@ -1,7 +1,8 @@
 """The registered ``colorchart`` data set: generated once into a cache folder, then read back
 through the CIFAR loader.
 
-``--data colorchart`` is the default set (7,000 plates of ``mixed10``, 32×32, ``hard``, seed 0).
+``--data colorchart`` is the default set (7,000 plates of ``mixed10``, 32×32, ``standard``, seed 0);
+``colorchart:paper`` the calibrated one seed 000's tables use, ``colorchart:difficulty=0.7`` any level.
 Options follow a colon, comma-separated: bare words name a class preset (``digits``), a difficulty
 (``standard``) or an axis (``tritan``); ``key=value`` sets ``n``, ``size``, ``seed``, ``classes``
 (a preset or glyphs joined by ``/``: ``classes=0/1/7/A``), ``axis``, ``difficulty``,

@@ -126,16 +126,22 @@ CLASS_PRESETS: dict[str, tuple[str, ...]] = {
 @dataclass(frozen=True)
 class GlyphPlacement:
     """Where a glyph goes on the canvas: box ``centre`` (x, y), ``side`` and ``angle`` (radians),
-    and the pen width ``stroke`` (pixels, stroke glyphs only)."""
+    the pen width ``stroke`` (pixels, stroke glyphs only), and a deformation before the rotation:
+    ``shear`` k (x += k·y) and ``stretch`` s (width × s, height / s)."""
 
     centre: tuple[float, float]
     side: float
     angle: float
     stroke: float
+    shear: float = 0.0
+    stretch: float = 1.0
 
     def apply(self, points: Polyline) -> np.ndarray:
-        """Unit-box points -> canvas pixels: centre + side·Rot(angle)(p − (0.5, 0.5))."""
+        """Unit-box points -> canvas pixels: centre + side·Rot(angle)·D(p − (0.5, 0.5)), D the
+        deformation (identity by default)."""
         p = (np.asarray(points, dtype=np.float64) - 0.5) * self.side
+        if self.shear or self.stretch != 1.0:
+            p = p @ np.array([[self.stretch, 0.0], [self.shear, 1.0 / self.stretch]])
         cos, sin = np.cos(self.angle), np.sin(self.angle)
         return p @ np.array([[cos, sin], [-sin, cos]]) + np.asarray(self.centre)
 
