@@ -419,6 +419,9 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the tables and plots go")
     parser.add_argument("--runs", type=Path, default=RUNS, help="where the run folders go")
     args = parser.parse_args()
+    shortest = min([args.epochs] if args.epochs else [SUITES[n].epochs for n in args.suite])
+    if not 0 <= args.warmup < shortest:
+        parser.error(f"--warmup must be at least 0 and below the epochs ({shortest}), got {args.warmup:g}")
     torch.set_num_threads(args.threads)
 
     for name in args.suite:
