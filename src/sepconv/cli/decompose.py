@@ -22,7 +22,7 @@ from ..errors import SepconvError
 from ..io import atomic_write_text, check_writable_dir, clean_stale_temporaries, ensure_writable_dir
 from ..methods.base import StepContext
 from ..methods.decompose import Decompose
-from ..models.arch import get_normalization, set_normalization
+from ..models.arch import model_stats, set_normalization
 from ..normalization import Normalization
 from ..options import describe
 from ..threads import set_torch_threads
@@ -75,13 +75,12 @@ def run(args: argparse.Namespace) -> int:
     clean_stale_temporaries(out)
     # A checkpoint is read (and a bad one refused) before the data set, which may take minutes.
     model = load_model(args.checkpoint) if is_checkpoint_path(args.checkpoint) else None
-    norm = get_normalization(model) if model is not None else None
-    stats = (norm.mean, norm.std) if norm is not None else None  # sample as the model was trained
+    stats = model_stats(model) if model is not None else None  # sample as the model was trained
     data = get_dataset(args.data, train=True, stats=stats)
     if model is None:
         model = load_model(args.checkpoint, num_classes=data.num_classes, in_channels=data.in_channels)
     check_model_fits_data(model, data, args.checkpoint)
-    if norm is None:  # fresh weights, or a checkpoint from before normalisations were recorded
+    if stats is None:  # fresh weights, or a checkpoint from before normalisations were recorded
         stats = (tuple(data.mean), tuple(data.std))
         set_normalization(model, Normalization(*stats))
     model.to(device)

@@ -10,7 +10,7 @@ from ..data.registry import get_dataset
 from ..devices import resolve_device
 from ..measure.memory import check_forward_memory
 from ..measure.profile import profile
-from ..models.arch import get_normalization
+from ..models.arch import model_stats
 from ..resources import MAX_IMAGES, check_count
 from ..threads import set_torch_threads
 from ..train.config import MAX_BATCH
@@ -40,9 +40,7 @@ def run(args: argparse.Namespace) -> int:
         check_count(args.limit, "--limit", high=MAX_IMAGES)
     device = resolve_device(args.device)
     model = model_from_checkpoint(load_checkpoint(args.checkpoint), args.checkpoint)
-    norm = get_normalization(model)  # the statistics it was trained with, not the data set's own
-    stats = (norm.mean, norm.std) if norm is not None else None
-    dataset = limit_dataset(get_dataset(args.data, train=False, stats=stats), args.limit)
+    dataset = limit_dataset(get_dataset(args.data, train=False, stats=model_stats(model)), args.limit)
     check_model_fits_data(model, dataset, args.checkpoint)
     batch = min(args.batch_size, len(dataset))
     if device.type == "cpu":  # the memory this process can get: host memory

@@ -8,7 +8,7 @@ from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..data.registry import check_spec, get_dataset
 from ..errors import SepconvError
 from ..io import check_writable_dir
-from ..models.arch import get_normalization
+from ..models.arch import model_stats
 from ..report.gradcam import MAX_GRADCAM_IMAGES, write_gradcam
 from ..resources import MAX_IMAGES, check_count
 from ..threads import set_torch_threads
@@ -67,8 +67,7 @@ def run(args: argparse.Namespace) -> int:
     check_spec(args.data)
     check_writable_dir(args.out)  # made by write_gradcam once the maps exist
     model = model_from_checkpoint(load_checkpoint(args.checkpoint), args.checkpoint)
-    norm = get_normalization(model)  # the statistics it was trained with, not the data set's own
-    dataset = get_dataset(args.data, train=False, stats=(norm.mean, norm.std) if norm is not None else None)
+    dataset = get_dataset(args.data, train=False, stats=model_stats(model))
     check_model_fits_data(model, dataset, args.checkpoint)
     report = write_gradcam(
         model, dataset, args.out, args.layer, indices, count=args.images, scale=args.scale, target=args.target

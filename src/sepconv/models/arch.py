@@ -210,6 +210,13 @@ def get_normalization(model: nn.Module) -> Normalization | None:
     return arch.normalization if arch is not None else None
 
 
+def model_stats(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """``(mean, std)`` of :func:`get_normalization`, in the form data loaders take (``stats=``):
+    a split read with it is normalised as the model was trained, not with the data set's own."""
+    norm = get_normalization(model)
+    return (norm.mean, norm.std) if norm is not None else None
+
+
 def set_normalization(model: nn.Module, normalization: Normalization | None) -> bool:
     """Record ``normalization`` as ``model``'s input normalisation; False for a user model without
     an architecture description (nothing to record it in)."""

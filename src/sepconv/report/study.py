@@ -66,7 +66,7 @@ from ..errors import SepconvError
 from ..io import atomic_write_bytes
 from ..measure.latency import benchmark
 from ..measure.profile import default_input_size, profile
-from ..models.arch import get_arch, get_normalization
+from ..models.arch import get_arch, model_stats
 from ..models.registry import build_from_arch
 from .gradcam import MAX_GRADCAM_IMAGES, grad_cam, gradcam_figure
 
@@ -345,8 +345,8 @@ def study_gradcam(study: Study, data: str, images: int = 6, layer: str | None = 
     entries = []
     for m in models:
         net = load_model(str(m.checkpoint))
-        norm = get_normalization(net)  # each model sees the images as it was trained to
-        seen = dataset if norm is None else with_stats(dataset, (norm.mean, norm.std))
+        stats = model_stats(net)  # each model sees the images as it was trained to
+        seen = dataset if stats is None else with_stats(dataset, stats)
         entries.append((m.name, grad_cam(net, seen.normalize(chosen), layer)))
     return _png(gradcam_figure(entries, chosen, dataset.class_names, labels)) if entries else None
 

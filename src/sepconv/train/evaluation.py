@@ -15,7 +15,7 @@ from ..data.dataset import BatchLoader, ImageDataset
 from ..data.registry import get_dataset
 from ..devices import autocast, model_device, resolve_device, tensor_like
 from ..errors import SepconvError
-from ..models.arch import get_arch, get_normalization
+from ..models.arch import get_arch, model_stats
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -117,8 +117,8 @@ def evaluate(
     if isinstance(data, str):
         if not isinstance(model, nn.Module) and is_checkpoint_path(model):
             model = load_model(model)
-        norm = get_normalization(model) if isinstance(model, nn.Module) else None
-        data = get_dataset(data, train=False, stats=(norm.mean, norm.std) if norm is not None else None)
+        stats = model_stats(model) if isinstance(model, nn.Module) else None
+        data = get_dataset(data, train=False, stats=stats)
     source = "the model" if isinstance(model, nn.Module) else str(model)
     if isinstance(data, ImageDataset):
         data = limit_dataset(data, limit)
