@@ -55,7 +55,6 @@ import torch.nn.functional as F
 
 import sepconv
 from sepconv.data import get_dataset
-from sepconv.data.dataset import ImageDataset
 from sepconv.deploy.onnx import export_onnx_bytes
 from sepconv.devices import autocast, resolve_device, synchronize
 from sepconv.graph.compact import compact_zeros
@@ -63,6 +62,9 @@ from sepconv.measure.latency import benchmark
 from sepconv.prune.soft import SoftPruner
 from sepconv.train.callbacks import Callback
 from sepconv.train.engine import TrainConfig, Trainer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from engine_overhead import random_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS: dict[str, int] = {  # name -> time budget (s); run in this order
@@ -350,15 +352,7 @@ def section_throughput(result: dict[str, Any], out: Path, device: str, deadline:
     ]
     if quick:
         rows = [("resnet20", 128, "off", False)]
-    g = torch.Generator().manual_seed(0)
-    data = ImageDataset(
-        torch.randint(0, 256, (images, 3, 32, 32), dtype=torch.uint8, generator=g),
-        torch.randint(0, 10, (images,), generator=g),
-        [str(i) for i in range(10)],
-        (0.49, 0.48, 0.45),
-        (0.25, 0.24, 0.26),
-        flip=True,
-    )
+    data = random_dataset(images)  # the CPU engine-overhead benchmark's synthetic CIFAR-size set
     result.update({"images_per_epoch": images, "timed_epochs": rounds, "rows": []})
 
     for model_name, batch, amp, channels_last in rows:

@@ -148,7 +148,7 @@ def _folder_error(exc: OSError, folder: Path, action: str) -> SepconvError:
 
 
 def clean_stale_temporaries(folder: str | os.PathLike[str], min_age_s: float = 60.0) -> list[Path]:
-    """Remove our own temporary files (``.<name>.<owner>.XXXXXXXX.tmp``) left in ``folder`` by a
+    """Remove our own temporary files (``.<name>.<owner>.<8 random characters>.tmp``) left in ``folder`` by a
     killed writer: at once when their writer (:func:`owner_tag`) is a dead process of this
     machine, otherwise when at least ``min_age_s`` old (a live writer renames its file within
     seconds).
