@@ -95,8 +95,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--warmup-epochs", type=float, default=0.0, help="epochs of linear lr warm-up")
     p.add_argument(
-        "--penalty", default="5e-3", help="L1 strengths of the slimming runs, comma-separated (0: none)"
+        "--penalty",
+        default="5e-3",
+        help="L1 strengths of the slimming runs, comma-separated (0: none); λ@E starts the penalty at epoch E (0-based)",
     )
     p.add_argument("--train-images", type=int, default=3000, help="training subset (0: all)")
     p.add_argument("--test-images", type=int, default=1000, help="test subset for every accuracy (0: all)")
@@ -125,9 +128,36 @@ def parse_args() -> argparse.Namespace:
     args.data = [d for d in args.data.split(",") if d]
     args.models = [m for m in args.models.split(",") if m]
     args.taus = [float(t) for t in args.taus.split(",") if t]
-    args.penalty = [float(v) for v in str(args.penalty).split(",") if v and float(v) > 0]
+    args.penalty = [
+        p for p in (parse_penalty(v) for v in str(args.penalty).split(",") if v) if p.strength > 0
+    ]
     args.work = args.work or ROOT / ".cache" / "bn_prob" / args.name
     return args
+
+
+@dataclasses.dataclass(frozen=True)
+class Penalty:
+    """A slimming run's L1 penalty: strength λ from epoch ``start`` (0-based) on; λ = 0: none."""
+
+    strength: float = 0.0
+    start: int = 0
+
+    @property
+    def tag(self) -> str:
+        if not self.strength:
+            return "normal"
+        return f"L1 {self.strength:g}" + (f" from e{self.start}" if self.start else "")
+
+
+def parse_penalty(text: str) -> Penalty:
+    strength, _, start = text.partition("@")
+    try:
+        penalty = Penalty(float(strength), int(start) if start else 0)
+    except ValueError:
+        _fail(f"--penalty: {text!r} is not a strength or strength@epoch (e.g. 3e-3 or 3e-3@3)")
+    if penalty.strength < 0 or penalty.start < 0:
+        _fail(f"--penalty: {text!r}: the strength and the start epoch must be >= 0")
+    return penalty
 
 
 # --------------------------------------------------------------------------- training
@@ -137,6 +167,8 @@ def train_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings: dict[str, Any] = dict(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, nesterov=True, seed=args.seed
     )
+    if args.warmup_epochs:  # only when set, so that models trained before the option stay reusable
+        settings["warmup_epochs"] = args.warmup_epochs
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     if "device" in fields:
         settings["device"] = args.device
@@ -148,16 +180,17 @@ def train_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def trained_model(
-    args: argparse.Namespace, data: Any, test: Any, name: str, penalty: float, folder: Path
+    args: argparse.Namespace, data: Any, test: Any, name: str, penalty: Penalty, folder: Path
 ) -> tuple[nn.Module, dict]:
 
     model_path = folder / "model.pt"
     info_path = folder / "run.json"
     budget = {
-        **{k: v for k, v in train_settings(args).items() if k != "device"},
+        **{k: v for k, v in train_settings(args).items() if k not in ("device", "on_stall")},
         "width_mult": args.width_mult,
         "train_images": args.train_images,
-        "penalty": penalty,
+        "penalty": penalty.strength,
+        **({"penalty_start": penalty.start} if penalty.start else {}),  # older budgets stay valid
     }
     started_path = folder / "budget.json"  # written before training: an interrupted run resumes
     if model_path.is_file() and info_path.is_file():
@@ -175,11 +208,13 @@ def trained_model(
     _write(started_path, json.dumps(budget, indent=1))
     config = {"width_mult": args.width_mult}
     model = sepconv.create_model(name, num_classes=data.num_classes, in_channels=data.in_channels, **config)
-    callbacks = [BNL1Penalty(penalty, "activated")] if penalty > 0 else []
+    callbacks = [BNL1Penalty(penalty.strength, "activated", penalty.start)] if penalty.strength > 0 else []
+    # A stalled run is a result here (the charts' initial plateau), recorded in its history.
+    settings = {**train_settings(args), "on_stall": "warn"}
     start = time.perf_counter()
     trainer = sepconv.train(
         model, data, test_data=test, out=folder, callbacks=callbacks, quiet=True, resume=resume,
-        **train_settings(args),
+        **settings,
     )  # fmt: skip
     info = {
         "budget": budget,
@@ -187,6 +222,7 @@ def trained_model(
         "seconds": time.perf_counter() - start + sum(r["seconds"] for r in trainer.history[:done_before]),
         "resumed_after_epoch": done_before or None,
         "history": [{k: r[k] for k in ("epoch", "train_loss", "test_accuracy")} for r in trainer.history],
+        "stalled": trainer.stall,  # the engine's one-line stall diagnosis, or None
     }
     _write(info_path, json.dumps(info, indent=1))
     return trainer.model, info
@@ -348,13 +384,13 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
         "runs": [],
     }
-    penalties = [0.0, *args.penalty]
+    penalties = [Penalty(), *args.penalty]
     for spec in args.data:
         data = limit_dataset(get_dataset(spec, train=True), args.train_images or None)
         test = limit_dataset(get_dataset(spec, train=False), args.test_images or None)
         for name in args.models:
             for penalty in penalties:
-                tag = f"L1 {penalty:g}" if penalty else "normal"
+                tag = penalty.tag
                 folder = (
                     args.work / spec.replace(":", "_").replace("/", "_") / f"{name}_{tag.replace(' ', '')}"
                 )
@@ -367,9 +403,11 @@ def main() -> None:
                     "data": spec,
                     "model": name,
                     "training": tag,
-                    "penalty": penalty,
+                    "penalty": penalty.strength,
+                    "penalty_start": penalty.start,
                     "train_seconds": info["seconds"],
                     "resumed_after_epoch": info.get("resumed_after_epoch"),
+                    "stalled": info.get("stalled"),
                     "history": info["history"],
                     "accuracy": base_acc,
                     "params": base.params,
@@ -444,15 +482,26 @@ def _resumed(record: dict[str, Any]) -> str:
     return f"; resumed from the checkpoint of an interrupted training run: {', '.join(done)}" if done else ""
 
 
+def _stalled(record: dict[str, Any]) -> str:
+    """The runs whose training the engine's stall detector flagged (kept: a stall is a result)."""
+    runs = [f"{r['model']} ({r['training']})" for r in record["runs"] if r.get("stalled")]
+    return (
+        f" Training stalled (the engine's detector: loss not below 0.9·ln C after its set epoch) in: {', '.join(runs)}."
+        if runs
+        else ""
+    )
+
+
 def markdown(record: dict[str, Any]) -> str:
     s = record["settings"]
+    warmup = f", {s['warmup_epochs']:g} epoch(s) of linear warm-up" if s.get("warmup_epochs") else ""
     lines = [
         "# BN-probability pruning without fine-tuning (spec 06, issue 16)",
         "",
-        f"Budget: {s['epochs']} epochs, batch {s['batch_size']}, SGD Nesterov lr {s['lr']} cosine, wd 5e-4; "
+        f"Budget: {s['epochs']} epochs, batch {s['batch_size']}, SGD Nesterov lr {s['lr']} cosine{warmup}, wd 5e-4; "
         f"width ×{s['width_mult']}; {s['train_images'] or 'all'} training images, accuracies on "
         f"{s['test_images'] or 'all'} test images; slimming runs (training `L1 λ`): penalty λ·Σ|γ| on the scales of the BNs "
-        f"followed by ReLU/ReLU6. Kept widths rounded up to multiples of {s['round_to']}. Device {s['device']}, {s['threads']} thread(s); this run {record['seconds']:.0f} s (models trained by an earlier run with the same budget are reused; each model's training time is `train_seconds` in the JSON){_resumed(record)}. "
+        f"followed by ReLU/ReLU6 (`from eN`: from epoch N, 0-based, on).{_stalled(record)} Kept widths rounded up to multiples of {s['round_to']}. Device {s['device']}, {s['threads']} thread(s); this run {record['seconds']:.0f} s (models trained by an earlier run with the same budget are reused; each model's training time is `train_seconds` in the JSON){_resumed(record)}. "
         "No row is fine-tuned. `acc` = with shifting-factor fusion (expected activations; slimming: the "
         "propagated constants compaction folds), `no fusion` = the same removal with the constants dropped. "
         "Cases: 1 = BN_a and BN_b flag, 2 = BN_a only, 3 = BN_b only. ORT = ONNX Runtime speed-up over the "

@@ -19,11 +19,20 @@ from .base import Method, StepContext, register_method
 @dataclass
 class BNL1Options(Options):
     strength: float = option(
-        1e-4, "lambda of the penalty lambda*sum|gamma| (the paper: 1e-4 to 1e-5)", low=0, low_open=True, high=1e6
+        1e-4,
+        "lambda of the penalty lambda*sum|gamma| (the paper: 1e-4 to 1e-5)",
+        low=0,
+        low_open=True,
+        high=1e6,
     )
     norms: Literal["all", "activated"] = option(
         "all",
         "penalise every BatchNorm, or only those followed by ReLU/ReLU6 (those BN-probability pruning reads)",
+    )
+    start_epoch: int = option(
+        0,
+        "first epoch (0-based) with the penalty: a penalty-free start lets a network leave a loss plateau first",
+        low=0,
     )
 
 
@@ -40,10 +49,11 @@ class BNL1(Method):
         self.penalty: BNL1Penalty | None = None
 
     def label(self) -> str:
-        return f"BN-L1 {self.options.strength:g}"
+        start = f" from epoch {self.options.start_epoch}" if self.options.start_epoch else ""
+        return f"BN-L1 {self.options.strength:g}{start}"
 
     def callbacks(self, model: nn.Module, ctx: StepContext) -> list[Callback]:
-        self.penalty = BNL1Penalty(self.options.strength, self.options.norms)
+        self.penalty = BNL1Penalty(self.options.strength, self.options.norms, self.options.start_epoch)
         return [self.penalty]
 
     def after_training(self, model: nn.Module, ctx: StepContext) -> tuple[nn.Module, Report]:
