@@ -246,6 +246,21 @@ def test_conversion_happens_once_at_e1_and_keeps_other_momentum() -> None:
     assert not lds_layers(trainer.model)
 
 
+def test_one_stage_keeps_training_the_masked_convs_and_converts_exactly_after_the_last_epoch() -> None:
+    """``convert_at="end"``: every prune by E1 as in two-stage training, no conversion until the
+    last epoch is over; the masks hold meanwhile and the final conversion reproduces the masked model."""
+    model = small_lds_model(stages=2)
+    pruner, spy, check = LdsPruner(convert_at="end"), Spy(), CheckMasked()
+    trainer = Trainer(model, toy_dataset(64), None, quiet(schedule="cosine"), [check, pruner, spy], quiet=True)
+    trainer.fit()
+    assert trainer.config.stage1_epochs == 3
+    assert [s["lds"] for s in spy.seen] == [18, 18, 18, 18]  # epoch 3 trains the masked convs
+    assert [s["converted"] for s in spy.seen] == [0, 0, 0, 0]
+    assert pruner.stages_done == 2 and pruner.converted and not lds_layers(trainer.model)
+    assert pruner.report is not None and pruner.report.max_abs_diff < 1e-4
+    assert check.checked > 0
+
+
 class CheckMasked(Callback):
     """Before the pruner re-applies the masks: masked weights and their gradients are exactly 0."""
 

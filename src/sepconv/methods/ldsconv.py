@@ -44,7 +44,8 @@ class LdsConv(Method):
 
     def label(self) -> str:
         opts = self.options
-        return f"Lds k'={opts.k:g} S={opts.stages}" + (" +BL" if opts.balance_loss else "")
+        one_stage = " one-stage" if opts.convert_at == "end" else ""
+        return f"Lds k'={opts.k:g} S={opts.stages}" + (" +BL" if opts.balance_loss else "") + one_stage
 
     def apply(self, model: nn.Module, ctx: StepContext) -> tuple[nn.Module, LdsifyReport]:
         opts = self.options

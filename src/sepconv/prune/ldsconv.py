@@ -11,8 +11,10 @@ the ``two-stage`` schedule changes its learning-rate curve at the same epoch). S
 The last stage falls on E1 and is followed at once by the conversion of every LdsConv2d
 (:func:`sepconv.convert.ldsconv.convert_lds`, in place): the converted parameters enter the
 optimizer with no momentum, every other parameter keeps its own (``Trainer.replace_model``). When
-``E1 = E`` (one-stage training) the last stage and the conversion run after the last epoch,
-before its evaluation.
+``E1 = E`` the last stage and the conversion run after the last epoch, before its evaluation.
+``convert_at="end"`` is the one-stage ablation: the same prunes during stage 1, then the masked
+convs keep training (no conversion, so no trainable dense pointwise) and are converted exactly after
+the last epoch; the two-stage framework's gain is what stage 2 on the converted layers adds.
 
 Pruned kernels never return: the layer multiplies its weight by the mask in ``forward`` (no
 gradient reaches a masked weight), and at each stage the masked weights and their optimizer state
@@ -60,6 +62,12 @@ class LdsPruneOptions(Options):
     balance_sqrt: bool = option(False, "square root of each layer's balance loss (the authors' MobileNet)")
     pw_trainable: bool = option(
         True, "train the pointwise conv after conversion (False: frozen 0/1, 'w/o AC')"
+    )
+    convert_at: Literal["e1", "end"] = option(
+        "e1",
+        "convert at E1 and train the converted layers in stage 2 (the authors' two-stage framework), or "
+        "keep training the masked convs after the last prune and convert them exactly after the last "
+        "epoch (one-stage: the same prunes, no stage on the converted layers)",
     )
 
 
@@ -144,8 +152,11 @@ class LdsPruner(Callback):
         return loss + opts.balance_weight * penalty
 
     def on_epoch_end(self, trainer: Trainer, epoch: int) -> None:
-        if epoch == trainer.config.epochs - 1 and trainer.config.stage1_epochs >= trainer.config.epochs:
-            self._advance(trainer, float(trainer.config.epochs))  # one-stage: prune the rest, convert
+        last = epoch == trainer.config.epochs - 1
+        if last and trainer.config.stage1_epochs >= trainer.config.epochs:
+            self._advance(trainer, float(trainer.config.epochs))  # E1 = E: prune the rest, convert
+        if last and not self.converted and self.options.convert_at == "end":
+            self.convert(trainer)  # exact: the masked convs' function, before the final evaluation
 
     # -- acting ------------------------------------------------------------------------------
     def _advance(self, trainer: Trainer, position: float) -> None:
@@ -157,7 +168,7 @@ class LdsPruner(Callback):
         for s, where in enumerate(self.positions(stages, e1), start=1):
             if s > self.stages_done and where <= position:
                 self.prune(trainer)
-        if self.stages_done == stages and position >= e1:
+        if self.stages_done == stages and position >= e1 and self.options.convert_at == "e1":
             self.convert(trainer)
 
     def prune(self, trainer: Trainer) -> None:
