@@ -178,6 +178,11 @@ def _node_constants(
             # A producer's output is constant exactly where its filter is (taken as) zero.
             return _producer_constants(cg, mod, out_site, removed)
         source = values.get(node.args[0].name) if isinstance(node.args[0], fx.Node) else None
+        gather_site = cg.site_owner.get((str(node.target), "gather_out"))
+        if gather_site is not None and gather_site in cg.producers:
+            # A group-starting gather: a removed output is a removed filter (a one-hot row), so 0.
+            moved = source[mod.index.cpu()] if source is not None else nan
+            return torch.where(torch.from_numpy(removed[cg.chains(gather_site)]), 0.0, moved)
         if isinstance(mod, nn.modules.conv._ConvNd):
             if source is None:
                 return nan
@@ -264,6 +269,8 @@ def consumer_offsets(
     offsets: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for owner in cg.producers:
+            if owner.role != "out":
+                continue  # a group-starting gather: its outputs reading removed channels go too
             name = owner.name
             for node_name in cg.module_calls.get(name, []):
                 node = cg.node(node_name)
