@@ -27,11 +27,11 @@ class Ghost(nn.Module):
     """x → 1×1 (3 → m) → BN_a → ReLU = intrinsic; intrinsic → DW 3×3 → BN_b → ReLU = ghosts;
     cat(intrinsic, ghosts) → 1×1 consumer (2m → 5) → BN → ReLU → pool → linear."""
 
-    def __init__(self, m: int = 10) -> None:
+    def __init__(self, m: int = 10, k: int = 3) -> None:
         super().__init__()
         self.primary = nn.Sequential(nn.Conv2d(3, m, 1, bias=False), nn.BatchNorm2d(m), nn.ReLU())
         self.cheap = nn.Sequential(
-            nn.Conv2d(m, m, 3, padding=1, groups=m, bias=False), nn.BatchNorm2d(m), nn.ReLU()
+            nn.Conv2d(m, m, k, padding=k // 2, groups=m, bias=False), nn.BatchNorm2d(m), nn.ReLU()
         )
         self.consumer = nn.Conv2d(2 * m, 5, 1, bias=False)
         self.bn = nn.BatchNorm2d(5)
@@ -44,8 +44,8 @@ class Ghost(nn.Module):
         return self.fc(self.pool(torch.relu(self.bn(self.consumer(out)))).flatten(1))
 
 
-def _ghost(seed: int = 0) -> Ghost:
-    return _randomize(Ghost(), seed).double()
+def _ghost(seed: int = 0, k: int = 3) -> Ghost:
+    return _randomize(Ghost(k=k), seed).double()
 
 
 def _gathers(model: nn.Module) -> dict[str, ChannelGather]:
@@ -91,6 +91,21 @@ def test_constant_ghost_channels_need_fusion_and_get_it() -> None:
     assert _gathers(plain) and _rel(_outputs(plain, x), reference) > 1e-3
     unfused, _ = bn_probability_prune(model, x, constant_eps=1e-12, fusion="none", **FREE)
     assert _rel(_outputs(unfused, x), _outputs(plain, x)) <= 1e-12
+
+
+def test_a_ghost_that_goes_with_its_constant_input_carries_the_constant_through_the_gather() -> None:
+    # 1×1 cheap convs: a constant stays a constant up to the border, so the fold is exact.
+    model = _ghost(5, k=1)
+    with torch.no_grad():  # intrinsic channel 6 is the constant 0.9 (its ghost is not 0: it goes along)
+        model.primary[1].weight[6] = 0.0
+        model.primary[1].bias[6] = 0.9
+    _kill(model.cheap[1], [2])  # a ghost alone: the gather stays
+    x = torch.randn(3, 3, H, W, dtype=torch.float64)
+    small, report = bn_probability_prune(model, x, constant_eps=1e-12, **FREE)
+    assert report.gathers == ["cheap.0"] and report.removed == 2
+    assert small.cheap[0].gather.index.tolist() == [0, 1, 3, 4, 5, 6, 7, 8]
+    assert small.consumer.in_channels == 17
+    assert _rel(_outputs(small, x), _outputs(model, x)) <= 1e-9
 
 
 def test_no_gather_without_a_ghost_only_channel() -> None:

@@ -38,8 +38,9 @@
   own (:attr:`BNProbReport.gathers`, :attr:`GroupResult.gathered`; a recorded ``insert_gather``
   step, so checkpoints reload with ``weights_only``); the removal is applied by layer names
   (:attr:`BNProbReport.removed_outputs`, :func:`apply_removal`). A depthwise conv called more than
-  once or inside one of sepconv's separable layers gets no gather: its flagged channels are
-  counted (:attr:`GroupResult.dw_only`) and kept.
+  once or inside one of sepconv's separable layers gets no gather, and a gathered group that
+  another layer writes too (a squeeze-excite gate) or that a linear BN follows has no cut at
+  BN_b: their flagged channels are counted (:attr:`GroupResult.dw_only`) and kept.
 * **Shifting-factor fusion.** A removed channel's expected value E[act(N(β, γ²))] (closed forms
   for ReLU and ReLU6, :func:`expected_activation`) is imposed at the flagging BN's activation
   output and folded into the consumers by :func:`sepconv.graph.compact` (``constants=``); what
@@ -516,7 +517,7 @@ class GroupResult:
     flagged: int = 0  # flagged chains (before floors and balance)
     floor_kept: int = 0  # flagged but kept by the per-layer floor (and the rounding of kept widths)
     balance_kept: int = 0  # flagged but kept so that every block loses equally many
-    dw_only: int = 0  # flagged at BN_b only while the producer is read elsewhere, and no gather possible: kept
+    dw_only: int = 0  # flagged at BN_b only while the producer is read elsewhere, and no gather cuts them off: kept
     gathered: int = 0  # depthwise channels removed on their own behind a gather (GhostNet's cheap branch)
     structure: str = ""  # "depthwise chain", "plain", ...
     note: str = ""
@@ -584,7 +585,8 @@ class BNProbReport(ReportMixin):
         if c["dw_only_not_handled"]:
             lines.append(
                 f"{c['dw_only_not_handled']} channel(s) flagged only after a depthwise conv whose input is read "
-                "elsewhere were kept: that conv is called more than once or belongs to a separable layer"
+                "elsewhere were kept: no gather cuts them off (another layer writes them too, e.g. a "
+                "squeeze-excite gate, a linear BN follows, or the conv is called more than once)"
             )
         if self.accuracy:
             lines.append("accuracy " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in self.accuracy.items()))
