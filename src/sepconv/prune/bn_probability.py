@@ -201,8 +201,7 @@ class ChainSite:
     def gathered(self) -> bool:
         """The chains start at a channel gather put in front of their depthwise conv (the ghost
         branch of a producer read elsewhere): removing one removes the depthwise channel only."""
-        producers = self.group.producers
-        return bool(producers) and all(m.role == "gather_out" for m in producers)
+        return _starts_at_gathers(self.group)
 
     @property
     def structure(self) -> str:
@@ -233,7 +232,7 @@ def chain_sites(cg: ChannelGraph) -> list[ChainSite]:
         readers = {reader for p in producers for reader in queries.consumers(p)}
         read_by_depthwise_only = bool(depthwise) and readers <= set(depthwise)
         note = ""
-        if all(m.role == "gather_out" for m in group.producers):
+        if _starts_at_gathers(group):
             pass  # a ghost branch behind a gather: only BN_b can flag it (see ChainSite.gathered)
         elif a is None:
             note = "a producer is not followed by a BatchNorm of its own"
@@ -241,6 +240,11 @@ def chain_sites(cg: ChannelGraph) -> list[ChainSite]:
             note = "BN after the producer feeds no ReLU/ReLU6 (linear: a residual stream or projection)"
         sites.append(ChainSite(group, a, b, read_by_depthwise_only, depthwise, note))
     return sites
+
+
+def _starts_at_gathers(group: ChannelGroup) -> bool:
+    producers = group.producers
+    return bool(producers) and all(m.role == "gather_out" for m in producers)
 
 
 def gather_candidates(cg: ChannelGraph, sites: list[ChainSite]) -> list[str]:
@@ -676,10 +680,7 @@ class _Selector:
                 counts[gid], allowed[gid] = count, flagged[gid]
                 scores[gid] = -self.priority[gid]  # the most certainly dead go first
         plan = plan_removal(self.cg, counts, scores, allowed=allowed) if counts else RemovalPlan({}, {})
-        removed = np.zeros(self.cg.num_chains, dtype=bool)
-        for gid, chains in plan.items():
-            removed[np.asarray(self.cg.group(gid).chains, dtype=np.int64)[chains]] = True
-        close_over_gathers(self.cg, removed)  # a ghost channel goes with its intrinsic channel
+        removed = close_over_gathers(self.cg, _removed_chains(self.cg, plan))  # ghosts go with their inputs
         params, macs = estimate_counts(self.cg, self.before, removed)
         return _Selection(plan, removed, params, macs, threshold)
 
@@ -858,13 +859,19 @@ def bn_probability_prune(
     return result, report
 
 
+def _removed_chains(cg: ChannelGraph, plan: Mapping[str, list[int]]) -> np.ndarray:
+    """The plan as a removed flag per chain of the analysis."""
+    removed = np.zeros(cg.num_chains, dtype=bool)
+    for gid, chains in plan.items():
+        removed[np.asarray(cg.group(gid).chains, dtype=np.int64)[chains]] = True
+    return removed
+
+
 def _ghost_only(cg: ChannelGraph, plan: RemovalPlan, candidates: list[str]) -> tuple[RemovalPlan, list[str]]:
     """The plan without the ghost chains whose input channel goes anyway (they go with it, their
     value propagated from BN_a: cases 1 and 2), and the depthwise convs that still lose a
     channel on its own (they keep their gather)."""
-    removed = np.zeros(cg.num_chains, dtype=bool)
-    for gid, chains in plan.items():
-        removed[np.asarray(cg.group(gid).chains, dtype=np.int64)[chains]] = True
+    removed = _removed_chains(cg, plan)
     trimmed = {gid: list(chains) for gid, chains in plan.items()}
     gathered: list[str] = []
     for name in candidates:
@@ -888,9 +895,7 @@ def _ghost_only(cg: ChannelGraph, plan: RemovalPlan, candidates: list[str]) -> t
 def _removed_outputs(cg: ChannelGraph, plan: RemovalPlan, gathers: list[str]) -> dict[str, list[int]]:
     """The plan by layer names (the probe's group ids need not exist in the result): per layer
     with filters, and per gather in ``gathers`` (those the result keeps), the outputs it loses."""
-    removed = np.zeros(cg.num_chains, dtype=bool)
-    for gid, chains in plan.items():
-        removed[np.asarray(cg.group(gid).chains, dtype=np.int64)[chains]] = True
+    removed = _removed_chains(cg, plan)
     close_over_gathers(cg, removed)
     outputs: dict[str, list[int]] = {}
     for owner in cg.producers:
