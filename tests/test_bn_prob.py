@@ -17,6 +17,7 @@ from sepconv.errors import SepconvError
 from sepconv.graph import analyse, compact
 from sepconv.prune.bn_probability import (
     BNProbOptions,
+    apply_removal,
     bn_probability_prune,
     chain_sites,
     estimate_counts,
@@ -122,7 +123,7 @@ def test_the_four_cases_on_a_separable_unit_remove_dead_channels_exactly() -> No
     assert small.producer.out_channels == small.dw.out_channels == small.consumer.in_channels == 8
     assert _rel(_outputs(small, x), reference) <= 1e-9
     # The case-2 channel's BN_b shift is far from 0: without fusion the output changes.
-    plain, _ = compact(model, report.removed_chains, x, fold="none")
+    plain, _ = apply_removal(model, report, x)
     assert _rel(_outputs(plain, x), reference) > 1e-3
 
 
@@ -249,7 +250,7 @@ def test_linear_bn_b_leaves_case_2_only_and_it_is_exact(name: str) -> None:
         assert "blocks.5.conv_dw.0" in report.border_inexact
 
 
-def test_ghostnet_cheap_branch_only_is_counted_not_removed() -> None:
+def test_ghostnet_cheap_branch_only_goes_behind_a_gather() -> None:
     model = _trained_like("ghostnet")
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
     group = "blocks.6.ghost1.primary_conv.0"  # stride 1, no squeeze-excite
@@ -257,9 +258,12 @@ def test_ghostnet_cheap_branch_only_is_counted_not_removed() -> None:
     _kill(model.get_submodule("blocks.6.ghost1.primary_conv.1"), [5])
     small, report = bn_probability_prune(model, x)
     row = next(g for g in report.groups if g.group == group)
-    assert row.structure == "depthwise branch (producer read elsewhere)"
-    assert (row.removed, row.case2, row.dw_only) == (1, 1, 3)
-    assert report.cases()["dw_only_not_handled"] == 3
+    assert (row.removed, row.case2, row.dw_only) == (1, 1, 0)
+    ghosts = next(g for g in report.groups if g.group == "blocks.6.ghost1.cheap_operation.0.gather")
+    assert (ghosts.removed, ghosts.gathered, ghosts.structure) == (3, 3, "depthwise branch behind a gather")
+    assert report.cases() | {"dw_only_gathered": 3, "dw_only_not_handled": 0} == report.cases()
+    gather = small.get_submodule("blocks.6.ghost1.cheap_operation.0.gather")
+    assert (gather.in_channels, len(gather.index)) == (99, 96)  # ghost 5 went with its intrinsic channel
     assert _rel(_outputs(small, x), _outputs(model, x)) <= 1e-9
 
 

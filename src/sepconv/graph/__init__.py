@@ -7,15 +7,19 @@ and physical channel removal.
 * :mod:`.analysis` — :func:`analyse`: channel chains and groups (:class:`ChannelGraph`);
 * :mod:`.compact` — :func:`compact`: removing channels physically;
 * :mod:`.units` — :func:`find_units`: the channel groups whose width can change both ways;
-* :mod:`.widen` — :func:`widen`: inserting channels into them without changing the function.
+* :mod:`.widen` — :func:`widen`: inserting channels into them without changing the function;
+* :mod:`.gathers` — :func:`insert_gathers`: a group-starting channel gather in front of depthwise
+  convs, so their channels can go while their inputs stay.
 
-Importing this package registers the ``compact`` and ``widen`` replays used to rebuild checkpoints.
+Importing this package registers the ``compact``, ``widen`` and ``insert_gather`` replays used to
+rebuild checkpoints.
 """
 
 from .analysis import ChannelGraph, Rewrite, analyse, dependency_groups
 from .channel_graph import ChainBatchNorm
 from .compact import CompactReport, KeptChannels, apply_compaction, compact, compact_zeros
 from .constants import channel_constants, consumer_offsets
+from .gathers import GatherReport, close_over_gathers, insert_gathers
 from .groups import Balance, ChannelGroup, Member
 from .queries import Activation, GraphQueries, graph_queries, is_depthwise
 from .units import Unit, find_units, unit_of
@@ -28,6 +32,7 @@ __all__ = [
     "ChannelGraph",
     "ChannelGroup",
     "CompactReport",
+    "GatherReport",
     "GraphQueries",
     "KeptChannels",
     "Member",
@@ -37,12 +42,14 @@ __all__ = [
     "analyse",
     "apply_compaction",
     "channel_constants",
+    "close_over_gathers",
     "compact",
     "compact_zeros",
     "consumer_offsets",
     "dependency_groups",
     "find_units",
     "graph_queries",
+    "insert_gathers",
     "is_depthwise",
     "unit_of",
     "widen",

@@ -83,7 +83,7 @@ class Walk:
         self.balances: list[tuple[Owner, int, str]] = []
         self.zero_elements: list[np.ndarray] = []
         self.module_calls: dict[str, list[str]] = {}
-        self.producers: list[Owner] = []  # output sites of regular/grouped convs and linear layers
+        self.producers: list[Owner] = []  # output sites of convs, linear layers, group-starting gathers
 
     def run(self) -> None:
         for node in self.gm.graph.nodes:

@@ -59,7 +59,7 @@ class ChannelGraph:
     balances: list[tuple[Owner, int, str]]
     zero_elements: np.ndarray  # ZeroPadShortcut output channels that are always zero
     module_calls: dict[str, list[str]]
-    producers: list[Owner]  # output sites of regular/grouped convs and linear layers
+    producers: list[Owner]  # output sites of regular/grouped convs, linear layers and group-starting gathers
     flags: dict[int, str] = field(default_factory=dict)
 
     def group(self, group_id: str) -> ChannelGroup:

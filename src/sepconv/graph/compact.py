@@ -12,6 +12,10 @@ which the adds accumulate along the stream — is folded into every conv that re
 There is no partial scatter of a residual channel: a channel either exists everywhere along the
 stream or nowhere, so the compacted model stays a plain network of standard layers.
 
+A group-starting channel gather (:mod:`.gathers`) is the one place where a channel may go on
+one side only: its outputs are a group of their own (the gather's index drops the removed ones),
+and an output whose input channel is removed goes with it (:func:`.gathers.close_over_gathers`).
+
 The result is the input's own class (layers edited in place on a copy), or an ``fx.GraphModule``
 when a literal channel count in ``forward`` (a split size, a slice bound) had to change. It carries
 a ``compact`` step in its architecture description — the kept chain indices per group — and the
@@ -41,6 +45,7 @@ from ..options import Options, option
 from ..report.protocol import ReportMixin
 from .analysis import ChannelGraph, Rewrite, analyse
 from .constants import Overrides, border_sensitive_layers, channel_constants, consumer_offsets
+from .gathers import close_over_gathers
 from .groups import Owner
 from .movement import remeasure
 from .surgery import slice_attribute, slice_conv, slice_gather, slice_linear, slice_norm, slice_zero_pad
@@ -212,7 +217,7 @@ def _resolve(cg: ChannelGraph, prune: PruneSpec) -> np.ndarray:
     if isinstance(prune, str):
         if prune != "zeros":
             raise SepconvError(f"prune must be a mapping or 'zeros', got {prune!r}")
-        return _removal_from_dead_filters(cg, _zero_filters(cg))
+        return close_over_gathers(cg, _removal_from_dead_filters(cg, _zero_filters(cg)))
     if not isinstance(prune, Mapping):
         raise SepconvError("prune must map group ids to channel indices or layer names to keep masks")
     dead: dict[str, np.ndarray] = {}
@@ -241,7 +246,7 @@ def _resolve(cg: ChannelGraph, prune: PruneSpec) -> np.ndarray:
                 raise SepconvError(f"the mask of {name} has shape {mask.shape}, expected ({owner.size},)")
             filters[owner.index] = mask
         removed |= _removal_from_dead_filters(cg, filters)
-    return removed
+    return close_over_gathers(cg, removed)
 
 
 def _is_mask(value: Any) -> bool:
@@ -268,6 +273,8 @@ def _zero_filters(cg: ChannelGraph) -> dict[int, np.ndarray]:
     """Per producer (owner index): which of its filters are exactly zero."""
     found: dict[int, np.ndarray] = {}
     for owner in cg.producers:
+        if owner.role != "out":
+            continue  # a group-starting gather has no filters to be zero
         weight = cg.module(owner.name).weight.detach()
         found[owner.index] = weight.flatten(1).eq(0).all(dim=1).cpu().numpy()
     return found
@@ -310,6 +317,7 @@ def apply_compaction(
 
     ``verify`` runs the result once and checks every tensor's width and every data-movement op
     (a refusal instead of a silently wrong model when ``forward`` hard-codes a channel count)."""
+    close_over_gathers(cg, removed)
     _validate(cg, removed)
     info: dict[str, Any] = {"folded": [], "bias_added": [], "border_inexact": [], "graph_rewritten": False}
     offsets: dict[str, torch.Tensor] = {}

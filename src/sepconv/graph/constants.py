@@ -178,6 +178,15 @@ def _node_constants(
             # A producer's output is constant exactly where its filter is (taken as) zero.
             return _producer_constants(cg, mod, out_site, removed)
         source = values.get(node.args[0].name) if isinstance(node.args[0], fx.Node) else None
+        gather_site = cg.site_owner.get((str(node.target), "gather_out"))
+        if gather_site is not None and gather_site in cg.producers:
+            # A group-starting gather: an output removed on its own is a removed filter (a one-hot
+            # row), so 0; one removed with its input carries the input's constant along.
+            index = mod.index.cpu()
+            moved = source[index] if source is not None else nan
+            input_gone = removed[cg.chains(cg.site_owner[(str(node.target), "gather_in")])][index.numpy()]
+            alone = removed[cg.chains(gather_site)] & ~input_gone
+            return torch.where(torch.from_numpy(alone), 0.0, moved)
         if isinstance(mod, nn.modules.conv._ConvNd):
             if source is None:
                 return nan
@@ -264,6 +273,8 @@ def consumer_offsets(
     offsets: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for owner in cg.producers:
+            if owner.role != "out":
+                continue  # a group-starting gather: its outputs reading removed channels go too
             name = owner.name
             for node_name in cg.module_calls.get(name, []):
                 node = cg.node(node_name)

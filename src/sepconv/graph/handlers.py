@@ -169,8 +169,12 @@ def zero_pad(w: Walk, node: fx.Node, mod: nn.Module, arg: fx.Node) -> None:
 
 def gather(w: Walk, node: fx.Node, mod: ChannelGather, arg: fx.Node) -> None:
     """Output m ~ input ``index[m]``: an input read several times is one chain with all its
-    copies (removing it removes them all); an input nobody reads ends its chain here."""
+    copies (removing it removes them all); an input nobody reads ends its chain here.
+    ``starts_group``: no link; the outputs are chains of their own, like a layer's filters."""
     s_in, s_out, index = _index_sites(w, node, mod, arg, "gather")
+    if mod.starts_group:
+        w.producers.append(s_out)
+        return
     w.elements.link(s_in.base + index, s_out.base + np.arange(len(index)))
 
 

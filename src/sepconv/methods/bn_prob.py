@@ -17,10 +17,9 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from ..graph.compact import compact
 from ..io import atomic_write_text
 from ..options import option
-from ..prune.bn_probability import BNProbOptions, BNProbReport, bn_probability_prune
+from ..prune.bn_probability import BNProbOptions, BNProbReport, apply_removal, bn_probability_prune
 from ..resources import MAX_IMAGES
 from ..train.api import train
 from ..train.config import MAX_BATCH, MAX_EPOCHS, TrainConfig
@@ -66,7 +65,7 @@ class BNProb(Method):
             report.accuracy["before"] = evaluate(model, test)["accuracy"]
             report.accuracy["after"] = evaluate(result, test)["accuracy"]
             if opts.fusion != "none":  # the same removal with the constants dropped: what fusion is worth
-                plain, _ = compact(model, report.removed_chains, x, fold="none")
+                plain, _ = apply_removal(model, report, x)
                 report.accuracy["after_without_fusion"] = evaluate(plain, test)["accuracy"]
         if opts.finetune_epochs > 0:
             config = TrainConfig(

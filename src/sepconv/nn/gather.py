@@ -7,6 +7,12 @@ buffer, so checkpoints carry the wiring, and the channel analysis (:mod:`sepconv
 as a channel-moving op: input ``index[m]`` and output ``m`` are one channel chain, so soft pruning,
 compaction (which renumbers the index), constant folding, BN folding and ONNX export (a ``Gather``
 on axis 1) work on models that contain it. GhostNet-style "cheap copies" can use it too.
+
+``starts_group=True`` makes the outputs a channel group of their own (BN-probability pruning puts
+such a gather in front of a depthwise conv whose input is also read elsewhere, so that a dead
+depthwise channel can go while its input stays): the analysis then treats the gather like a layer
+with filters (its outputs are chains of their own, it reads its inputs like a consumer), and an
+output whose input channel is removed is removed with it (:func:`sepconv.graph.compact`).
 """
 
 from __future__ import annotations
@@ -35,14 +41,18 @@ class ChannelGather(nn.Module):
 
     ``in_channels`` is the width the layer reads (checked against the index; compaction updates
     both). The index is a persistent ``long`` buffer: it is saved in the state dict and moves with
-    ``.to(device)``; a loaded index is checked against ``in_channels``.
+    ``.to(device)``; a loaded index is checked against ``in_channels``. ``starts_group``: the
+    outputs form a channel group of their own (see the module docstring); structure, not state.
     """
 
-    def __init__(self, in_channels: int, index: Sequence[int] | torch.Tensor) -> None:
+    def __init__(
+        self, in_channels: int, index: Sequence[int] | torch.Tensor, starts_group: bool = False
+    ) -> None:
         super().__init__()
         if isinstance(in_channels, bool) or int(in_channels) != in_channels or in_channels < 1:
             raise SepconvError(f"in_channels must be a positive integer, got {in_channels!r}")
         self.in_channels = int(in_channels)
+        self.starts_group = bool(starts_group)
         tensor = torch.as_tensor(index, dtype=torch.long).detach().clone().reshape(-1)
         _check_index(tensor, self.in_channels, "ChannelGather")
         self.register_buffer("index", tensor)
@@ -78,4 +88,4 @@ class ChannelGather(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels} -> {self.out_channels}"
+        return f"{self.in_channels} -> {self.out_channels}" + (", starts_group=True" if self.starts_group else "")

@@ -27,11 +27,20 @@
   the depthwise conv and BN_b: it can be far from 0), case 3 = B only (the producer filter fed
   nothing else), case 4 = neither (kept). A chain holding several channels of one BN (a
   ShuffleNet V1 slot: a shuffle ties g channels) is flagged only when all of them are.
-* **Not handled:** a chain whose BN_b flags it while the producer's output is also read
-  elsewhere (GhostNet: the cheap depthwise branch's channel is dead, the intrinsic channel it
-  was made from is not). Removing only the depthwise channel needs a gather of the depthwise
-  input, which the graph layer does not provide yet; such chains are counted
-  (:attr:`GroupResult.dw_only`) and kept.
+* **A depthwise branch of a producer read elsewhere** (GhostNet: the cheap depthwise branch's
+  channel is dead, the intrinsic channel it was made from is not, and is concatenated into the
+  output too). The selection runs on a probe with a group-starting channel gather
+  (:func:`sepconv.graph.insert_gathers`, identity index) in front of every such depthwise conv
+  (:func:`gather_candidates`): the depthwise channels are then a group of their own, whose only
+  cut is BN_b (:attr:`ChainSite.gathered`), removed with E[act_b] fused like case 3. A ghost
+  channel whose intrinsic channel goes too goes with it (the constant propagated from BN_a, as in
+  cases 1 and 2). The result gets gathers only in front of the convs that lose a channel on its
+  own (:attr:`BNProbReport.gathers`, :attr:`GroupResult.gathered`; a recorded ``insert_gather``
+  step, so checkpoints reload with ``weights_only``); the removal is applied by layer names
+  (:attr:`BNProbReport.removed_outputs`, :func:`apply_removal`). A depthwise conv called more than
+  once or inside one of sepconv's separable layers gets no gather, and a gathered group that
+  another layer writes too (a squeeze-excite gate) or that a linear BN follows has no cut at
+  BN_b: their flagged channels are counted (:attr:`GroupResult.dw_only`) and kept.
 * **Shifting-factor fusion.** A removed channel's expected value E[act(N(β, γ²))] (closed forms
   for ReLU and ReLU6, :func:`expected_activation`) is imposed at the flagging BN's activation
   output and folded into the consumers by :func:`sepconv.graph.compact` (``constants=``); what
@@ -67,7 +76,9 @@ import torch.nn as nn
 from ..errors import SepconvError
 from ..graph.analysis import ChannelGraph, analyse
 from ..graph.budget import Budget
-from ..graph.compact import compact
+from ..graph.compact import CompactReport, compact
+from ..graph.gathers import CONV as GATHERED_CONV
+from ..graph.gathers import close_over_gathers, gather_layer, insert_gathers
 from ..graph.groups import ChannelGroup
 from ..graph.selection import RemovalPlan, plan_removal
 from ..measure.profile import Profile, profile
@@ -83,10 +94,12 @@ __all__ = [
     "ChainSite",
     "CutNorm",
     "UnreachableTarget",
+    "apply_removal",
     "bn_probability_prune",
     "chain_sites",
     "estimate_counts",
     "expected_activation",
+    "gather_candidates",
     "score_chains",
     "zero_probability",
     "zero_score",
@@ -185,7 +198,15 @@ class ChainSite:
         return a_ok or (self.b_cuts and all(n.eligible for n in self.b or ()))
 
     @property
+    def gathered(self) -> bool:
+        """The chains start at a channel gather put in front of their depthwise conv (the ghost
+        branch of a producer read elsewhere): removing one removes the depthwise channel only."""
+        return _starts_at_gathers(self.group)
+
+    @property
     def structure(self) -> str:
+        if self.gathered:
+            return "depthwise branch behind a gather"
         if not self.depthwise:
             return "plain"
         if not self.read_by_depthwise_only:
@@ -211,12 +232,37 @@ def chain_sites(cg: ChannelGraph) -> list[ChainSite]:
         readers = {reader for p in producers for reader in queries.consumers(p)}
         read_by_depthwise_only = bool(depthwise) and readers <= set(depthwise)
         note = ""
-        if a is None:
+        if _starts_at_gathers(group):
+            pass  # a ghost branch behind a gather: only BN_b can flag it (see ChainSite.gathered)
+        elif a is None:
             note = "a producer is not followed by a BatchNorm of its own"
         elif not all(n.eligible for n in a):
             note = "BN after the producer feeds no ReLU/ReLU6 (linear: a residual stream or projection)"
         sites.append(ChainSite(group, a, b, read_by_depthwise_only, depthwise, note))
     return sites
+
+
+def _starts_at_gathers(group: ChannelGroup) -> bool:
+    producers = group.producers
+    return bool(producers) and all(m.role == "gather_out" for m in producers)
+
+
+def gather_candidates(cg: ChannelGraph, sites: list[ChainSite]) -> list[str]:
+    """The depthwise convs a gather would let BN_b prune on their own: those of a chain whose
+    producers are also read by other layers (GhostNet's cheap branch), followed by a BN that a
+    ReLU/ReLU6 follows, called once, and not part of one of sepconv's own separable layers
+    (which refer to their depthwise part by attribute)."""
+    found: list[str] = []
+    for site in sites:
+        if not site.depthwise or site.read_by_depthwise_only or site.b is None:
+            continue
+        if not all(n.eligible for n in site.b):
+            continue
+        for name in site.depthwise:
+            parent = cg.module(name.rpartition(".")[0])
+            if len(cg.module_calls.get(name, ())) == 1 and not type(parent).__module__.startswith("sepconv.nn"):
+                found.append(name)
+    return found
 
 
 def _cut(cg: ChannelGraph, layers: list[str], norms: Mapping[str, object]) -> tuple[CutNorm, ...] | None:
@@ -475,7 +521,8 @@ class GroupResult:
     flagged: int = 0  # flagged chains (before floors and balance)
     floor_kept: int = 0  # flagged but kept by the per-layer floor (and the rounding of kept widths)
     balance_kept: int = 0  # flagged but kept so that every block loses equally many
-    dw_only: int = 0  # flagged at BN_b only while the producer is read elsewhere (GhostNet): not handled
+    dw_only: int = 0  # flagged at BN_b only while the producer is read elsewhere, and no gather cuts them off: kept
+    gathered: int = 0  # depthwise channels removed on their own behind a gather (GhostNet's cheap branch)
     structure: str = ""  # "depthwise chain", "plain", ...
     note: str = ""
 
@@ -497,10 +544,13 @@ class BNProbReport(ReportMixin):
     # every layer that changed: {"in": [before, after], "out": [...], "params": [...], "macs": [...]}
     layers: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     border_inexact: list[str] = field(default_factory=list)
+    gathers: list[str] = field(default_factory=list)  # depthwise convs that got a gather in front
     shortfalls: dict[str, list[int]] = field(default_factory=dict)
     removed_chains: dict[str, list[int]] = field(
         default_factory=dict
-    )  # group id -> chain indices (compact's plan)
+    )  # group id -> chain indices of the analysis (with gathers in front of candidate depthwise convs)
+    # layer (conv/linear, or a gather of ``gathers``) -> output channels removed: see apply_removal
+    removed_outputs: dict[str, list[int]] = field(default_factory=dict)
     accuracy: dict[str, float] = field(default_factory=dict)  # filled by callers that evaluate
     seconds: float = 0.0
 
@@ -514,6 +564,7 @@ class BNProbReport(ReportMixin):
             "case2": sum(g.case2 for g in self.groups),
             "case3": sum(g.case3 for g in self.groups),
             "constant": sum(g.constant for g in self.groups),
+            "dw_only_gathered": sum(g.gathered for g in self.groups),
             "dw_only_not_handled": sum(g.dw_only for g in self.groups),
         }
 
@@ -525,14 +576,21 @@ class BNProbReport(ReportMixin):
         c = self.cases()
         lines = [
             f"{self.criterion} {how}, fusion {self.fusion}: removed {self.removed} channel(s) "
-            f"(case 1: {c['case1']}, case 2: {c['case2']}, case 3: {c['case3']}; constant rule: {c['constant']}); "
+            f"(case 1: {c['case1']}, case 2: {c['case2']}, case 3: {c['case3']}, "
+            f"dw-only behind a gather: {c['dw_only_gathered']}; constant rule: {c['constant']}); "
             f"params {self.params_before:,} -> {self.params_after:,} ({_drop(self.params_after, self.params_before)}), "
             f"MACs {self.macs_before:,} -> {self.macs_after:,} ({_drop(self.macs_after, self.macs_before)})"
         ]
+        if self.gathers:
+            lines.append(
+                f"{c['dw_only_gathered']} depthwise channel(s) whose input is read elsewhere (GhostNet's cheap "
+                f"branch) removed on their own behind a channel gather in front of {len(self.gathers)} depthwise conv(s)"
+            )
         if c["dw_only_not_handled"]:
             lines.append(
                 f"{c['dw_only_not_handled']} channel(s) flagged only after a depthwise conv whose input is read "
-                "elsewhere (GhostNet's cheap branch) were kept: that needs a gather, not handled"
+                "elsewhere were kept: no gather cuts them off (another layer writes them too, e.g. a "
+                "squeeze-excite gate, a linear BN follows, or the conv is called more than once)"
             )
         if self.accuracy:
             lines.append("accuracy " + ", ".join(f"{k} {100 * v:.2f}%" for k, v in self.accuracy.items()))
@@ -547,15 +605,16 @@ class BNProbReport(ReportMixin):
     def table(self) -> str:
         """Per group: size, removed and by which case (Markdown)."""
         rows = [
-            "| group | structure | channels | removed | case 1 | case 2 | case 3 | constant | floor kept | balance kept | dw-only (kept) |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| group | structure | channels | removed | case 1 | case 2 | case 3 | dw-only (gathered) | constant "
+            "| floor kept | balance kept | dw-only (kept) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for g in self.groups:
             if not (g.removed or g.flagged or g.dw_only):
                 continue
             rows.append(
                 f"| `{g.group}` | {g.structure} | {g.size} | {g.removed} | {g.case1} | {g.case2} | {g.case3} | "
-                f"{g.constant} | {g.floor_kept} | {g.balance_kept} | {g.dw_only} |"
+                f"{g.gathered} | {g.constant} | {g.floor_kept} | {g.balance_kept} | {g.dw_only} |"
             )
         return "\n".join(rows)
 
@@ -621,9 +680,7 @@ class _Selector:
                 counts[gid], allowed[gid] = count, flagged[gid]
                 scores[gid] = -self.priority[gid]  # the most certainly dead go first
         plan = plan_removal(self.cg, counts, scores, allowed=allowed) if counts else RemovalPlan({}, {})
-        removed = np.zeros(self.cg.num_chains, dtype=bool)
-        for gid, chains in plan.items():
-            removed[np.asarray(self.cg.group(gid).chains, dtype=np.int64)[chains]] = True
+        removed = close_over_gathers(self.cg, _removed_chains(self.cg, plan))  # ghosts go with their inputs
         params, macs = estimate_counts(self.cg, self.before, removed)
         return _Selection(plan, removed, params, macs, threshold)
 
@@ -744,23 +801,38 @@ def bn_probability_prune(
     model.eval()
     try:
         cg = analyse(model, x)
+        # A probe with a gather in front of every depthwise conv whose input is read elsewhere, so
+        # that BN_b can flag those depthwise channels on their own; the result gets gathers only
+        # where such a channel goes.
+        candidates = gather_candidates(cg, chain_sites(cg))
+        probe_counts = before
+        if candidates:
+            probe, _ = insert_gathers(model, candidates)
+            try:
+                probe_cg = analyse(probe, x)
+            except SepconvError:  # a forward that reads those convs' attributes: no gathers then
+                candidates = []
+            else:
+                cg = probe_cg
+                probe_counts = profile(probe, input_size)  # the same counts, by the probe's layer names
     finally:
         model.train(was_training)
     sites = chain_sites(cg)
     scores = score_chains(cg, sites, opts.constant_eps)
-    selector = _Selector(cg, scores, opts, before)
+    selector = _Selector(cg, scores, opts, probe_counts)
     target = opts.target
     if target:
         selection = selector.search(*target)
     else:
         selection = selector.select(float(torch.special.ndtri(torch.tensor(opts.tau, dtype=torch.float64))))
     threshold = selection.threshold
-    plan = selection.plan
+    plan, gathered = _ghost_only(cg, selection.plan, candidates)
     overrides = (
         fusion_constants(cg, scores, plan, threshold, opts) if opts.criterion == "bn-probability" else {}
     )
     fold = "none" if opts.fusion == "none" else "bias"
-    result, creport = compact(model, dict(plan), x, fold=fold, constants=overrides or None)
+    removal = _removed_outputs(cg, plan, [gather_layer(name) for name in gathered])
+    result, creport = _compact_removal(model, gathered, removal, x, fold, overrides or None)
     report = BNProbReport(
         criterion=opts.criterion,
         tau=float(torch.special.ndtr(torch.tensor(threshold)))
@@ -778,11 +850,86 @@ def bn_probability_prune(
         groups=_group_results(selector, scores, plan, threshold),
         layers=_layers(model, before, result, input_size),
         border_inexact=list(creport.border_inexact),
+        gathers=gathered,
+        removed_outputs=removal,
         shortfalls={k: list(v) for k, v in plan.shortfalls.items()},
         removed_chains={k: list(v) for k, v in plan.items()},
         seconds=time.perf_counter() - start,
     )
     return result, report
+
+
+def _removed_chains(cg: ChannelGraph, plan: Mapping[str, list[int]]) -> np.ndarray:
+    """The plan as a removed flag per chain of the analysis."""
+    removed = np.zeros(cg.num_chains, dtype=bool)
+    for gid, chains in plan.items():
+        removed[np.asarray(cg.group(gid).chains, dtype=np.int64)[chains]] = True
+    return removed
+
+
+def _ghost_only(cg: ChannelGraph, plan: RemovalPlan, candidates: list[str]) -> tuple[RemovalPlan, list[str]]:
+    """The plan without the ghost chains whose input channel goes anyway (they go with it, their
+    value propagated from BN_a: cases 1 and 2), and the depthwise convs that still lose a
+    channel on its own (they keep their gather)."""
+    removed = _removed_chains(cg, plan)
+    trimmed = {gid: list(chains) for gid, chains in plan.items()}
+    gathered: list[str] = []
+    for name in candidates:
+        gather = gather_layer(name)
+        source = cg.site_owner[(gather, "gather_in")]
+        index = cg.module(gather).index.cpu().numpy()
+        source_gone = removed[cg.chains(source)][index]
+        for group in cg.groups:
+            chains = trimmed.get(group.id)
+            member = next((m for m in group.producers if m.name == gather), None)
+            if not chains or member is None:
+                continue
+            kept = [k for k in chains if not source_gone[member.channels[k]].any()]
+            trimmed[group.id] = kept
+            if kept:
+                gathered.append(name)
+    trimmed = {gid: chains for gid, chains in trimmed.items() if chains}
+    return RemovalPlan(trimmed, plan.shortfalls), gathered
+
+
+def _removed_outputs(cg: ChannelGraph, plan: RemovalPlan, gathers: list[str]) -> dict[str, list[int]]:
+    """The plan by layer names (the probe's group ids need not exist in the result): per layer
+    with filters, and per gather in ``gathers`` (those the result keeps), the outputs it loses."""
+    removed = _removed_chains(cg, plan)
+    close_over_gathers(cg, removed)
+    outputs: dict[str, list[int]] = {}
+    for owner in cg.producers:
+        gone = removed[cg.chains(owner)]
+        if gone.any() and (owner.role == "out" or owner.name in gathers):
+            outputs[owner.name] = np.flatnonzero(gone).tolist()
+    return outputs
+
+
+def _compact_removal(
+    model: nn.Module,
+    gathers: list[str],
+    removed_outputs: Mapping[str, list[int]],
+    x: torch.Tensor,
+    fold: str,
+    constants: Mapping[str, Mapping[int, float]] | None,
+) -> tuple[nn.Module, CompactReport]:
+    work = insert_gathers(model, gathers)[0] if gathers else model
+    masks = {}
+    for name, gone in removed_outputs.items():
+        layer = work.get_submodule(name)
+        keep = torch.ones(int(getattr(layer, "out_features", None) or layer.out_channels), dtype=torch.bool)
+        keep[gone] = False
+        masks[name] = keep
+    return compact(work, masks, x, fold=fold, constants=constants)
+
+
+def apply_removal(
+    model: nn.Module, report: BNProbReport, example_input: torch.Tensor, fold: str = "none"
+) -> tuple[nn.Module, CompactReport]:
+    """The removal ``report`` describes (its gathers, then the compaction), applied again to the
+    ``model`` it was computed on, with ``fold`` and no imposed constants: ``fold="none"`` is the
+    same removal without shifting-factor fusion."""
+    return _compact_removal(model, report.gathers, report.removed_outputs, example_input, fold, None)
 
 
 def _group_results(
@@ -801,6 +948,9 @@ def _group_results(
         n_flagged = int(flagged.sum())
         asked = selector.count(group.size, n_flagged)
         constant = np.where(a, s.constant_a, s.constant_b) & (a | b)
+        gathered = int(removed.sum()) if s.site.gathered else 0
+        if s.site.gathered:  # the chain starts behind the gather: BN_b alone flags it
+            b = np.zeros(group.size, dtype=bool)
         results.append(
             GroupResult(
                 group=group.id,
@@ -814,6 +964,7 @@ def _group_results(
                 floor_kept=n_flagged - asked,
                 balance_kept=asked - int(removed.sum()),
                 dw_only=int((dw_only & ~removed).sum()),
+                gathered=gathered,
                 structure=s.site.structure,
                 note=s.site.note,
             )
@@ -829,11 +980,12 @@ def _layers(
     modules = dict(result.named_modules())
     layers: dict[str, dict[str, list[int]]] = {}
     for row in before.rows:
-        new = after_rows.get(row.name)
+        name = row.name if row.name in after_rows else f"{row.name}.{GATHERED_CONV}"  # behind a gather
+        new = after_rows.get(name)
         if new is None or (new.params, new.macs) == (row.params, row.macs):
             continue
         entry = {"params": [row.params, new.params], "macs": [row.macs, new.macs]}
-        old_layer, new_layer = model.get_submodule(row.name), modules.get(row.name)
+        old_layer, new_layer = model.get_submodule(row.name), modules.get(name)
         for key, attr in (
             ("in", ("in_channels", "in_features")),
             ("out", ("out_channels", "out_features", "num_features")),
