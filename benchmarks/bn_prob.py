@@ -96,6 +96,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--warmup-epochs", type=float, default=0.0, help="epochs of linear lr warm-up")
+    p.add_argument("--no-normal", action="store_true", help="train and prune only the slimming runs")
     p.add_argument(
         "--penalty",
         default="5e-3",
@@ -384,7 +385,7 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
         "runs": [],
     }
-    penalties = [Penalty(), *args.penalty]
+    penalties = ([] if args.no_normal else [Penalty()]) + args.penalty
     for spec in args.data:
         data = limit_dataset(get_dataset(spec, train=True), args.train_images or None)
         test = limit_dataset(get_dataset(spec, train=False), args.test_images or None)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import torch.nn as nn
 
 from ..options import Options, option
-from ..prune.bn_probability import zero_probability
+from ..prune.bn_chains import zero_probability
 from ..prune.slimming import BNL1Penalty, penalised_norms
 from ..report.protocol import Report, StepReport
 from ..train.callbacks import Callback

@@ -18,7 +18,7 @@ import torch.nn as nn
 from ..errors import SepconvError
 from ..graph.queries import graph_queries
 from ..train.callbacks import Callback
-from .bn_probability import ELIGIBLE_ACTIVATIONS
+from .bn_chains import ELIGIBLE_ACTIVATIONS
 
 if TYPE_CHECKING:
     from ..train.engine import Trainer
