@@ -129,6 +129,7 @@ def train_settings(epochs: int, seed: int, warmup: float, device: str | None) ->
         "schedule": "cosine",
         "warmup_epochs": warmup,
         "seed": seed,
+        "on_stall": "warn",  # a stalled run is a result of the comparison, recorded, not a crash
     }
     if device is not None:
         if "device" not in {f.name for f in dataclasses.fields(TrainConfig)}:
@@ -182,6 +183,7 @@ def run_one(name: str, suite: Suite, method: str, seed: int, args: argparse.Name
         "epoch_seconds": [r["seconds"] for r in history],
         "epoch_test_accuracy": [r["test_accuracy"] for r in history],
         "epoch_train_loss": [r["train_loss"] for r in history],
+        "stalled": next((r["stall"] for r in history if r.get("stall")), None),  # the engine's diagnosis
     }
     if method == "apg":
         details = json.loads((out / "adaptive.json").read_text())
@@ -319,6 +321,9 @@ def markdown(name: str, suite: Suite, record: dict[str, Any]) -> str:
             f" {', '.join(f'{100 * a:.2f}' for a in row['accuracy_per_seed'])} |"
             f" {row['wall_seconds']:.0f} | {row['cpu_seconds']:.0f} |"
         )
+    stalled = [f"{LABELS[r['method']]} seed {r['seed']}" for r in record["runs"] if r.get("stalled")]
+    if stalled:
+        lines += ["", f"Stalled (the engine's detector: training loss ≥ 0.9·ln C after epoch 5, or chance at the end): {', '.join(stalled)}."]
     checks = record["targets"]
     if checks:
         lines += [
