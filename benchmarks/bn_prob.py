@@ -33,7 +33,7 @@ these budgets; ``λ@E`` starts the penalty at epoch E)::
         --name bn_prob_colorchart_v2_e12
     OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python benchmarks/bn_prob.py --data colorchart \
         --models shufflenet_v1,shufflenet_v2,ghostnet --epochs 12 --warmup-epochs 1 --train-images 0 \
-        --penalty 3e-3@3 --name bn_prob_colorchart_more
+        --penalty 3e-3@3,3e-3 --name bn_prob_colorchart_more
 
 (The colour charts need about 8 epochs of 4,900 plates at batch 32 to leave their initial plateau;
 at 4 epochs MobileNetV1 stayed at 12 %. Without warm-up ShuffleNetV1 jumped to a loss of 5.6 in its
