@@ -84,6 +84,7 @@ class LdsPruner(Callback):
         self._layers: list[nn.Module] = []
         self._weights: list[torch.Tensor] = []
         self._masks: list[torch.Tensor] = []
+        self._positions: list[float] = []  # where stage s = 1..S prunes, in epochs (on_train_begin)
 
     # -- the plan ----------------------------------------------------------------------------
     @staticmethod
@@ -121,6 +122,8 @@ class LdsPruner(Callback):
                 f"its masks say {self.stages_done}"
             )
         self.converted = False
+        # The plan is fixed for the run: computed here, not in every step's _advance.
+        self._positions = self.positions(self.stage_count(model), trainer.config.stage1_epochs)
         self._layers = [layer for _, layer in layers]
         self._weights = [layer.weight for _, layer in layers]
         self._masks = [layer.mask for _, layer in layers]
@@ -162,19 +165,17 @@ class LdsPruner(Callback):
     def _advance(self, trainer: Trainer, position: float) -> None:
         if self.converted:
             return
-        model = trainer.model
-        stages = self.stage_count(model)
-        e1 = trainer.config.stage1_epochs
-        for s, where in enumerate(self.positions(stages, e1), start=1):
+        for s, where in enumerate(self._positions, start=1):
             if s > self.stages_done and where <= position:
                 self.prune(trainer)
-        if self.stages_done == stages and position >= e1 and self.options.convert_at == "e1":
+        done = self.stages_done == len(self._positions)
+        if done and position >= trainer.config.stage1_epochs and self.options.convert_at == "e1":
             self.convert(trainer)
 
     def prune(self, trainer: Trainer) -> None:
         """One stage in every LdsConv2d; masked weights' optimizer state is zeroed."""
         state = trainer.optimizer.state
-        for _, layer in lds_layers(trainer.model):
+        for layer in self._layers:
             layer.prune_stage()
             with torch.no_grad():
                 for value in state.get(layer.weight, {}).values():
