@@ -50,7 +50,6 @@ import platform
 import sys
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +59,9 @@ import torch.nn as nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import runpool  # noqa: E402  (benchmarks/ is not a package)
 from sepconv.checkpoint import load_model  # noqa: E402
 from sepconv.convert.ldsconv import convert_lds, lds_layers, ldsify  # noqa: E402
 from sepconv.convert.separable import to_separable  # noqa: E402
@@ -219,6 +220,11 @@ def run_one(budget: Budget, model: str, variant: str, seed: int) -> dict[str, An
         flush=True,
     )
     return summary
+
+
+def run_job(job: tuple[Budget, str, str, int]) -> dict[str, Any]:
+    """:func:`run_one` for :func:`runpool.run_jobs` (one picklable job each)."""
+    return run_one(*job)
 
 
 # --------------------------------------------------------------------------- counts
@@ -616,15 +622,9 @@ def main() -> None:
                  for v in ABLATIONS]  # fmt: skip
         jobs = [j for j in jobs if finished(run_dir(*j)) is None]
         print(f"{len(jobs)} training run(s) to do", flush=True)
-        if args.jobs > 1:
-            import multiprocessing
-
-            with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-                for future in as_completed([pool.submit(run_one, *j) for j in jobs]):
-                    future.result()
-        else:
-            for j in jobs:
-                run_one(*j)
+        failed = [job for job, ok, _ in runpool.run_jobs(jobs, run_job, args.jobs) if not ok]
+        if failed:
+            raise SystemExit(f"{len(failed)} training run(s) failed (errors above); nothing assembled")
         doc["train"] = assemble(budgets, models, seeds, ablation_key)
     if "latency" in parts:
         doc["latency_threads"] = args.latency_threads
