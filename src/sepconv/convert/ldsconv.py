@@ -324,13 +324,7 @@ class LdsifyRecord(Options):
     stages: int = option(8, "stage factor S", low=1, high=MAX_STAGES)
 
 
-def _replay_ldsify(
-    model: nn.Module, targets: Sequence[Mapping[str, Any]], k: float, stages: int
-) -> nn.Module:
-    return apply_ldsify(model, targets, k, stages)
-
-
-register_transform("ldsify", _replay_ldsify, LdsifyRecord)
+register_transform("ldsify", apply_ldsify, LdsifyRecord)  # the replay is the structural part itself
 
 
 # --------------------------------------------------------------------------- conversion
