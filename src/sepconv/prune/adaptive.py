@@ -334,10 +334,11 @@ class AdaptivePruneGrow(Callback):
             state.counts = torch.as_tensor(decision.counts, dtype=torch.long, device=state.gate.device)
             state.gate = torch.as_tensor(decision.gates, dtype=state.gate.dtype, device=state.gate.device)
             decisions[unit.producer] = (decision, s)
+        cost = self._channel_costs(model, counts_now)
         if goal is not None:
-            self._cap_prunes(model, decisions, counts_now, goal)
+            self._cap_prunes(decisions, cost, counts_now, goal)
 
-        projected = self._projected(model, counts_now, decisions)
+        projected = self._projected(counts_now, decisions, cost)
         thresholds_used = (self.theta_low, self.theta_high)
         if goal is not None:
             self.theta_low, self.theta_high = adjust_thresholds(
@@ -447,13 +448,16 @@ class AdaptivePruneGrow(Callback):
         }
         return total_loss / seen, correct / seen, increases
 
-    def _cap_prunes(self, model: nn.Module, decisions: dict[str, Any], counts: Any, goal: float) -> None:
-        """Hard prunes stop at the target: the ripe channels of all units go lowest score first
-        while the model is still above the goal (overshooting by at most one channel)."""
+    def _channel_costs(self, model: nn.Module, counts: Any) -> dict[str, float]:
+        """Per producer: the params or MACs (the target's kind) one channel of its unit costs."""
         kind = self.options.target_kind
         macs_of = {row.name: row.macs for row in counts.rows}
-        cost = {u.producer: _channel_cost(model, u, macs_of, kind) for u in self.units}
-        room = _count(counts, kind) - goal
+        return {u.producer: _channel_cost(model, u, macs_of, kind) for u in self.units}
+
+    def _cap_prunes(self, decisions: dict[str, Any], cost: dict[str, float], counts: Any, goal: float) -> None:
+        """Hard prunes stop at the target: the ripe channels of all units go lowest score first
+        while the model is still above the goal (overshooting by at most one channel)."""
+        room = _count(counts, self.options.target_kind) - goal
         ripe = sorted((float(s[i]), p, i) for p, (d, s) in decisions.items() for i in d.prune)
         taken: dict[str, list[int]] = {p: [] for p in decisions}
         for _, producer, channel in ripe:
@@ -464,16 +468,14 @@ class AdaptivePruneGrow(Callback):
         for producer, (decision, _) in decisions.items():
             decision.prune = sorted(taken[producer])
 
-    def _projected(self, model: nn.Module, counts: Any, decisions: dict[str, Any]) -> float:
+    def _projected(self, counts: Any, decisions: dict[str, Any], cost: dict[str, float]) -> float:
         """The target's count (params or MACs) with every current candidate removed."""
-        kind = self.options.target_kind
-        macs_of = {row.name: row.macs for row in counts.rows}
-        total = _count(counts, kind)
+        total = _count(counts, self.options.target_kind)
         for unit in self.units:
             decision, _ = decisions[unit.producer]
             n_cand = int(decision.candidates.sum())
             if n_cand:
-                total -= n_cand * _channel_cost(model, unit, macs_of, kind)
+                total -= n_cand * cost[unit.producer]
         return total
 
     def apply_changes(

@@ -72,13 +72,15 @@ class UnitState:
 
     def keep(self, channels: Sequence[int]) -> None:
         """Only ``channels`` survive (a hard prune)."""
-        index = torch.as_tensor(list(channels), dtype=torch.long, device=self.gate.device)
-        self.gate, self.counts = self.gate[index], self.counts[index]
-        self.stats = {k: v[index] for k, v in self.stats.items()}
+        self._take(channels)
 
     def extend(self, parents: Sequence[int]) -> None:
         """Children of ``parents`` are appended, copying their gates, counts and statistics."""
-        index = torch.as_tensor([*range(self.width), *parents], dtype=torch.long, device=self.gate.device)
+        self._take([*range(self.width), *parents])
+
+    def _take(self, channels: Sequence[int]) -> None:
+        """Every per-channel tensor becomes its entries ``channels`` (repeats allowed)."""
+        index = torch.as_tensor(list(channels), dtype=torch.long, device=self.gate.device)
         self.gate, self.counts = self.gate[index], self.counts[index]
         self.stats = {k: v[index] for k, v in self.stats.items()}
 
