@@ -385,16 +385,24 @@ def test_every_option_is_fuzzed() -> None:
     assert not missing, f"give these options a kind in OPTION_KINDS: {missing}"
 
 
+def _loose_numbers(cls: type, context: dict[str, Any], prefix: str) -> list[str]:
+    """``prefix + name=value`` for each NaN, infinity or huge value a numeric CLI setting of
+    ``cls`` accepts."""
+    loose = []
+    for info in describe(cls):
+        kind, _ = unwrap_optional(info.kind)
+        if kind in (int, float) and info.cli:
+            for value in ("nan", "inf", HUGE_INT, HUGE_FLOAT):
+                if not _refused(cls, info.name, value, context):
+                    loose.append(f"{prefix}{info.name}={value}")
+    return loose
+
+
 def test_every_declared_number_has_finite_bounds() -> None:
     """NaN, infinities and huge values are refused by every numeric setting a flag can reach."""
     loose = []
     for prefix, (cls, context) in DECLARED.items():
-        for info in describe(cls):
-            kind, _ = unwrap_optional(info.kind)
-            if kind in (int, float) and info.cli:
-                for value in ("nan", "inf", HUGE_INT, HUGE_FLOAT):
-                    if not _refused(cls, info.name, value, context):
-                        loose.append(f"{prefix}{info.name}={value}")
+        loose += _loose_numbers(cls, context, prefix)
     assert not loose, f"accepted: {loose}"
 
 
@@ -406,13 +414,7 @@ def test_every_method_option_number_has_finite_bounds() -> None:
         method = get_method(name)
         if not method.__module__.startswith("sepconv.methods."):
             continue
-        cls = method.options_class
-        for info in describe(cls):
-            kind, _ = unwrap_optional(info.kind)
-            if kind in (int, float) and info.cli:
-                for value in ("nan", "inf", HUGE_INT, HUGE_FLOAT):
-                    if not _refused(cls, info.name, value, {}):
-                        loose.append(f"{name}.{info.name}={value}")
+        loose += _loose_numbers(method.options_class, {}, f"{name}.")
     assert not loose, f"accepted: {loose}"
 
 

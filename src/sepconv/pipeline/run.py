@@ -31,7 +31,7 @@ from ..errors import CheckpointError
 from ..io import atomic_write_text, check_writable_dir, clean_stale_temporaries, ensure_writable_dir
 from ..measure.profile import profile
 from ..methods.base import Method, StepContext, get_method
-from ..models.arch import get_normalization, set_normalization
+from ..models.arch import model_stats, set_normalization
 from ..models.registry import create_model
 from ..normalization import Normalization
 from ..report.protocol import StepReport, jsonable
@@ -149,9 +149,9 @@ def _starting_model(recipe: Recipe, ctx: StepContext, stats: list[Stats]) -> nn.
     model = None
     if is_checkpoint_path(recipe.model):
         model = load_model(recipe.model)
-        norm = get_normalization(model)
-        if norm is not None:
-            stats.append((norm.mean, norm.std))
+        trained_stats = model_stats(model)
+        if trained_stats is not None:
+            stats.append(trained_stats)
     else:
         with torch.random.fork_rng(devices=[]):  # the check must not move the run's random numbers
             create_model(recipe.model, **recipe.model_config)
