@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import os
 from collections.abc import Sequence
@@ -68,6 +67,7 @@ from ..measure.latency import benchmark
 from ..measure.profile import default_input_size, profile
 from ..models.arch import get_arch, model_stats
 from ..models.registry import build_from_arch
+from .curves import figure_png
 from .gradcam import MAX_GRADCAM_IMAGES, grad_cam, gradcam_figure
 
 CHECKPOINT_NAMES = ("model.pt", "best.pt", "last.pt")
@@ -493,13 +493,10 @@ def _figures(study: Study) -> dict[str, bytes]:
 def _png(fig: Any) -> bytes:
     import matplotlib.pyplot as plt
 
-    buffer = io.BytesIO()
     try:
-        fig.tight_layout()
-        fig.savefig(buffer, format="png", dpi=100)
+        return figure_png(fig)
     finally:
         plt.close(fig)
-    return buffer.getvalue()
 
 
 def _accuracy_vs_macs(study: Study) -> bytes:
