@@ -124,6 +124,12 @@ class Options:
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
+    def part(self, cls: type[T]) -> T:
+        """These options' fields that ``cls`` declares, as a ``cls`` (a method's step options
+        extend the options of the library function it calls; this hands that function its own)."""
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls.from_dict({k: v for k, v in self.to_dict().items() if k in names})  # type: ignore[attr-defined]
+
     def replace(self: T, **changes: Any) -> T:
         """A copy with ``changes`` validated like :meth:`from_dict` values."""
         return type(self).from_dict({**self.to_dict(), **changes})

@@ -55,9 +55,7 @@ class BNProb(Method):
 
     def apply(self, model: nn.Module, ctx: StepContext) -> tuple[nn.Module, BNProbReport]:
         opts: BNProbStepOptions = self.options  # type: ignore[assignment]
-        prune_options = BNProbOptions.from_dict(
-            {k: v for k, v in opts.to_dict().items() if k in BNProbOptions.__dataclass_fields__}
-        )
+        prune_options = opts.part(BNProbOptions)
         x = ctx.example_input()
         result, report = bn_probability_prune(model, x, prune_options)
         test = limit_dataset(ctx.test_data, opts.eval_images) if opts.evaluate else None

@@ -55,10 +55,7 @@ class LdsConv(Method):
         )  # fmt: skip
 
     def callbacks(self, model: nn.Module, ctx: StepContext) -> list[Callback]:
-        prune_options = {
-            k: v for k, v in self.options.to_dict().items() if k in LdsPruneOptions.__dataclass_fields__
-        }
-        self.pruner = LdsPruner(LdsPruneOptions.from_dict(prune_options))
+        self.pruner = LdsPruner(self.options.part(LdsPruneOptions))
         return [self.pruner]
 
     def after_training(self, model: nn.Module, ctx: StepContext) -> tuple[nn.Module, Report]:
