@@ -217,7 +217,7 @@ def _resolve(cg: ChannelGraph, prune: PruneSpec) -> np.ndarray:
     if isinstance(prune, str):
         if prune != "zeros":
             raise SepconvError(f"prune must be a mapping or 'zeros', got {prune!r}")
-        return close_over_gathers(cg, _removal_from_dead_filters(cg, _zero_filters(cg)))
+        return _removal_from_dead_filters(cg, _zero_filters(cg))
     if not isinstance(prune, Mapping):
         raise SepconvError("prune must map group ids to channel indices or layer names to keep masks")
     dead: dict[str, np.ndarray] = {}
@@ -246,7 +246,7 @@ def _resolve(cg: ChannelGraph, prune: PruneSpec) -> np.ndarray:
                 raise SepconvError(f"the mask of {name} has shape {mask.shape}, expected ({owner.size},)")
             filters[owner.index] = mask
         removed |= _removal_from_dead_filters(cg, filters)
-    return close_over_gathers(cg, removed)
+    return removed  # apply_compaction adds the gather outputs whose input goes
 
 
 def _is_mask(value: Any) -> bool:
@@ -311,7 +311,8 @@ def apply_compaction(
     verify: bool = True,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Remove the chains flagged in ``removed`` from ``model`` (edited in place; ``cg`` must be its
-    analysis). Returns the compacted model and what was folded/rewritten; ``info["kept_channels"]``
+    analysis; the outputs of group-starting gathers whose input goes are added to ``removed``
+    in place). Returns the compacted model and what was folded/rewritten; ``info["kept_channels"]``
     maps every layer that lost channels to the original indices each of its roles kept
     (:data:`KeptChannels`), e.g. to carry optimizer momentum over to the smaller layers.
 

@@ -42,6 +42,7 @@ from torch.func import functional_call
 
 from ..errors import SepconvError, did_you_mean
 from .analysis import ChannelGraph
+from .gathers import gather_input_removed
 from .groups import Owner
 
 Overrides = Mapping[str, Mapping[int, float]]
@@ -182,9 +183,8 @@ def _node_constants(
         if gather_site is not None and gather_site in cg.producers:
             # A group-starting gather: an output removed on its own is a removed filter (a one-hot
             # row), so 0; one removed with its input carries the input's constant along.
-            index = mod.index.cpu()
-            moved = source[index] if source is not None else nan
-            input_gone = removed[cg.chains(cg.site_owner[(str(node.target), "gather_in")])][index.numpy()]
+            moved = source[mod.index.cpu()] if source is not None else nan
+            input_gone = gather_input_removed(cg, str(node.target), removed)
             alone = removed[cg.chains(gather_site)] & ~input_gone
             return torch.where(torch.from_numpy(alone), 0.0, moved)
         if isinstance(mod, nn.modules.conv._ConvNd):

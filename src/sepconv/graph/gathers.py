@@ -38,7 +38,7 @@ from ..report.protocol import ReportMixin
 from .channel_graph import ChannelGraph
 from .queries import is_depthwise
 
-__all__ = ["GatherReport", "close_over_gathers", "gather_layer", "insert_gathers"]
+__all__ = ["GatherReport", "close_over_gathers", "gather_input_removed", "gather_layer", "insert_gathers"]
 
 GATHER, CONV = "gather", "conv"  # the names inside the Sequential that replaces a depthwise conv
 
@@ -85,16 +85,19 @@ def _apply(model: nn.Module, layers: Sequence[str]) -> nn.Module:
     return model
 
 
+def gather_input_removed(cg: ChannelGraph, gather: str, removed: np.ndarray) -> np.ndarray:
+    """Per output of gather ``gather``: whether the input channel it reads is in ``removed``."""
+    source = cg.site_owner[(gather, "gather_in")]
+    index = cg.module(gather).index.cpu().numpy()
+    return removed[cg.chains(source)][index]
+
+
 def close_over_gathers(cg: ChannelGraph, removed: np.ndarray) -> np.ndarray:
     """``removed`` (in place, and returned) plus every output of a group-starting gather whose
     input channel is removed: such an output has nothing left to read."""
     for owner in cg.producers:
-        if owner.role != "gather_out":
-            continue
-        source = cg.site_owner[(owner.name, "gather_in")]
-        index = cg.module(owner.name).index.cpu().numpy()
-        gone = removed[cg.chains(source)][index]
-        removed[cg.chains(owner)[gone]] = True
+        if owner.role == "gather_out":
+            removed[cg.chains(owner)[gather_input_removed(cg, owner.name, removed)]] = True
     return removed
 
 

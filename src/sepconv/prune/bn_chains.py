@@ -48,11 +48,9 @@ _SQRT_2PI = math.sqrt(2.0 * math.pi)
 
 # --------------------------------------------------------------------------- the mathematics
 def zero_probability(beta: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
-    """p = P(N(β, γ²) ≤ 0) = Φ(−β/|γ|) in float64; γ = 0 exactly: 1 if β ≤ 0, else 0."""
-    beta, scale = beta.detach().double().cpu(), gamma.detach().double().cpu().abs()
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    p = torch.special.ndtr(-beta / safe)
-    return torch.where(scale > 0, p, (beta <= 0).double())
+    """p = P(N(β, γ²) ≤ 0) = Φ(−β/|γ|) in float64; γ = 0 exactly: 1 if β ≤ 0, else 0
+    (Φ of :func:`zero_score`, whose ±∞ for γ = 0 give exactly those)."""
+    return torch.special.ndtr(zero_score(beta, gamma))
 
 
 def _pdf(x: torch.Tensor) -> torch.Tensor:

@@ -77,7 +77,7 @@ from ..graph.analysis import ChannelGraph, analyse
 from ..graph.budget import Budget
 from ..graph.compact import CompactReport, compact
 from ..graph.gathers import CONV as GATHERED_CONV
-from ..graph.gathers import close_over_gathers, gather_layer, insert_gathers
+from ..graph.gathers import close_over_gathers, gather_input_removed, gather_layer, insert_gathers
 from ..graph.selection import RemovalPlan, plan_removal
 from ..measure.profile import Profile, profile
 from ..options import Options, option
@@ -561,9 +561,7 @@ def _ghost_only(cg: ChannelGraph, plan: RemovalPlan, candidates: list[str]) -> t
     gathered: list[str] = []
     for name in candidates:
         gather = gather_layer(name)
-        source = cg.site_owner[(gather, "gather_in")]
-        index = cg.module(gather).index.cpu().numpy()
-        source_gone = removed[cg.chains(source)][index]
+        source_gone = gather_input_removed(cg, gather, removed)
         for group in cg.groups:
             chains = trimmed.get(group.id)
             member = next((m for m in group.producers if m.name == gather), None)
