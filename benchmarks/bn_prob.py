@@ -71,18 +71,16 @@ from scipy.stats import spearmanr
 import sepconv
 from sepconv.data.dataset import BatchLoader
 from sepconv.data.registry import get_dataset
-from sepconv.graph.queries import graph_queries
 from sepconv.io import atomic_write_bytes
 from sepconv.measure.latency import benchmark
 from sepconv.prune.bn_probability import (
-    ELIGIBLE_ACTIVATIONS,
     BNProbOptions,
     UnreachableTarget,
     apply_removal,
     bn_probability_prune,
     zero_probability,
 )
-from sepconv.prune.slimming import BNL1Penalty
+from sepconv.prune.slimming import BNL1Penalty, penalised_norms
 from sepconv.report.protocol import jsonable
 from sepconv.threads import set_torch_threads
 from sepconv.train.config import TrainConfig
@@ -260,13 +258,7 @@ def accuracy(model: nn.Module, data: Any, device: str) -> float:
 def zero_statistics(model: nn.Module, images: torch.Tensor) -> dict[str, Any]:
     """Dead channels (P(zeroed) ≥ 0.99 by the BN model) among the BNs followed by ReLU/ReLU6, and the
     Spearman correlation of P(zeroed) with the fraction of outputs ≤ 0 measured on ``images``."""
-    queries = graph_queries(model)
-    norms = []
-    for name, m in model.named_modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            act = queries.following_activation(name)
-            if act is not None and act.kind in ELIGIBLE_ACTIVATIONS:
-                norms.append(name)
+    norms = penalised_norms(model, "activated")  # the affine BNs a ReLU/ReLU6 follows
     measured: dict[str, torch.Tensor] = {}
 
     def hook(name: str):
