@@ -108,13 +108,14 @@ SHORT_EVALUATIONS = 5  # the short preset spreads about this many evaluations ov
 
 
 def apg_settings(preset: str, epochs: int, extra: list[str]) -> dict[str, Any]:
-    settings = {**APG_PRESETS[preset], "target": TARGET_PARAMS_DROP, "target_kind": "params"}
-    if preset == "short":
-        window = (settings["window_end"] - settings["window_start"]) * epochs
+    settings: dict[str, Any] = {**APG_PRESETS[preset], "target": TARGET_PARAMS_DROP, "target_kind": "params"}
+    overrides = dict(item.partition("=")[::2] for item in extra)
+    settings.update(overrides)
+    # The evaluation rate follows the window as overridden (a later window_start must still get about
+    # SHORT_EVALUATIONS evaluations), unless it is overridden itself.
+    if preset == "short" and "evaluations_per_epoch" not in overrides:
+        window = (float(settings["window_end"]) - float(settings["window_start"])) * epochs
         settings["evaluations_per_epoch"] = max(1, round(SHORT_EVALUATIONS / window))
-    for item in extra:
-        key, _, value = item.partition("=")
-        settings[key] = value
     return settings
 
 

@@ -10,12 +10,20 @@ difficulty_at``: glyph position, size, shear/stretch/rotation, clutter blobs, hu
 * trains ResNet-20 (the ``resnet20-baseline`` recipe) at the given budget for each seed — the
   issue's target for the ``paper`` preset: 93-97 %, where the paper's charts put ResNet-20.
 
+A second axis, ``--faint F [F ...]`` (at one ``--levels`` value): the per-plate contrast spread of
+``plate.Difficulty.faint`` — each plate's hue step times a factor uniform on [1 - faint, 1], so a
+set mixes plates of every contrast down to the just-noticeable difference. The level scale alone
+could not reach the target: accuracy stays above 99 % up to the level at which runs begin to stall at
+chance (``_recipe_e10_w1_default-init_lr0.1``: 99.60 % at 0.6, a stalled seed at 0.65).
+
 Results: ``benchmarks/results/colorchart_calibration{SUFFIX}.{json,md,png}`` (SUFFIX names the
-budget, e.g. ``_recipe_e10_w1``), one run folder per level and seed under
+budget, e.g. ``_recipe_e10_w1``, and ``_level<L>_faint`` for a faint sweep), one run folder per point and seed under
 ``runs/colorchart_calibration/``. Runs are resumable and can train several at once
 (``--jobs``, ``--device``; see ``benchmarks/runpool.py``).
 
     nice -n 10 .venv/bin/python benchmarks/colorchart_calibration.py --levels 0 0.25 0.5 0.75 1 --epochs 10
+    .venv/bin/python benchmarks/colorchart_calibration.py --levels 0.5 --faint 0 0.6 0.8 0.9 --seeds 0 1 \
+        --default-init --train-option lr=0.1 --jobs 2
     .venv/bin/python benchmarks/colorchart_calibration.py --levels 0.3 0.4 0.5 0.6 --epochs 200 \\
         --schedule paper --device cuda --jobs 8         # the GPU check of the preset at the paper's budget
 """
@@ -42,29 +50,44 @@ PROBE_BOUND = 0.60
 TARGET = (0.93, 0.97)
 
 
-def data_spec(level: float) -> str:
-    return f"colorchart:difficulty={level:g}"
+# A calibration point: (level, faint); faint 0 is the level scale's own plates.
+Point = tuple[float, float]
 
 
-def level_key(level: float) -> str:
+def options(point: Point) -> str:
+    level, faint = point
+    return f"difficulty={level:g}" + (f",faint={faint:g}" if faint else "")
+
+
+def data_spec(point: Point) -> str:
+    return f"colorchart:{options(point)}"
+
+
+def point_name(point: Point) -> str:
+    return f"{point[0]:g}" + (f"+faint{point[1]:g}" if point[1] else "")
+
+
+def level_key(point: Point) -> str:
     """The data set's key (a hash of its knobs): folders named by it are never reused by a
     recalibrated scale's level of the same number."""
     from sepconv.data.colorchart import parse_options
 
-    return parse_options(f"difficulty={level:g}").key()
+    return parse_options(options(point)).key()
 
 
-def run_dir(budget: str, level: float, seed: int) -> Path:
-    return RUNS / budget / f"level{level:g}-{level_key(level)}-seed{seed}"
+def run_dir(budget: str, point: Point, seed: int) -> Path:
+    return RUNS / budget / f"level{point_name(point)}-{level_key(point)}-seed{seed}"
 
 
 def budget_name(args: argparse.Namespace) -> str:
     # --train-option values that change the training (not where it runs) name the budget too, so a
     # run at another lr never reuses, or overwrites, the recipe's.
     overrides = "".join(f"_{k}{v}" for k, v in sorted(schedule_overrides(args).items()))
-    return f"{args.schedule}_e{args.epochs}_w{args.warmup_epochs:g}" + (
-        "_default-init" if args.default_init else ""
-    ) + overrides
+    return (
+        f"{args.schedule}_e{args.epochs}_w{args.warmup_epochs:g}"
+        + ("_default-init" if args.default_init else "")
+        + overrides
+    )
 
 
 def schedule_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -77,7 +100,10 @@ def schedule_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def train_record(args: argparse.Namespace) -> dict[str, Any]:
-    return {**runpool.schedule_settings(args.schedule, args.epochs, args.warmup_epochs), **schedule_overrides(args)}
+    return {
+        **runpool.schedule_settings(args.schedule, args.epochs, args.warmup_epochs),
+        **schedule_overrides(args),
+    }
 
 
 def train_one(job: tuple[str, float, int, dict[str, Any]]) -> dict[str, Any]:
@@ -85,31 +111,31 @@ def train_one(job: tuple[str, float, int, dict[str, Any]]) -> dict[str, Any]:
     from sepconv.pipeline.recipe import load_recipe
     from sepconv.pipeline.run import run_recipe
 
-    budget, level, seed, train = job
-    out = run_dir(budget, level, seed)
+    budget, point, seed, train = job
+    out = run_dir(budget, point, seed)
     summary_path = out / "summary.json"
     if summary_path.is_file():
         return json.loads(summary_path.read_text())
-    settings = {"data": data_spec(level), **runpool.recipe_settings(train, seed)}
+    settings = {"data": data_spec(point), **runpool.recipe_settings(train, seed)}
     if "_default-init" in budget:  # the zoo's initialisation instead of the recipe's
         settings["model_config.zero_init_residual"] = False
     recipe = load_recipe("resnet20-baseline").with_settings(settings)
     resume = (out / "train" / "last.pt").is_file()
     summary = run_recipe(recipe, out, quiet=True, resume=resume)
-    print(f"level {level:g} seed {seed}: {100 * summary['accuracy']:.2f}%", flush=True)
+    print(f"level {point_name(point)} seed {seed}: {100 * summary['accuracy']:.2f}%", flush=True)
     return summary
 
 
-def probe(level: float) -> dict[str, float]:
-    """The linear probe of one level (cached next to its runs: it depends on the data only)."""
+def probe(point: Point) -> dict[str, float]:
+    """The linear probe of one point (cached next to its runs: it depends on the data only)."""
     from sepconv.data import get_dataset
     from sepconv.data.colorchart.probe import linear_probe
     from sepconv.io import atomic_write_text
 
-    path = RUNS / "probe" / f"level{level:g}-{level_key(level)}.json"
+    path = RUNS / "probe" / f"level{point_name(point)}-{level_key(point)}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    train, test = get_dataset(data_spec(level), train=True), get_dataset(data_spec(level), train=False)
+    train, test = get_dataset(data_spec(point), train=True), get_dataset(data_spec(point), train=False)
     result = linear_probe(
         train.images.numpy().transpose(0, 2, 3, 1),
         train.labels.numpy(),
@@ -121,14 +147,19 @@ def probe(level: float) -> dict[str, float]:
     return result
 
 
+def points(args: argparse.Namespace) -> list[Point]:
+    return [(level, faint) for level in args.levels for faint in (args.faint or [0.0])]
+
+
 def assemble(args: argparse.Namespace, budget: str) -> dict[str, Any]:
-    from sepconv.data.colorchart.plate import DIFFICULTIES, PAPER_LEVEL, difficulty_at
+    from sepconv.data.colorchart.plate import DIFFICULTIES, PAPER_LEVEL, difficulty_at, with_faint
 
     levels: dict[str, Any] = {}
-    for level in args.levels:
-        row: dict[str, Any] = {"probe": probe(level), "knobs": difficulty_at(level).to_dict(), "seeds": {}}
+    for point in points(args):
+        knobs = with_faint(difficulty_at(point[0]), point[1]).to_dict()
+        row: dict[str, Any] = {"level": point[0], "probe": probe(point), "knobs": knobs, "seeds": {}}
         for seed in args.seeds:
-            path = run_dir(budget, level, seed) / "summary.json"
+            path = run_dir(budget, point, seed) / "summary.json"
             if path.is_file():
                 s = json.loads(path.read_text())
                 history = json.loads((path.parent / "train" / "history.json").read_text())
@@ -142,14 +173,16 @@ def assemble(args: argparse.Namespace, budget: str) -> dict[str, Any]:
         if accs.size:
             row["accuracy"] = float(accs.mean())
             row["accuracy_std"] = float(accs.std(ddof=1)) if accs.size > 1 else 0.0
-        levels[f"{level:g}"] = row
+        levels[point_name(point)] = row
     return {
         "benchmark": "colorchart_calibration",
         "budget": budget,
+        "axis": "faint" if args.faint else "level",
         "train": train_record(args),
         "seeds": args.seeds,
         "paper_level": PAPER_LEVEL,
         "paper_preset": DIFFICULTIES["paper"].to_dict(),
+        "paper_faint": DIFFICULTIES["paper"].faint,
         "probe_bound": PROBE_BOUND,
         "target": list(TARGET),
         "levels": levels,
@@ -168,26 +201,34 @@ def markdown(record: dict[str, Any]) -> str:
         " final-epoch test accuracy (mean ± std). Linear probe: ridge regression on per-pixel chroma"
         " (a*b*) deviation maps, and on luminance maps as a control (no training of features)."
         f" Targets for the `paper` preset: ResNet-20 {100 * record['target'][0]:.0f}-{100 * record['target'][1]:.0f} %,"
-        f" chroma probe below {100 * record['probe_bound']:.0f} %. `paper` = level {record['paper_level']:g}.",
+        f" chroma probe below {100 * record['probe_bound']:.0f} %. `paper` = level {record['paper_level']:g}"
+        f"{', faint ' + format(paper_faint(record), 'g') if paper_faint(record) else ''}. `faint` f: each plate's hue"
+        " step is the level's times a factor uniform on [1 - f, 1] (ΔE below: the range over all plates).",
         "",
-        "| level | chroma probe % | luminance probe % | ResNet-20 % | per seed | ΔE | glyph side | centre jitter | shear | clutter blobs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| level | faint | chroma probe % | luminance probe % | ResNet-20 % | per seed | ΔE | glyph side | centre jitter | shear | clutter blobs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for level, row in record["levels"].items():
+    for name, row in record["levels"].items():
         k = row["knobs"]
+        level, faint = row["level"] if "level" in row else float(name), k.get("faint", 0.0)
         acc = f"{100 * row['accuracy']:.2f} ± {100 * row['accuracy_std']:.2f}" if "accuracy" in row else "–"
         per_seed = ", ".join(
             f"{100 * r['accuracy']:.2f}" + (" (stalled)" if r["stall"] else "") for r in row["seeds"].values()
         )
-        mark = " (**paper**)" if float(level) == record["paper_level"] else ""
+        paper = (level, faint) == (record["paper_level"], paper_faint(record))
+        mark = " (**paper**)" if paper else ""
         lines.append(
-            f"| {level}{mark} | {100 * row['probe']['chroma_test_accuracy']:.1f}"
+            f"| {level:g}{mark} | {faint:g} | {100 * row['probe']['chroma_test_accuracy']:.1f}"
             f" | {100 * row['probe']['luminance_test_accuracy']:.1f} | {acc} | {per_seed or '–'}"
-            f" | {k['delta_e'][0]:.0f}-{k['delta_e'][1]:.0f} | {k['side'][0]:.2f}-{k['side'][1]:.2f}"
+            f" | {k['delta_e'][0] * (1 - faint):.1f}-{k['delta_e'][1]:.0f} | {k['side'][0]:.2f}-{k['side'][1]:.2f}"
             f" | {k['centre_jitter']:.2f} | {k['shear']:.2f} | {k['clutter']:.1f} |"
         )
     lines += ["", f"![calibration curve](colorchart_calibration{record['suffix']}.png)", ""]
     return "\n".join(lines)
+
+
+def paper_faint(record: dict[str, Any]) -> float:
+    return float(record.get("paper_faint", 0.0))
 
 
 def plot(record: dict[str, Any], path: Path) -> None:
@@ -196,8 +237,9 @@ def plot(record: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    levels = [float(k) for k in record["levels"]]
     rows = list(record["levels"].values())
+    by_faint = record.get("axis") == "faint"
+    levels = [r["knobs"].get("faint", 0.0) if by_faint else r.get("level", r["knobs"]["level"]) for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     ax.plot(
         levels,
@@ -229,8 +271,15 @@ def plot(record: dict[str, Any], path: Path) -> None:
         label="ResNet-20 target",
     )
     ax.axhline(100 * record["probe_bound"], color="red", ls="--", lw=1, label="probe bound")
-    ax.axvline(record["paper_level"], color="gray", ls="-.", lw=1, label="`paper` preset")
-    ax.set(xlabel="difficulty level (0 = standard)", ylabel="test accuracy %", ylim=(0, 101))
+    paper_x = paper_faint(record) if by_faint else record["paper_level"]
+    if not by_faint or record["paper_level"] == rows[0].get("level"):
+        ax.axvline(paper_x, color="gray", ls="-.", lw=1, label="`paper` preset")
+    xlabel = (
+        f"per-plate contrast spread `faint` (level {rows[0].get('level', 0):g})"
+        if by_faint
+        else "difficulty level (0 = standard)"
+    )
+    ax.set(xlabel=xlabel, ylabel="test accuracy %", ylim=(0, 101))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
@@ -245,6 +294,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--warmup-epochs", type=float, default=1.0)
     parser.add_argument("--schedule", default="recipe", choices=["recipe", "paper"])
+    parser.add_argument(
+        "--faint", type=float, nargs="+", help="sweep the per-plate contrast spread at one --levels value"
+    )
     parser.add_argument("--probe-only", action="store_true", help="train nothing; probe and assemble")
     parser.add_argument(
         "--default-init",
@@ -253,20 +305,24 @@ def main() -> None:
     )
     runpool.add_arguments(parser)
     args = parser.parse_args()
+    if args.faint and len(args.levels) != 1:
+        parser.error("--faint sweeps one level: give --levels a single value")
+    if args.faint and not all(0 <= f < 1 for f in args.faint):
+        parser.error("--faint values must lie in [0, 1)")
     from sepconv.data import get_dataset
     from sepconv.io import atomic_write_text
 
     budget = budget_name(args)
-    for level in args.levels:  # generated here, once, before any worker needs it
-        get_dataset(data_spec(level), train=False)
-        probe(level)
+    for point in points(args):  # generated here, once, before any worker needs it
+        get_dataset(data_spec(point), train=False)
+        probe(point)
     train = {
         **runpool.schedule_settings(args.schedule, args.epochs, args.warmup_epochs),
         "on_stall": "warn",  # a level on which ResNet-20 stalls is a result of the calibration
         **runpool.train_settings(args),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    suffix = f"_{budget}"
+    suffix = f"_{budget}" + (f"_level{args.levels[0]:g}_faint" if args.faint else "")
 
     def write(*_: Any) -> None:
         record = {**assemble(args, budget), "suffix": suffix}
@@ -275,7 +331,7 @@ def main() -> None:
         plot(record, RESULTS / f"colorchart_calibration{suffix}.png")
 
     if not args.probe_only:
-        jobs = [(budget, level, seed, train) for seed in args.seeds for level in args.levels]
+        jobs = [(budget, point, seed, train) for seed in args.seeds for point in points(args)]
         runpool.run_jobs(jobs, train_one, args.jobs, args.threads, on_done=write)
     write()
     print((RESULTS / f"colorchart_calibration{suffix}.md").read_text())

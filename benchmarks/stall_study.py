@@ -13,7 +13,8 @@ current scale. The later runs are on the current ``paper`` preset:
   exponential moving average (over 50 steps) of the training loss first falls below 0.9 · ln 10
   (the engine's stall threshold), or none within ``--max-epochs``. Configurations differ in one
   factor at a time: initialisation, soft pruning from the first step (group coupling, PCA-FPGM 40 %,
-  the old recipes) or none, warm-up, and batch/lr.
+  the old recipes) or none, warm-up, and batch/lr. The ``r56-standard-*`` rows measure ResNet-56 on
+  the default (``standard``) charts the adaptive benchmark trains on, at lr 0.05 and 0.1.
 
 Results: ``benchmarks/results/stall_study.{json,md}``.
 
@@ -63,6 +64,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "separable": False, "zero_init": False, "prune": False, "warmup": 1.0, "lr": 0.4, "batch_size": 128,
     },
     "dsc-pruned-trained2": {"separable": True, "zero_init": False, "prune": True, "start_epoch": 2, "warmup": 1.0},
+    # ResNet-56 on the default (`standard`) charts the adaptive benchmark trains on (issue 18's stalls at lr 0.05).
+    "r56-standard-lr0.05": {"model": "resnet56", "separable": False, "zero_init": False, "prune": False, "warmup": 1.0, "data": "colorchart"},
+    "r56-standard-lr0.1": {"model": "resnet56", "separable": False, "zero_init": False, "prune": False, "warmup": 1.0, "lr": 0.1, "data": "colorchart"},
 }  # fmt: skip
 
 
@@ -139,7 +143,7 @@ def escape_one(job: tuple[str, int, int]) -> dict[str, Any]:
     spec = cfg.get("data", DATA)
     data, test = get_dataset(spec, train=True), get_dataset(spec, train=False)
     seed_everything(seed)
-    model = create_model("resnet20", **({"zero_init_residual": True} if cfg["zero_init"] else {}))
+    model = create_model(cfg.get("model", "resnet20"), **({"zero_init_residual": True} if cfg["zero_init"] else {}))
     if cfg["separable"]:
         model, _ = to_separable(model)
     meter = EscapeMeter(0.9 * math.log(data.num_classes))
@@ -222,7 +226,7 @@ def markdown(whole: dict[str, Any]) -> str:
     if "escape" in whole:
         esc = whole["escape"]
         lines += [
-            "## Time to leave the plateau (ResNet-20, regular and separable)",
+            "## Time to leave the plateau (ResNet-20, regular and separable; ResNet-56 in the `r56-` rows)",
             "",
             f"Step at which the {esc['ema_steps']}-step moving average of the training loss first falls below"
             f" {esc['threshold']} (the engine's stall threshold); `–` = not within the epochs run. `pruned` ="

@@ -31,8 +31,8 @@ def pool() -> list[DotLayout]:
     return [pack_pool_layout(0, k, 128) for k in range(8)]
 
 
-def plates(difficulty: str, pool: list[DotLayout], count: int) -> list[PlateDebug]:
-    style = PlateStyle(CLASS_PRESETS["mixed10"], difficulty=difficulty, render_scale=4)
+def plates(difficulty: str, pool: list[DotLayout], count: int, faint: float | None = None) -> list[PlateDebug]:
+    style = PlateStyle(CLASS_PRESETS["mixed10"], difficulty=difficulty, render_scale=4, faint=faint)
     out = []
     for idx in range(count):
         plate = render_plate(style, 0, idx % 10, idx, pool, return_debug=True)
@@ -68,6 +68,41 @@ def test_specs_name_levels_canonically_and_key_them_by_their_knobs() -> None:
     assert cache_module.parse_options("difficulty=0.25,digits").difficulty == "0.25"
     for bad in ("difficulty=1.2", "difficulty=easy", "difficulty=-0.1"):
         with pytest.raises(SepconvError, match="difficulty"):
+            cache_module.parse_options(bad)
+
+
+def test_faint_zero_leaves_every_plate_and_key_as_before(pool: list[DotLayout]) -> None:
+    for a, b in zip(plates("paper", pool, 12), plates("paper", pool, 12, faint=0.0)):
+        assert np.array_equal(a.image, b.image) and a.pair.delta_e == b.pair.delta_e
+    for difficulty in ("standard", "hard", "paper", "0.3"):
+        assert ChartSpec(difficulty=difficulty).key() == ChartSpec(difficulty=difficulty, faint=0.0).key()
+        assert ChartSpec(difficulty=difficulty).key() != ChartSpec(difficulty=difficulty, faint=0.5).key()
+    # Hash keys of sets made before the knob existed (their caches must stay valid).
+    assert ChartSpec().key() == "23177e3c8ddeab29"
+    assert ChartSpec(difficulty="paper").key() == "297049206605c726"
+
+
+def test_faint_spreads_each_plates_contrast_down_to_the_threshold(pool: list[DotLayout]) -> None:
+    faint = 0.9
+    low, high = get_difficulty("paper").delta_e
+    steps = np.array([p.pair.delta_e for p in plates("paper", pool, 80, faint=faint)])
+    assert steps.min() >= low * (1 - faint) - 1e-3 and steps.max() <= high + 1e-3
+    # Uniform factors on [0.1, 1]: about half the plates fall below the plain preset's smallest step,
+    # and some near the just-noticeable difference (ΔE 2.3-4.7).
+    assert 0.3 <= float(np.mean(steps < low)) <= 0.9
+    assert steps.min() < 2 * low * (1 - faint)
+    # The contrast has its own stream: geometry, layout and the figure mask are the plain preset's.
+    for a, b in zip(plates("paper", pool, 6), plates("paper", pool, 6, faint=faint)):
+        assert np.array_equal(a.mask, b.mask) and np.array_equal(a.figure, b.figure)
+        assert a.pair.axis == b.pair.axis and not np.array_equal(a.image, b.image)
+
+
+def test_faint_is_an_option_of_the_data_spec() -> None:
+    spec = cache_module.parse_options("paper,faint=0.8")
+    assert spec.faint == 0.8 and spec.style().preset.faint == 0.8 and spec.style().preset.level == PAPER_LEVEL
+    assert spec.key() == cache_module.parse_options("difficulty=0.5,faint=0.8").key()
+    for bad in ("faint=1", "faint=-0.2", "faint=x", "faint=nan"):
+        with pytest.raises(SepconvError, match="faint"):
             cache_module.parse_options(bad)
 
 

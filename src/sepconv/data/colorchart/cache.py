@@ -6,7 +6,8 @@ through the CIFAR loader.
 Options follow a colon, comma-separated: bare words name a class preset (``digits``), a difficulty
 (``standard``) or an axis (``tritan``); ``key=value`` sets ``n``, ``size``, ``seed``, ``classes``
 (a preset or glyphs joined by ``/``: ``classes=0/1/7/A``), ``axis``, ``difficulty``,
-``render_scale`` or ``pool``. Example: ``--data colorchart:digits,standard,seed=3``.
+``render_scale``, ``pool`` or ``faint`` (per-plate contrast spread in [0, 1), see
+:class:`~.plate.Difficulty`). Example: ``--data colorchart:digits,standard,seed=3``.
 
 The folder is ``$SEPCONV_CACHE/colorchart-<key>`` (default ``~/.cache/sepconv``), where the key
 hashes the options and the generator version. It is generated in a temporary sibling folder and
@@ -44,6 +45,7 @@ OPTION_FIELDS = {
     "difficulty": "difficulty",
     "render_scale": "render_scale",
     "pool": "layout_pool_size",
+    "faint": "faint",
 }
 STALE_TEMP_SECONDS = 24 * 3600
 
@@ -80,9 +82,14 @@ def parse_options(arg: str | None) -> ChartSpec:
                 f" keys: {', '.join(OPTION_FIELDS)}"
             )
         value = value.strip()
-        if types[name] in (int, "int"):
+        if name == "faint":
             try:
-                parsed: int | str = int(value)
+                parsed: int | float | str = float(value)
+            except ValueError:
+                raise SepconvError(f"colorchart option {key}={value!r} needs a number in [0, 1)") from None
+        elif types[name] in (int, "int"):
+            try:
+                parsed = int(value)
             except ValueError:
                 raise SepconvError(f"colorchart option {key}={value!r} needs an integer") from None
         else:

@@ -48,7 +48,7 @@ from .plate import (
     PlateDebug,
     PlateStyle,
     canonical_difficulty,
-    get_difficulty,
+    check_faint,
     render_plate,
 )
 
@@ -108,12 +108,15 @@ class ChartSpec:
     difficulty: str = "standard"
     render_scale: int = 8
     layout_pool_size: int = 256
+    faint: float | None = None  # per-plate contrast spread (plate.Difficulty.faint); None: the difficulty's
 
     def __post_init__(self) -> None:
         # One spelling per difficulty ("0.50" is "0.5"), so equal data sets share one cache key;
         # a bad value stays as given for validate() to report.
         with contextlib.suppress(ValueError):
             object.__setattr__(self, "difficulty", canonical_difficulty(self.difficulty))
+        with contextlib.suppress(TypeError, ValueError):
+            object.__setattr__(self, "faint", None if self.faint is None else float(self.faint))
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -166,19 +169,33 @@ class ChartSpec:
             raise SepconvError(f"--pool {self.layout_pool_size} must lie in 0 (pack every plate)..{MAX_POOL}")
         if not 0 <= self.seed <= MAX_SEED:
             raise SepconvError(f"--seed {self.seed} must lie in 0..2**63-1")
+        if self.faint is not None:
+            try:
+                check_faint(self.faint)
+            except (TypeError, ValueError):
+                raise SepconvError(f"--faint {self.faint!r} must be a number in [0, 1)") from None
         return self
 
     def style(self) -> PlateStyle:
-        return PlateStyle(self.class_names, self.difficulty, self.axis, self.image_size, self.render_scale)
+        return PlateStyle(
+            self.class_names, self.difficulty, self.axis, self.image_size, self.render_scale, faint=self.faint
+        )
 
     def key(self) -> str:
         """Stable hash of the arguments and the generator version (cache folder names). A difficulty
         on the continuous scale enters by its knobs, not its name: ``paper`` and its level share
         one set, and recalibrating ``paper`` can never reuse plates made for the old level."""
         canonical = {**asdict(self), "classes": list(self.class_names), "version": GENERATOR_VERSION}
-        if self.difficulty not in LEGACY_DIFFICULTIES:  # standard/hard keep their keys (and caches)
-            knobs = get_difficulty(self.difficulty).to_dict()
-            canonical["difficulty"] = {k: v for k, v in knobs.items() if k != "name"}
+        # `faint` enters by the value the plates get, and not at all where it is 0, so sets made
+        # before the knob existed keep their keys (and caches).
+        knobs = self.style().preset.to_dict()
+        canonical.pop("faint")
+        if self.difficulty in LEGACY_DIFFICULTIES:  # standard/hard keep their keys
+            if knobs["faint"]:
+                canonical["faint"] = knobs["faint"]
+        else:
+            drop = {"name"} | ({"faint"} if knobs["faint"] == 0 else set())
+            canonical["difficulty"] = {k: v for k, v in knobs.items() if k not in drop}
         return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -430,6 +447,7 @@ def generate_colorchart(
         "difficulty": spec.difficulty,
         "render_scale": spec.render_scale,
         "layout_pool_size": spec.layout_pool_size,
+        "faint": spec.style().preset.faint,
     }
     test_start = train_count
     test_labels = [c for _, batch in plan[TRAIN_BATCHES:] for c, _ in batch]

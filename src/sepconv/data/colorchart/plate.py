@@ -1,4 +1,3 @@
-
 """One pseudo-isochromatic plate: glyph mask + dot layout + colour pair -> a small uint8 image.
 
 Spec spec 01 (colour-chart data set) §3–§6, with the differences the issue asks for:
@@ -15,15 +14,16 @@ Spec spec 01 (colour-chart data set) §3–§6, with the differences the issue a
   layout pool instead of the spec's ``(seed, class_id, sample_idx, difficulty)`` alone.
 
 Random streams (spec §6): plate (``seed``, ``class_id``, ``sample_idx``) uses
-``SeedSequence([seed, class_id, sample_idx]).spawn(6)`` for (axis, pair, shape, layout, jitter,
-extra); the sixth stream (glyph deformation and clutter) is new and leaves the other five — and
-so every ``standard`` and ``hard`` plate — exactly as before.
+``SeedSequence([seed, class_id, sample_idx]).spawn(7)`` for (axis, pair, shape, layout, jitter,
+extra, contrast); the sixth stream (glyph deformation and clutter) and the seventh (the per-plate
+contrast of ``faint``) are new and leave the other five — and so every ``standard`` and ``hard``
+plate — exactly as before (``spawn`` numbers its children, so the first six do not change).
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -56,13 +56,22 @@ class Difficulty:
     hue_jitter: float  # h: per-dot shift along the line, in units of |t_f - t_g|
     lightness: tuple[float, float]  # per-dot factor on linear RGB
     dichromat_max_delta_e: float = 2.5  # pairs the simulated dichromat could tell apart are redrawn
-    centre_jitter: float = 0.06  # max box-centre offset / plate radius (less for glyphs that would leave the disc)
+    centre_jitter: float = (
+        0.06  # max box-centre offset / plate radius (less for glyphs that would leave the disc)
+    )
     shear: float = 0.0  # max |k| of the glyph shear x += k·y (unit box)
     aspect: float = 0.0  # max |a| of the stretch: width × e^a, height × e^-a
     clutter: float = 0.0  # mean number of clutter blobs per plate
     clutter_contrast: float = 0.0  # a clutter dot's colour: ground + contrast·(figure − ground)
     clutter_radius: tuple[float, float] = (0.10, 0.18)  # blob radius / plate radius
     level: float | None = None  # its place on the continuous scale of difficulty_at, if it has one
+    # Per-plate contrast: each plate's hue step is the preset's times a factor uniform on [1 - faint, 1]
+    # (drawn from its own stream). A colour-vision test mixes plates of every contrast down to the
+    # threshold: at faint = 0.9 the faintest plates of `paper` (ΔE 23.5 x 0.1) sit at the
+    # just-noticeable difference (CIE76 ΔE ≈ 2.3), so accuracy falls below 100 % smoothly, through
+    # hard plates, while the bright ones keep the colour signal strong enough to learn from (strong
+    # clutter and a halved step everywhere kept ResNet-20 at chance instead: stall_study.md).
+    faint: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -114,7 +123,7 @@ def difficulty_at(level: float, name: str | None = None) -> Difficulty:
     values = {
         f.name: _lerp(getattr(LEVEL_0, f.name), getattr(LEVEL_1, f.name), level)
         for f in fields(Difficulty)
-        if f.name not in ("name", "level")
+        if f.name not in ("name", "level", "faint")
     }
     return Difficulty(name=name or f"{level:g}", level=level, **values)  # type: ignore[arg-type]
 
@@ -148,6 +157,22 @@ def get_difficulty(text: str | float) -> Difficulty:
     return DIFFICULTIES[word] if word in DIFFICULTIES else difficulty_at(float(word))
 
 
+def check_faint(value: float) -> float:
+    """``value`` as a valid ``faint`` (0 <= faint < 1); raises ValueError otherwise."""
+    faint = float(value)
+    if not 0.0 <= faint < 1.0:  # also rejects nan
+        raise ValueError(f"faint {value} outside [0, 1)")
+    return faint
+
+
+@functools.lru_cache(maxsize=64)
+def with_faint(preset: Difficulty, faint: float | None) -> Difficulty:
+    """``preset`` with its per-plate contrast spread set to ``faint`` (unchanged for None)."""
+    if faint is None or check_faint(faint) == preset.faint:
+        return preset
+    return replace(preset, faint=check_faint(faint))
+
+
 @dataclass(frozen=True)
 class PlateStyle:
     """Everything about plates that is not per-plate randomness."""
@@ -158,6 +183,7 @@ class PlateStyle:
     image_size: int = 32
     render_scale: int = 8
     gaps: str = "paper"  # what shows between the dots inside the plate: "paper" or "mean" (see render_plate)
+    faint: float | None = None  # overrides the preset's `faint` (per-plate contrast spread) when set
 
     @property
     def render_size(self) -> int:
@@ -165,7 +191,7 @@ class PlateStyle:
 
     @property
     def preset(self) -> Difficulty:
-        return get_difficulty(self.difficulty)
+        return with_faint(get_difficulty(self.difficulty), self.faint)
 
 
 @dataclass(frozen=True)
@@ -189,8 +215,8 @@ class PlateDebug:
 
 
 def plate_streams(seed: int, class_id: int, sample_idx: int) -> list[np.random.Generator]:
-    """The six independent streams of one plate: axis, pair, shape, layout, jitter, extra."""
-    children = np.random.SeedSequence([seed, class_id, sample_idx]).spawn(6)
+    """The seven independent streams of one plate: axis, pair, shape, layout, jitter, extra, contrast."""
+    children = np.random.SeedSequence([seed, class_id, sample_idx]).spawn(7)
     return [np.random.default_rng(c) for c in children]
 
 
@@ -223,7 +249,9 @@ def _placement(rng: np.random.Generator, extra: np.random.Generator, style: Plat
     )
 
 
-def _clutter(rng: np.random.Generator, preset: Difficulty, layout: DotLayout, figure: np.ndarray) -> np.ndarray:
+def _clutter(
+    rng: np.random.Generator, preset: Difficulty, layout: DotLayout, figure: np.ndarray
+) -> np.ndarray:
     """Ground dots inside a few random blobs (the preset's mean count, radius range), which take
     a figure-like colour: without shape, a chroma map shows blobs beside the glyph."""
     clutter = np.zeros(len(figure), dtype=bool)
@@ -265,11 +293,16 @@ def render_plate(
     ``pool`` is the layout pool (spec §4); without one every plate is packed afresh (slower).
     Returns uint8 (image_size, image_size, 3), or a :class:`PlateDebug` when ``return_debug``.
     """
-    axis_rng, pair_rng, shape_rng, layout_rng, jitter_rng, extra_rng = plate_streams(seed, class_id, sample_idx)
+    streams = plate_streams(seed, class_id, sample_idx)
+    axis_rng, pair_rng, shape_rng, layout_rng, jitter_rng, extra_rng, contrast_rng = streams
     preset = style.preset
     axis = AXES[int(axis_rng.integers(len(AXES)))] if style.axis == "random" else style.axis
+    delta_e = preset.delta_e
+    if preset.faint > 0:  # this plate's contrast (the pair's own draw stays as it was)
+        factor = float(contrast_rng.uniform(1.0 - preset.faint, 1.0))
+        delta_e = (delta_e[0] * factor, delta_e[1] * factor)
     pair = sample_pair(
-        pair_rng, axis, preset.delta_e, preset.dichromat_max_delta_e, preset.hue_jitter, preset.lightness[1]
+        pair_rng, axis, delta_e, preset.dichromat_max_delta_e, preset.hue_jitter, preset.lightness[1]
     )
     placement = _placement(shape_rng, extra_rng, style)
     size = style.render_size
@@ -309,4 +342,6 @@ def render_plate(
     image = np.asarray(small, dtype=np.uint8).copy()
     if not return_debug:
         return image
-    return PlateDebug(image, np.asarray(canvas).copy(), mask, layout, figure, colours, pair, placement, clutter)
+    return PlateDebug(
+        image, np.asarray(canvas).copy(), mask, layout, figure, colours, pair, placement, clutter
+    )
