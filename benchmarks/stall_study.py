@@ -16,10 +16,19 @@ current scale. The later runs are on the current ``paper`` preset:
   the old recipes) or none, warm-up, and batch/lr. The ``r56-standard-*`` rows measure ResNet-56 on
   the default (``standard``) charts the adaptive benchmark trains on, at lr 0.05 and 0.1.
 
+* ``diagnose``: what a stalled network looks like, against runs that trained: for trained run
+  folders (``summary.json`` + ``model.pt``, e.g. the calibration's), the share of each stage's
+  output variance that depends on the input (variance over images of each unit, averaged, over the
+  variance over images and positions), each stage's output size (RMS), the share of the last
+  stage's output units that are on (after its final ReLU), the spread over images of
+  the pooled features the classifier reads (relative to their size) and of the logits, on 256 test
+  images.
+
 Results: ``benchmarks/results/stall_study.{json,md}``.
 
     nice -n 10 .venv/bin/python benchmarks/stall_study.py init
     nice -n 10 .venv/bin/python benchmarks/stall_study.py escape --seeds 0 1 --max-epochs 4
+    .venv/bin/python benchmarks/stall_study.py diagnose --runs runs/colorchart_calibration/*/level*
 """
 
 from __future__ import annotations
@@ -67,6 +76,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # ResNet-56 on the default (`standard`) charts the adaptive benchmark trains on (issue 18's stalls at lr 0.05).
     "r56-standard-lr0.05": {"model": "resnet56", "separable": False, "zero_init": False, "prune": False, "warmup": 1.0, "data": "colorchart"},
     "r56-standard-lr0.1": {"model": "resnet56", "separable": False, "zero_init": False, "prune": False, "warmup": 1.0, "lr": 0.1, "data": "colorchart"},
+    # The calibration's setting that stalled (faint 0.9, zoo init, lr 0.1), and the same with the
+    # classifier initialised to zero: logits start at 0 (loss ln 10), so the first steps do not drive
+    # the last stage's outputs below their ReLU to undo a confidently wrong start (see `diagnose`).
+    "r20-faint0.9-lr0.1": {"separable": False, "zero_init": False, "prune": False, "warmup": 1.0, "lr": 0.1, "data": "colorchart:difficulty=0.5,faint=0.9"},
+    "r20-faint0.9-lr0.1-zero-fc": {"separable": False, "zero_init": False, "zero_fc": True, "prune": False, "warmup": 1.0, "lr": 0.1, "data": "colorchart:difficulty=0.5,faint=0.9"},
 }  # fmt: skip
 
 
@@ -143,7 +157,12 @@ def escape_one(job: tuple[str, int, int]) -> dict[str, Any]:
     spec = cfg.get("data", DATA)
     data, test = get_dataset(spec, train=True), get_dataset(spec, train=False)
     seed_everything(seed)
-    model = create_model(cfg.get("model", "resnet20"), **({"zero_init_residual": True} if cfg["zero_init"] else {}))
+    model = create_model(
+        cfg.get("model", "resnet20"), **({"zero_init_residual": True} if cfg["zero_init"] else {})
+    )
+    if cfg.get("zero_fc"):
+        torch.nn.init.zeros_(model.fc.weight)
+        torch.nn.init.zeros_(model.fc.bias)
     if cfg["separable"]:
         model, _ = to_separable(model)
     meter = EscapeMeter(0.9 * math.log(data.num_classes))
@@ -206,6 +225,72 @@ def escape(args: argparse.Namespace) -> None:
     runpool.run_jobs(jobs, escape_one, args.jobs, args.threads, on_done=done)
 
 
+STAGES = ("bn1", "layer1", "layer2", "layer3")
+
+
+def diagnose_one(folder: Path, images: int = 256) -> dict[str, Any]:
+    from sepconv.checkpoint import load_model
+    from sepconv.data import get_dataset
+    from sepconv.data.dataset import BatchLoader
+
+    summary = json.loads((folder / "summary.json").read_text())
+    model = load_model(folder / summary.get("checkpoint", "model.pt")).eval()
+    test = get_dataset(summary["data"], train=False)
+    x, _ = next(iter(BatchLoader(test.subset(range(images)), batch_size=images, train=False)))
+    outputs: dict[str, torch.Tensor] = {}
+    modules = dict(model.named_modules())
+    hooks = [
+        modules[name].register_forward_hook(
+            lambda _m, _i, out, name=name: outputs.__setitem__(name, out.detach())
+        )
+        for name in STAGES
+        if name in modules
+    ]
+    with torch.no_grad():
+        logits = model(x)
+    for hook in hooks:
+        hook.remove()
+    shares, rms = {}, {}
+    last = outputs[STAGES[-1]]
+    pooled = last.mean(dim=(2, 3))  # what the classifier reads
+    for name, out in outputs.items():
+        rms[name] = float(out.pow(2).mean().sqrt())
+        # Share of the variance that follows the input: per unit (channel, position) over images,
+        # against the whole variance over images and positions of each channel.
+        over_images = out.var(dim=0).mean()
+        overall = out.transpose(0, 1).flatten(1).var(dim=1).mean()
+        shares[name] = float(over_images / overall.clamp_min(1e-12))
+    stall = None
+    history = folder / "train" / "history.json"
+    if history.is_file():
+        stall = json.loads(history.read_text()).get("stall")
+    return {
+        "run": str(folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder),
+        "data": summary["data"],
+        "accuracy": summary["accuracy"],
+        "stalled": bool(stall),
+        "input_share": shares,
+        "rms": rms,
+        # Units of the last stage's output that are on (> 0 after its final ReLU), over images and positions.
+        "active_fraction": float((last > 0).float().mean()),
+        # Spread over images of the pooled features, against their size: near 0 when every image
+        # ends as the same vector, whatever the maps before pooling do.
+        "pooled_spread": float(pooled.std(dim=0).mean() / pooled.abs().mean().clamp_min(1e-12)),
+        "logit_std_over_images": float(logits.std(dim=0).mean()),
+    }
+
+
+def diagnose(args: argparse.Namespace) -> None:
+    rows = [
+        diagnose_one(Path(folder).resolve())
+        for folder in args.runs
+        if (Path(folder) / "summary.json").is_file()
+    ]
+    for row in rows:
+        print(row, flush=True)
+    _write("diagnose", {"images": 256, "rows": rows})
+
+
 def markdown(whole: dict[str, Any]) -> str:
     lines = ["# Why training stalls on the colour charts", ""]
     if "init" in whole:
@@ -244,6 +329,31 @@ def markdown(whole: dict[str, Any]) -> str:
                 f" | {images} | {r['batch_size']} | {100 * r['test_accuracy_at_stop']:.1f} |"
             )
         lines.append("")
+    if "diagnose" in whole:
+        rows = whole["diagnose"]["rows"]
+        lines += [
+            "## What a stalled network looks like (trained ResNet-20 runs, 256 test images)",
+            "",
+            "Input share: the part of a stage's output variance that changes with the image (variance over"
+            " images of each unit, averaged, over the variance over images and positions); 1 = all of it,"
+            " 0 = the stage computes the same map for every image. Logit spread: std over images of each"
+            " logit, averaged. Pooled spread: std over images of the pooled last-stage features over their"
+            " mean magnitude. Units on: the share of the last stage's outputs above 0 (after its final ReLU).",
+            "",
+            "| run | data | stalled | accuracy % | "
+            + " | ".join(f"{s} input share" for s in STAGES)
+            + f" | {STAGES[-1]} RMS | {STAGES[-1]} units on | pooled spread | logit spread |",
+            "|---|---|---|---|" + "---|" * len(STAGES) + "---|---|---|---|",
+        ]
+        for r in rows:
+            shares = " | ".join(f"{r['input_share'].get(s, float('nan')):.3f}" for s in STAGES)
+            lines.append(
+                f"| {Path(r['run']).name} | `{r['data']}` | {'yes' if r['stalled'] else 'no'}"
+                f" | {100 * r['accuracy']:.2f} | {shares} | {r['rms'][STAGES[-1]]:.3f}"
+                f" | {100 * r['active_fraction']:.1f} %"
+                f" | {r['pooled_spread']:.3f} | {r['logit_std_over_images']:.3f} |"
+            )
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -257,11 +367,15 @@ def main() -> None:
     e.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     e.add_argument("--max-epochs", type=int, default=4)
     runpool.add_arguments(e)
+    d = sub.add_parser("diagnose")
+    d.add_argument("--runs", nargs="+", required=True, help="trained run folders (summary.json, model.pt)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.action == "init":
         initial_losses(args)
+    elif args.action == "diagnose":
+        diagnose(args)
     else:
         escape(args)
 

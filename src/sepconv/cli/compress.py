@@ -42,9 +42,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="add a separable conversion in front (or, with --no-separable, remove it)",
     )
     source.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="set any recipe value, e.g. soft-prune.rate=0.3"
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any recipe value, e.g. soft-prune.rate=0.3",
     )
     source.add_argument("--resume", action="store_true", help="continue each train step from its last.pt")
+    source.add_argument(
+        "--stall-retries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="if training stalls at chance, start again from scratch with every seed + 1000, up to N times"
+        " (the stalled runs are kept in OUT/stalled-K)",
+    )
     source.add_argument("--threads", type=int, help="torch intra-op threads")
     source.add_argument("--quiet", action="store_true")
     training = p.add_argument_group("training (the recipe's train step)")
@@ -67,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
         settings.update({f"{TRAIN}.{k}": v for k, v in trained.items()})
     settings.update(_method_flags(recipe, args.extra))
     recipe = recipe.with_settings(settings)
-    summary = run_recipe(recipe, args.out, quiet=args.quiet, resume=args.resume)
+    summary = run_recipe(
+        recipe, args.out, quiet=args.quiet, resume=args.resume, stall_retries=args.stall_retries
+    )
     masked = summary["masked_accuracy"]
     print(
         f"{summary['method']}: accuracy {100 * summary['accuracy']:.2f}%"
@@ -75,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         + f", params {summary['params']:,} ({_drop(summary['params'], summary['unpruned_params'])}), "
         f"MACs {summary['macs']:,} ({_drop(summary['macs'], summary['unpruned_macs'])}); "
         f"model in {args.out}/model.pt"
+        + (f" (after {len(summary['stall_retries'])} stalled run(s))" if summary.get("stall_retries") else "")
     )
     return 0
 

@@ -246,12 +246,7 @@ def _meta_augmentation(meta: dict[str, Any], path: Path, flip: bool) -> tuple[bo
 
 
 def load_cifar_batches(
-    path: str | Path,
-    train: bool,
-    layout: CifarLayout = CIFAR10,
-    *,
-    flip: bool = True,
-    stats: Stats | None = None,
+    path: str | Path, train: bool, layout: CifarLayout = CIFAR10, *, flip: bool = True, stats: Stats | None = None
 ) -> ImageDataset:
     """Load the train or test split of a pickled-batch data set in ``layout`` from ``path``.
 

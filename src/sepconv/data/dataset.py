@@ -250,9 +250,7 @@ class ResidentImages:
         if padding > 0:
             fill = dataset.pad_fill or (0,) * c
             padded = torch.empty((n, c, h + 2 * padding, w + 2 * padding), dtype=torch.uint8, device=device)
-            padded.copy_(
-                torch.tensor(fill, dtype=torch.uint8, device=device).view(1, c, 1, 1).expand_as(padded)
-            )
+            padded.copy_(torch.tensor(fill, dtype=torch.uint8, device=device).view(1, c, 1, 1).expand_as(padded))
             padded[:, :, padding : padding + h, padding : padding + w] = images
             images = padded
         self.images = images
@@ -410,14 +408,14 @@ class BatchLoader:
         if self.train and (self.padding > 0 or self.dataset.flip):
             # The whole epoch's draws, in the CPU path's order, copied to the device at once.
             augment = _generator(self.seed, self.epoch, 1, self.rank)
-            draws = [
-                draw_crop_flip(sl.stop - sl.start, self.padding, self.dataset.flip, augment) for sl in slices
-            ]
+            draws = [draw_crop_flip(sl.stop - sl.start, self.padding, self.dataset.flip, augment) for sl in slices]
             flat = torch.cat(
                 [torch.stack([dy, dx, dx if f is None else f.long()]) for dy, dx, f in draws], dim=1
             ).to(self.device)
             dy_all, dx_all, flip_all = flat[0], flat[1], flat[2].bool()
-            crops = [(dy_all[sl], dx_all[sl], flip_all[sl] if self.dataset.flip else None) for sl in slices]
+            crops = [
+                (dy_all[sl], dx_all[sl], flip_all[sl] if self.dataset.flip else None) for sl in slices
+            ]
         order = order.to(self.device)
         for sl, crop in zip(slices, crops):
             yield self._resident.batch(order[sl], crop, self.channels_last)

@@ -34,11 +34,7 @@ _DATASETS: dict[str, DatasetEntry] = {}
 
 
 def register_dataset(
-    name: str,
-    load: Loader,
-    help: str,
-    needs_arg: bool = False,
-    check: Callable[[str | None], object] | None = None,
+    name: str, load: Loader, help: str, needs_arg: bool = False, check: Callable[[str | None], object] | None = None
 ) -> None:
     if name in _DATASETS:
         raise ValueError(f"data set {name!r} registered twice")

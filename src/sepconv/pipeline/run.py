@@ -7,6 +7,17 @@ method acts while training, its callbacks join the next ``train`` step and its
 trains in its own folder (``OUT/train``, ``OUT/train-2``...). At the end the model is evaluated
 on the test split and written as ``OUT/model.pt`` (loadable without code) with ``OUT/summary.json``.
 
+**Stall retries.** With ``stall_retries`` N > 0, a train step that stalls (never leaves the
+chance-level plateau: :class:`~sepconv.errors.TrainingStalledError`, see
+:class:`~sepconv.train.config.TrainConfig`) does not end the run: the whole recipe runs again from
+scratch, attempt k (1..N) with the recipe's seed and every train step's seed plus 1000·k (so that
+the retries of a study over seeds 0, 1, 2... never repeat another seed's run), and the stalled
+attempt's files move to ``OUT/stalled-<k>/``. ``summary.json`` lists the retries
+(``stall_retries``), so a table built from it can say how many restarts a row needed; after N
+stalled retries the error stands (exit 4). Why a restart is the rule and not a remedy:
+whether a run on the colour charts leaves the plateau depends on its initialisation and is not
+fixed by a setting we found (``benchmarks/results/stall_study.md``).
+
 The starting model is placed on the device of the first ``train`` step (its ``device`` option,
 ``auto`` by default), so the steps before it (a decomposition's sampling) run there too; every
 later step works on the model where training left it.
@@ -16,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +39,7 @@ from ..checkpoint import is_checkpoint_path, load_model, save_model
 from ..data.dataset import ImageDataset, Stats, with_stats
 from ..data.registry import check_spec, get_dataset
 from ..devices import local_rank, resolve_device
-from ..errors import CheckpointError
+from ..errors import CheckpointError, SepconvError, TrainingStalledError
 from ..io import atomic_write_text, check_writable_dir, clean_stale_temporaries, ensure_writable_dir
 from ..measure.profile import profile
 from ..methods.base import Method, StepContext, get_method
@@ -37,9 +49,13 @@ from ..normalization import Normalization
 from ..report.protocol import StepReport, jsonable
 from ..train.api import train
 from ..train.config import TrainConfig
+from ..train.distributed import requested_world_size
 from ..train.evaluation import check_model_fits_data, evaluate
 from ..train.rng import seed_everything
 from .recipe import TRAIN, Recipe
+
+STALLED_PREFIX = "stalled-"
+RETRY_SEED_STRIDE = 1000  # attempt k runs with every seed + 1000·k
 
 
 def run_recipe(
@@ -50,12 +66,89 @@ def run_recipe(
     test_data: ImageDataset | None = None,
     quiet: bool = False,
     resume: bool = False,
+    stall_retries: int = 0,
 ) -> dict[str, Any]:
     """Run every step of ``recipe``; returns (and writes) the summary.
 
     ``data``/``test_data`` may be given as loaded :class:`ImageDataset`s to share them between
     recipes of one study. ``resume`` continues each train step from its ``last.pt``.
+    ``stall_retries``: how many times a stalled run starts again with the next seeds (module
+    docstring).
     """
+    if isinstance(stall_retries, bool) or not isinstance(stall_retries, int) or stall_retries < 0:
+        raise SepconvError(f"stall retries must be a whole number >= 0, got {stall_retries!r}")
+    if stall_retries and requested_world_size() > 1:
+        # Every process would have to agree on moving the folder aside; one run per launch instead.
+        raise SepconvError(
+            "stall retries are not available under torchrun; relaunch a stalled run with --seed"
+        )
+    retries: list[dict[str, Any]] = []
+    for attempt in range(stall_retries + 1):
+        attempt_recipe = reseeded(recipe, RETRY_SEED_STRIDE * attempt)
+        try:
+            summary = _run_once(
+                attempt_recipe,
+                out,
+                data=data,
+                test_data=test_data,
+                quiet=quiet,
+                resume=resume and attempt == 0,
+            )
+        except TrainingStalledError as exc:
+            if attempt == stall_retries:
+                raise
+            folder = set_aside(Path(out), attempt + 1)
+            retries.append(
+                {"attempt": attempt, "seed": attempt_recipe.seed, "stall": str(exc), "folder": folder.name}
+            )
+            print(
+                f"sepconv: {exc}; starting again with seed {attempt_recipe.seed + RETRY_SEED_STRIDE}"
+                f" (retry {attempt + 1} of {stall_retries}; the stalled run is in {folder})",
+                file=sys.stderr,
+                flush=True,
+            )
+            continue
+        if retries:
+            summary["stall_retries"] = retries
+            atomic_write_text(Path(out) / "summary.json", json.dumps(jsonable(summary), indent=2))
+        return summary
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def reseeded(recipe: Recipe, offset: int) -> Recipe:
+    """``recipe`` with its seed and every train step's seed moved by ``offset`` (0: itself)."""
+    if offset == 0:
+        return recipe
+    settings: dict[str, Any] = {"seed": recipe.seed + offset}
+    for k, step in enumerate(recipe.train_steps()):
+        settings[f"{TRAIN}#{k + 1}.seed"] = step.options.seed + offset  # type: ignore[attr-defined]
+    return recipe.with_settings(settings)
+
+
+def set_aside(out: Path, attempt: int) -> Path:
+    """Move what a stalled attempt wrote in ``out`` (not earlier attempts' folders) to
+    ``out/stalled-<attempt>``; returns that folder."""
+    target = out / f"{STALLED_PREFIX}{attempt}"
+    if target.exists():
+        raise SepconvError(
+            f"cannot keep the stalled run: {target} already exists; remove it or choose another --out"
+        )
+    target.mkdir()
+    for entry in sorted(out.iterdir()):
+        if entry != target and not entry.name.startswith(STALLED_PREFIX):
+            entry.rename(target / entry.name)
+    return target
+
+
+def _run_once(
+    recipe: Recipe,
+    out: str | os.PathLike[str],
+    *,
+    data: ImageDataset | None,
+    test_data: ImageDataset | None,
+    quiet: bool,
+    resume: bool,
+) -> dict[str, Any]:
     if data is None or test_data is None:
         check_spec(recipe.data)  # before any folder is made
     out = check_writable_dir(out)  # created once the starting model is built: a refused

@@ -1,3 +1,4 @@
+
 """One pseudo-isochromatic plate: glyph mask + dot layout + colour pair -> a small uint8 image.
 
 Spec spec 01 (colour-chart data set) §3–§6, with the differences the issue asks for:
@@ -56,9 +57,7 @@ class Difficulty:
     hue_jitter: float  # h: per-dot shift along the line, in units of |t_f - t_g|
     lightness: tuple[float, float]  # per-dot factor on linear RGB
     dichromat_max_delta_e: float = 2.5  # pairs the simulated dichromat could tell apart are redrawn
-    centre_jitter: float = (
-        0.06  # max box-centre offset / plate radius (less for glyphs that would leave the disc)
-    )
+    centre_jitter: float = 0.06  # max box-centre offset / plate radius (less for glyphs that would leave the disc)
     shear: float = 0.0  # max |k| of the glyph shear x += k·y (unit box)
     aspect: float = 0.0  # max |a| of the stretch: width × e^a, height × e^-a
     clutter: float = 0.0  # mean number of clutter blobs per plate
@@ -249,9 +248,7 @@ def _placement(rng: np.random.Generator, extra: np.random.Generator, style: Plat
     )
 
 
-def _clutter(
-    rng: np.random.Generator, preset: Difficulty, layout: DotLayout, figure: np.ndarray
-) -> np.ndarray:
+def _clutter(rng: np.random.Generator, preset: Difficulty, layout: DotLayout, figure: np.ndarray) -> np.ndarray:
     """Ground dots inside a few random blobs (the preset's mean count, radius range), which take
     a figure-like colour: without shape, a chroma map shows blobs beside the glyph."""
     clutter = np.zeros(len(figure), dtype=bool)
@@ -342,6 +339,4 @@ def render_plate(
     image = np.asarray(small, dtype=np.uint8).copy()
     if not return_debug:
         return image
-    return PlateDebug(
-        image, np.asarray(canvas).copy(), mask, layout, figure, colours, pair, placement, clutter
-    )
+    return PlateDebug(image, np.asarray(canvas).copy(), mask, layout, figure, colours, pair, placement, clutter)
