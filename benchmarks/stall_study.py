@@ -81,6 +81,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # the last stage's outputs below their ReLU to undo a confidently wrong start (see `diagnose`).
     "r20-faint0.9-lr0.1": {"separable": False, "zero_init": False, "prune": False, "warmup": 1.0, "lr": 0.1, "data": "colorchart:difficulty=0.5,faint=0.9"},
     "r20-faint0.9-lr0.1-zero-fc": {"separable": False, "zero_init": False, "zero_fc": True, "prune": False, "warmup": 1.0, "lr": 0.1, "data": "colorchart:difficulty=0.5,faint=0.9"},
+    # The same charts at lower learning rates (the recipes' 0.05, and 0.02): at lr 0.1 the calibration's
+    # runs on faint 0.6/0.8/0.9 stalled or left the plateau only at epoch 7.
+    "r20-faint0.8-lr0.05": {"separable": False, "zero_init": False, "prune": False, "warmup": 1.0, "lr": 0.05, "data": "colorchart:difficulty=0.5,faint=0.8"},
+    "r20-faint0.8-lr0.02": {"separable": False, "zero_init": False, "prune": False, "warmup": 1.0, "lr": 0.02, "data": "colorchart:difficulty=0.5,faint=0.8"},
 }  # fmt: skip
 
 

@@ -111,6 +111,7 @@ def _paths(env: Env, *kinds: str) -> list[str]:
 KINDS: dict[str, Callable[[Env], list[str]]] = {
     "count": lambda env: NUMERIC_BAD,  # an integer >= 1 with a finite bound
     "count0": lambda env: [v for v in NUMERIC_BAD if v != "0"],  # >= 0
+    "fraction": lambda env: ["abc", "", "nan", "inf", "-inf", "-0.5", "1", "1.5", HUGE_INT, HUGE_FLOAT],  # [0, 1)
     "cpus": lambda env: [*NUMERIC_BAD, "100000"],  # threads, workers: at most the cores
     "seed": lambda env: ["abc", "", "-1", "1.5", "nan", HUGE_INT],
     "int-list": lambda env: ["", "x", "0", "-1", "1,,x", "nan", f"1,{HUGE_INT}", "100000000"],
@@ -167,6 +168,7 @@ OPTION_KINDS: dict[tuple[str, str], str] = {
     ("data colorchart", "--workers"): "cpus",
     ("data colorchart", "--render-scale"): "count",
     ("data colorchart", "--pool"): "count0",
+    ("data colorchart", "--faint"): "fraction",
     ("data info", "spec"): "data",
     ("train", "--model"): "model",
     ("train", "--data"): "data",
@@ -188,6 +190,7 @@ OPTION_KINDS: dict[tuple[str, str], str] = {
     ("compress", "--out"): "out-dir",
     ("compress", "--set"): "set",
     ("compress", "--threads"): "cpus",
+    ("compress", "--stall-retries"): "count0",
     ("decompose", "checkpoint"): "checkpoint",
     ("decompose", "--data"): "data",
     ("decompose", "--out"): "out-dir",

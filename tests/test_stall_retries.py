@@ -96,4 +96,4 @@ def test_the_cli_refuses_a_negative_retry_count(run_cli, tmp_path: Path) -> None
         "compress", "--recipe", "resnet20-baseline", "--out", str(tmp_path / "o"), "--stall-retries", "-2"
     )
     assert proc.returncode == 2
-    assert_one_line_error(proc, "stall retries must be a whole number")
+    assert_one_line_error(proc, "stall retries must be a whole number from 0 to 20")

@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument(
         "--difficulty",
         default="standard",
-        help="standard (default: ResNet-20 learns it) or hard (smaller hue steps, more jitter)",
+        help="standard (default: ResNet-20 learns it), hard (smaller hue steps, more jitter), paper, or a"
+        " level in [0, 1] of the continuous scale (glyph position, size, deformation, clutter)",
     )
     gen.add_argument(
         "--workers", type=int, default=None, help="processes, at most the CPU cores (default: the cores, at most 8)"
@@ -48,6 +49,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--render-scale", type=int, default=8, help="render at size x this, then box-filter (8)")
     gen.add_argument(
         "--pool", type=int, default=256, help="dot layouts to reuse, rotated/mirrored; 0 = pack each"
+    )
+    gen.add_argument(
+        "--faint",
+        type=float,
+        default=None,
+        help="per-plate contrast spread in [0, 1): each plate's hue step times a factor uniform on"
+        " [1 - faint, 1] (default: the difficulty's own, 0)",
     )
     gen.add_argument("--force", action="store_true", help="regenerate even if DIR holds this exact data set")
     gen.set_defaults(run=run_colorchart)
@@ -91,6 +99,7 @@ def run_colorchart(args: argparse.Namespace) -> int:
         difficulty=args.difficulty,
         render_scale=args.render_scale,
         layout_pool_size=args.pool,
+        faint=args.faint,
     ).validate()
     workers = args.workers if args.workers is not None else min(8, available_cpus())
     check_cpus(workers, "--workers")  # before the output folder is made

@@ -56,6 +56,7 @@ from .recipe import TRAIN, Recipe
 
 STALLED_PREFIX = "stalled-"
 RETRY_SEED_STRIDE = 1000  # attempt k runs with every seed + 1000·k
+MAX_RETRIES = 20
 
 
 def run_recipe(
@@ -75,8 +76,8 @@ def run_recipe(
     ``stall_retries``: how many times a stalled run starts again with the next seeds (module
     docstring).
     """
-    if isinstance(stall_retries, bool) or not isinstance(stall_retries, int) or stall_retries < 0:
-        raise SepconvError(f"stall retries must be a whole number >= 0, got {stall_retries!r}")
+    if isinstance(stall_retries, bool) or not isinstance(stall_retries, int) or not 0 <= stall_retries <= MAX_RETRIES:
+        raise SepconvError(f"stall retries must be a whole number from 0 to {MAX_RETRIES}, got {stall_retries!r}")
     if stall_retries and requested_world_size() > 1:
         # Every process would have to agree on moving the folder aside; one run per launch instead.
         raise SepconvError(
