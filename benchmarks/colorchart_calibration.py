@@ -48,6 +48,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 RUNS = ROOT / "runs" / "colorchart_calibration"
 PROBE_BOUND = 0.60
 TARGET = (0.93, 0.97)
+STALLED_FILE = "stalled.json"  # a run whose every attempt stalled
 
 
 # A calibration point: (level, faint); faint 0 is the level scale's own plates.
@@ -87,6 +88,7 @@ def budget_name(args: argparse.Namespace) -> str:
         f"{args.schedule}_e{args.epochs}_w{args.warmup_epochs:g}"
         + ("_default-init" if args.default_init else "")
         + overrides
+        + (f"_retry{args.stall_retries}" if args.stall_retries else "")
     )
 
 
@@ -106,22 +108,32 @@ def train_record(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def train_one(job: tuple[str, float, int, dict[str, Any]]) -> dict[str, Any]:
+def train_one(job: tuple[str, Point, int, dict[str, Any], int]) -> dict[str, Any]:
     """One ResNet-20 baseline run (a worker process may run it)."""
+    from sepconv.errors import TrainingStalledError
+    from sepconv.io import atomic_write_text
     from sepconv.pipeline.recipe import load_recipe
     from sepconv.pipeline.run import run_recipe
 
-    budget, point, seed, train = job
+    budget, point, seed, train, retries = job
     out = run_dir(budget, point, seed)
     summary_path = out / "summary.json"
     if summary_path.is_file():
         return json.loads(summary_path.read_text())
+    if (out / STALLED_FILE).is_file():
+        return json.loads((out / STALLED_FILE).read_text())
     settings = {"data": data_spec(point), **runpool.recipe_settings(train, seed)}
     if "_default-init" in budget:  # the zoo's initialisation instead of the recipe's
         settings["model_config.zero_init_residual"] = False
     recipe = load_recipe("resnet20-baseline").with_settings(settings)
     resume = (out / "train" / "last.pt").is_file()
-    summary = run_recipe(recipe, out, quiet=True, resume=resume)
+    try:
+        summary = run_recipe(recipe, out, quiet=True, resume=resume, stall_retries=retries)
+    except TrainingStalledError as exc:  # every attempt stalled: a result of the calibration, recorded
+        record = {"stalled": str(exc), "attempts": retries + 1}
+        atomic_write_text(out / STALLED_FILE, json.dumps(record, indent=2))
+        print(f"level {point_name(point)} seed {seed}: stalled in all {retries + 1} attempts", flush=True)
+        return record
     print(f"level {point_name(point)} seed {seed}: {100 * summary['accuracy']:.2f}%", flush=True)
     return summary
 
@@ -160,7 +172,10 @@ def assemble(args: argparse.Namespace, budget: str) -> dict[str, Any]:
         row: dict[str, Any] = {"level": point[0], "probe": probe(point), "knobs": knobs, "seeds": {}}
         for seed in args.seeds:
             path = run_dir(budget, point, seed) / "summary.json"
-            if path.is_file():
+            if (path.parent / STALLED_FILE).is_file():
+                gave_up = json.loads((path.parent / STALLED_FILE).read_text())
+                row["seeds"][str(seed)] = {"accuracy": None, "stall": gave_up["stalled"], "attempts": gave_up["attempts"]}
+            elif path.is_file():
                 s = json.loads(path.read_text())
                 history = json.loads((path.parent / "train" / "history.json").read_text())
                 row["seeds"][str(seed)] = {
@@ -168,8 +183,10 @@ def assemble(args: argparse.Namespace, budget: str) -> dict[str, Any]:
                     "best_accuracy": s["best_accuracy"],
                     "stall": history.get("stall"),
                     "train_seconds": s["train_seconds"],
+                    "retries": len(s.get("stall_retries", [])),
                 }
-        accs = np.array([r["accuracy"] for r in row["seeds"].values()])
+        # Mean over the seeds that trained; a seed whose every attempt stalled shows in its cell.
+        accs = np.array([r["accuracy"] for r in row["seeds"].values() if r["accuracy"] is not None])
         if accs.size:
             row["accuracy"] = float(accs.mean())
             row["accuracy_std"] = float(accs.std(ddof=1)) if accs.size > 1 else 0.0
@@ -212,9 +229,7 @@ def markdown(record: dict[str, Any]) -> str:
         k = row["knobs"]
         level, faint = row["level"] if "level" in row else float(name), k.get("faint", 0.0)
         acc = f"{100 * row['accuracy']:.2f} ± {100 * row['accuracy_std']:.2f}" if "accuracy" in row else "–"
-        per_seed = ", ".join(
-            f"{100 * r['accuracy']:.2f}" + (" (stalled)" if r["stall"] else "") for r in row["seeds"].values()
-        )
+        per_seed = ", ".join(seed_cell(r) for r in row["seeds"].values())
         paper = (level, faint) == (record["paper_level"], paper_faint(record))
         mark = " (**paper**)" if paper else ""
         lines.append(
@@ -225,6 +240,13 @@ def markdown(record: dict[str, Any]) -> str:
         )
     lines += ["", f"![calibration curve](colorchart_calibration{record['suffix']}.png)", ""]
     return "\n".join(lines)
+
+
+def seed_cell(r: dict[str, Any]) -> str:
+    if r["accuracy"] is None:
+        return f"stalled in all {r['attempts']} attempts"
+    retried = f" (after {r['retries']} stalled start(s))" if r.get("retries") else ""
+    return f"{100 * r['accuracy']:.2f}" + (" (stalled)" if r["stall"] else "") + retried
 
 
 def paper_faint(record: dict[str, Any]) -> float:
@@ -299,6 +321,9 @@ def main() -> None:
     )
     parser.add_argument("--probe-only", action="store_true", help="train nothing; probe and assemble")
     parser.add_argument(
+        "--stall-retries", type=int, default=0, help="restart a stalled run up to N times (run_recipe's rule)"
+    )
+    parser.add_argument(
         "--default-init",
         action="store_true",
         help="the zoo's initialisation (no zero_init_residual): the stall evidence",
@@ -318,7 +343,9 @@ def main() -> None:
         probe(point)
     train = {
         **runpool.schedule_settings(args.schedule, args.epochs, args.warmup_epochs),
-        "on_stall": "warn",  # a level on which ResNet-20 stalls is a result of the calibration
+        # A level on which ResNet-20 stalls is a result of the calibration: recorded (warn), or with
+        # --stall-retries restarted with seed + 1000·k (run_recipe's rule) and the restarts counted.
+        "on_stall": "error" if args.stall_retries else "warn",
         **runpool.train_settings(args),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -331,7 +358,7 @@ def main() -> None:
         plot(record, RESULTS / f"colorchart_calibration{suffix}.png")
 
     if not args.probe_only:
-        jobs = [(budget, point, seed, train) for seed in args.seeds for point in points(args)]
+        jobs = [(budget, point, seed, train, args.stall_retries) for seed in args.seeds for point in points(args)]
         runpool.run_jobs(jobs, train_one, args.jobs, args.threads, on_done=write)
     write()
     print((RESULTS / f"colorchart_calibration{suffix}.md").read_text())
