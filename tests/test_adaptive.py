@@ -330,6 +330,28 @@ def test_a_target_is_reached_and_not_overshot() -> None:
     assert sepconv.profile(trainer.model, (3, 8, 8)).params == params[-1]
 
 
+def test_a_target_not_reached_by_the_scores_is_met_when_the_window_ends() -> None:
+    # θ_low so small that no channel is ever a candidate, and a plateau rule that would freeze at
+    # once: above its target the loop keeps adapting, and the last evaluation of the window removes
+    # the lowest-scoring channels down to the target.
+    cb = AdaptivePruneGrow(
+        probe=PROBE, **FAST, theta_low=1e-6, theta_high=100.0, theta_max=1e-5, patience=2,
+        accuracy_tolerance=1.0, lambda_mode="fixed", target=0.3,
+    )  # fmt: skip
+    trainer = trainer_for(tiny_model(), cb, epochs=2)
+    trainer.fit()
+    start = cb.reference["params"]
+    assert [r.get("frozen") for r in cb.history] == [None, None, None, "window end"]
+    assert all(not r["pruned"] and not r["forced"] for r in cb.history[:-1])
+    final = cb.history[-1]
+    assert sum(final["forced"].values()) == sum(final["pruned"].values()) > 0
+    biggest_channel = 2 * 32 * 9 + 2
+    assert 0.7 * start - biggest_channel <= final["params"] <= 0.7 * start
+    assert sepconv.profile(trainer.model, (3, 8, 8)).params == final["params"]
+    floor = 4  # max(min_channels, 5 % of the start)
+    assert all(w >= floor for w in final["widths"].values())
+
+
 def test_resume_after_a_kill_inside_a_structural_change_gives_the_same_model(tmp_path: Path, monkeypatch) -> None:
     reference = _shrinking()
     full = sepconv.train(tiny_model(), TRAIN, test_data=TEST, out=tmp_path / "full", callbacks=[reference],

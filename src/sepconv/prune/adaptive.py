@@ -32,10 +32,13 @@ What one run does (:class:`AdaptivePruneGrow`, a training callback):
    above it: the spec's controller alone let the near-uniform scores of a young network grow
    every unit before any channel became a candidate) and a floor for pruning (the ripe channels
    of all units go lowest score first only while the model is above it, and not at all below,
-   where the spec's rule overshot a 50 % target to 61 % in a short run and cost accuracy).
+   where the spec's rule overshot a 50 % target to 61 % in a short run and cost accuracy). And a
+   target is kept: a model still above it at the window's last evaluation loses its lowest-scoring
+   channels there (beyond the ripe ones, never below a unit's floor) down to the target — the
+   controller alone ended a ResNet-56 run at 49.1 % of a 50 % target when its window closed.
 5. **Stopping**: when the total width and the best held-out accuracy have not moved for
-   ``patience`` evaluations (or at the window's end), the gates are folded into the consumers
-   (exact) and training continues on the fixed architecture.
+   ``patience`` evaluations (not while a target is unmet), or at the window's end, the gates are
+   folded into the consumers (exact) and training continues on the fixed architecture.
 
 Every structural change records a replayable transformation (``compact``, ``widen``), and the
 callback's state (gates, statistics, λ, counters, history) is checkpointed, so a run killed at any
@@ -335,8 +338,12 @@ class AdaptivePruneGrow(Callback):
             state.gate = torch.as_tensor(decision.gates, dtype=state.gate.dtype, device=state.gate.device)
             decisions[unit.producer] = (decision, s)
         cost = self._channel_costs(model, counts_now)
+        last_point = position >= opts.window_end * trainer.config.epochs - 1e-9
+        forced: dict[str, int] = {}
         if goal is not None:
             self._cap_prunes(decisions, cost, counts_now, goal)
+            if last_point:  # the architecture freezes now: a target asked for is a target kept
+                forced = self._meet_target(decisions, cost, counts_now, goal)
 
         projected = self._projected(counts_now, decisions, cost)
         thresholds_used = (self.theta_low, self.theta_high)
@@ -358,7 +365,8 @@ class AdaptivePruneGrow(Callback):
 
         total_width = sum(self.states[u.producer].width for u in self.units)
         settled = self.plateau.update(total_width, accuracy)
-        last_point = position >= opts.window_end * trainer.config.epochs - 1e-9
+        if settled and goal is not None and _count(counts_after, opts.target_kind) > goal + 1e-9:
+            settled = False  # widths settled above the target: keep adapting until the window's end
         record = {
             "evaluation": self.evaluations,
             "epoch": round(position, 6),
@@ -376,6 +384,7 @@ class AdaptivePruneGrow(Callback):
             "candidates": {p: int(d.candidates.sum()) for p, (d, _) in decisions.items()},
             "pruned": pruned,
             "grown": grown,
+            "forced": forced,
             "probe_seconds": probe_seconds,
             "surgery_seconds": surgery_seconds,
         }
@@ -467,6 +476,46 @@ class AdaptivePruneGrow(Callback):
             room -= cost[producer]
         for producer, (decision, _) in decisions.items():
             decision.prune = sorted(taken[producer])
+
+    def _meet_target(
+        self, decisions: dict[str, Any], cost: dict[str, float], counts: Any, goal: float
+    ) -> dict[str, int]:
+        """At the window's last evaluation, a model still above the target loses its lowest-scoring
+        channels (scores are normalised per unit, so they compare across units) beyond the ripe
+        ones, down to the target (overshooting by at most one channel), never below a unit's width
+        floor. Returns the channels added per unit."""
+        opts = self.options
+        limits = opts.limits(self.theta_low, self.theta_high)
+        room = _count(counts, opts.target_kind) - goal
+        for producer, (decision, _) in decisions.items():
+            room -= len(decision.prune) * cost[producer]
+        if room <= 0:
+            return {}
+        spare = {}
+        for unit in self.units:
+            state = self.states[unit.producer]
+            decision, _ = decisions[unit.producer]
+            floor = limits.floor(state.n_orig, opts.min_channels, opts.min_fraction)
+            spare[unit.producer] = state.width - len(decision.prune) - floor
+        order = sorted(
+            (float(s[i]), p, i)
+            for p, (d, s) in decisions.items()
+            for i in range(len(s))
+            if i not in set(d.prune) and not d.parents
+        )
+        forced: dict[str, int] = {}
+        for _, producer, channel in order:
+            if room <= 0:
+                break
+            if spare[producer] <= 0 or cost[producer] <= 0:
+                continue
+            decisions[producer][0].prune.append(channel)
+            spare[producer] -= 1
+            forced[producer] = forced.get(producer, 0) + 1
+            room -= cost[producer]
+        for decision, _ in decisions.values():
+            decision.prune = sorted(decision.prune)
+        return forced
 
     def _projected(self, counts: Any, decisions: dict[str, Any], cost: dict[str, float]) -> float:
         """The target's count (params or MACs) with every current candidate removed."""
