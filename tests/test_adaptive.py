@@ -350,6 +350,15 @@ def test_a_target_not_reached_by_the_scores_is_met_when_the_window_ends() -> Non
     assert sepconv.profile(trainer.model, (3, 8, 8)).params == final["params"]
     floor = 4  # max(min_channels, 5 % of the start)
     assert all(w >= floor for w in final["widths"].values())
+    # A window whose end falls between two evaluations (2 per epoch, ending at epoch 1.8): its last
+    # evaluation (epoch 1.5) is the one that freezes and keeps the target.
+    short = AdaptivePruneGrow(
+        probe=PROBE, **{**FAST, "window_end": 0.9}, theta_low=1e-6, theta_high=100.0, theta_max=1e-5,
+        patience=2, accuracy_tolerance=1.0, lambda_mode="fixed", target=0.3,
+    )  # fmt: skip
+    trainer_for(tiny_model(), short, epochs=2).fit()
+    assert [r["epoch"] for r in short.history] == [0.5, 1.0, 1.5] and short.frozen_at == pytest.approx(1.5)
+    assert short.history[-1]["frozen"] == "window end" and short.history[-1]["params"] <= 0.7 * start
 
 
 def test_resume_after_a_kill_inside_a_structural_change_gives_the_same_model(tmp_path: Path, monkeypatch) -> None:

@@ -222,6 +222,12 @@ class AdaptivePruneGrow(Callback):
                 points[step] = position
         return points
 
+    def _last_position(self, trainer: Trainer) -> float:
+        """Where the window's last evaluation falls (the window's end when the schedule's points
+        stop short of it, e.g. 2 evaluations per epoch and a window ending at epoch 4.8)."""
+        positions = [p for e in range(trainer.config.epochs) for p in self._points(trainer, e).values()]
+        return max(positions, default=self.options.window_end * trainer.config.epochs)
+
     def _steps_to_next(self, trainer: Trainer, done: int) -> int:
         """Training steps from now (``done`` steps into the current epoch) to the next evaluation,
         counting the step that evaluates; a large number when none is left."""
@@ -338,7 +344,7 @@ class AdaptivePruneGrow(Callback):
             state.gate = torch.as_tensor(decision.gates, dtype=state.gate.dtype, device=state.gate.device)
             decisions[unit.producer] = (decision, s)
         cost = self._channel_costs(model, counts_now)
-        last_point = position >= opts.window_end * trainer.config.epochs - 1e-9
+        last_point = position >= self._last_position(trainer) - 1e-9
         forced: dict[str, int] = {}
         if goal is not None:
             self._cap_prunes(decisions, cost, counts_now, goal)
