@@ -8,9 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
-from sepconv.data.dataset import ImageDataset
 from sepconv.errors import SepconvError, TrainingStalledError
 from sepconv.pipeline import run as run_module
 from sepconv.pipeline.recipe import Recipe, recipe_from_dict
@@ -18,14 +16,7 @@ from sepconv.pipeline.run import reseeded, run_recipe
 
 from .conftest import assert_one_line_error
 from .test_engine import one_thread  # noqa: F401  (autouse: one torch thread)
-
-
-def tiny_data(n: int, seed: int) -> ImageDataset:
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 4
-    images = torch.randint(0, 256, (n, 3, 16, 16), generator=g, dtype=torch.uint8)
-    images[:, 0] = (labels * 60).view(n, 1, 1).to(torch.uint8)  # a learnable cue in the red channel
-    return ImageDataset(images, labels, ["a", "b", "c", "d"], (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+from .test_recipes import _tiny_data as tiny_data  # 4 classes, a learnable cue in the red channel
 
 
 def recipe(lr: float) -> Recipe:
