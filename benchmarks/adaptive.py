@@ -110,9 +110,19 @@ APG_PRESETS: dict[str, dict[str, Any]] = {
 SHORT_EVALUATIONS = 5  # the short preset spreads about this many evaluations over its window
 
 
+def _number_or_text(value: str) -> Any:
+    """An --apg-set value as the JSON record should show it: 0.3 as a number, "learned" as text."""
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
 def apg_settings(preset: str, epochs: int, extra: list[str]) -> dict[str, Any]:
     settings: dict[str, Any] = {**APG_PRESETS[preset], "target": TARGET_PARAMS_DROP, "target_kind": "params"}
-    overrides = dict(item.partition("=")[::2] for item in extra)
+    overrides = {key: _number_or_text(value) for key, value in (item.partition("=")[::2] for item in extra)}
     settings.update(overrides)
     # The evaluation rate follows the window as overridden (a later window_start must still get about
     # SHORT_EVALUATIONS evaluations), unless it is overridden itself.
