@@ -503,11 +503,13 @@ class AdaptivePruneGrow(Callback):
             decision, _ = decisions[unit.producer]
             floor = limits.floor(state.n_orig, opts.min_channels, opts.min_fraction)
             spare[unit.producer] = state.width - len(decision.prune) - floor
+        taken = {p: set(d.prune) for p, (d, _) in decisions.items()}
         order = sorted(
             (float(s[i]), p, i)
             for p, (d, s) in decisions.items()
+            if not d.parents
             for i in range(len(s))
-            if i not in set(d.prune) and not d.parents
+            if i not in taken[p]
         )
         forced: dict[str, int] = {}
         for _, producer, channel in order:
