@@ -347,9 +347,8 @@ class AdaptivePruneGrow(Callback):
         last_point = position >= self._last_position(trainer) - 1e-9
         forced: dict[str, int] = {}
         if goal is not None:
-            self._cap_prunes(decisions, cost, counts_now, goal)
-            if last_point:  # the architecture freezes now: a target asked for is a target kept
-                forced = self._meet_target(decisions, cost, counts_now, goal)
+            # At the last point the architecture freezes: a target asked for is a target kept.
+            forced = self._prune_to_goal(decisions, cost, counts_now, goal, force=last_point)
 
         projected = self._projected(counts_now, decisions, cost)
         thresholds_used = (self.theta_low, self.theta_high)
@@ -469,60 +468,44 @@ class AdaptivePruneGrow(Callback):
         macs_of = {row.name: row.macs for row in counts.rows}
         return {u.producer: _channel_cost(model, u, macs_of, kind) for u in self.units}
 
-    def _cap_prunes(self, decisions: dict[str, Any], cost: dict[str, float], counts: Any, goal: float) -> None:
-        """Hard prunes stop at the target: the ripe channels of all units go lowest score first
-        while the model is still above the goal (overshooting by at most one channel)."""
-        room = _count(counts, self.options.target_kind) - goal
+    def _prune_to_goal(
+        self, decisions: dict[str, Any], cost: dict[str, float], counts: Any, goal: float, force: bool
+    ) -> dict[str, int]:
+        """Hard prunes stop at the target: the ripe channels of all units go lowest score first while
+        the model is still above the goal (overshooting by at most one channel). With ``force`` (the
+        window's last evaluation) a model still above it then loses its lowest-scoring other
+        channels too (scores are normalised per unit, so they compare across units), never below a
+        unit's width floor. Returns the channels added beyond the ripe ones, per unit."""
+        opts = self.options
+        room = _count(counts, opts.target_kind) - goal
         ripe = sorted((float(s[i]), p, i) for p, (d, s) in decisions.items() for i in d.prune)
+        rest: list[tuple[float, str, int]] = []
+        spare: dict[str, int] = {}
+        if force:
+            limits = opts.limits(self.theta_low, self.theta_high)
+            for unit in self.units:
+                state = self.states[unit.producer]
+                spare[unit.producer] = state.width - limits.floor(state.n_orig, opts.min_channels, opts.min_fraction)
+            rest = sorted(
+                (float(s[i]), p, i)
+                for p, (d, s) in decisions.items()
+                if not d.parents
+                for i in sorted(set(range(len(s))) - set(d.prune))
+            )
         taken: dict[str, list[int]] = {p: [] for p in decisions}
-        for _, producer, channel in ripe:
+        forced: dict[str, int] = {}
+        for is_ripe, (_, producer, channel) in [(True, c) for c in ripe] + [(False, c) for c in rest]:
             if room <= 0:
                 break
+            if not is_ripe:
+                if spare[producer] <= 0 or cost[producer] <= 0:
+                    continue
+                forced[producer] = forced.get(producer, 0) + 1
             taken[producer].append(channel)
+            spare[producer] = spare.get(producer, 0) - 1
             room -= cost[producer]
         for producer, (decision, _) in decisions.items():
             decision.prune = sorted(taken[producer])
-
-    def _meet_target(
-        self, decisions: dict[str, Any], cost: dict[str, float], counts: Any, goal: float
-    ) -> dict[str, int]:
-        """At the window's last evaluation, a model still above the target loses its lowest-scoring
-        channels (scores are normalised per unit, so they compare across units) beyond the ripe
-        ones, down to the target (overshooting by at most one channel), never below a unit's width
-        floor. Returns the channels added per unit."""
-        opts = self.options
-        limits = opts.limits(self.theta_low, self.theta_high)
-        room = _count(counts, opts.target_kind) - goal
-        for producer, (decision, _) in decisions.items():
-            room -= len(decision.prune) * cost[producer]
-        if room <= 0:
-            return {}
-        spare = {}
-        for unit in self.units:
-            state = self.states[unit.producer]
-            decision, _ = decisions[unit.producer]
-            floor = limits.floor(state.n_orig, opts.min_channels, opts.min_fraction)
-            spare[unit.producer] = state.width - len(decision.prune) - floor
-        taken = {p: set(d.prune) for p, (d, _) in decisions.items()}
-        order = sorted(
-            (float(s[i]), p, i)
-            for p, (d, s) in decisions.items()
-            if not d.parents
-            for i in range(len(s))
-            if i not in taken[p]
-        )
-        forced: dict[str, int] = {}
-        for _, producer, channel in order:
-            if room <= 0:
-                break
-            if spare[producer] <= 0 or cost[producer] <= 0:
-                continue
-            decisions[producer][0].prune.append(channel)
-            spare[producer] -= 1
-            forced[producer] = forced.get(producer, 0) + 1
-            room -= cost[producer]
-        for decision, _ in decisions.values():
-            decision.prune = sorted(decision.prune)
         return forced
 
     def _projected(self, counts: Any, decisions: dict[str, Any], cost: dict[str, float]) -> float:
