@@ -32,6 +32,17 @@ through when the installed sepconv has one.
     .venv/bin/python benchmarks/adaptive.py --suite resnet56-colorchart vgg16-colorchart \
         resnet20-fashion-mnist --seeds 0 1 2 --epochs 60 --apg-preset spec --device cuda --tag gpu
 
+Wall time on a shared 2-core machine follows the load more than the method (the e10 run measured
+APG at 1.25x FPGM's wall time but 0.98x its CPU time, because APG's runs met two more jobs). For the
+time target FPGM and APG of one seed run side by side, one process each and nothing else on the
+machine, so both see the same load (``adaptive_resnet56-fashion-mnist_e10-n6000-paired.md``)::
+
+    for s in 0 1 2; do for m in fpgm40 apg; do
+        .venv/bin/python benchmarks/adaptive.py --suite resnet56-fashion-mnist --epochs 10 \
+            --tag e10-n6000-paired --seeds $s --methods $m --speed-pairs 0 & done; wait; done
+    .venv/bin/python benchmarks/adaptive.py --suite resnet56-fashion-mnist --epochs 10 \
+        --tag e10-n6000-paired --seeds 0 1 2 --assemble-only
+
 Runs live in ``runs/adaptive/<suite>-<tag>/<method>-seed<S>`` and are resumable (a finished run is
 skipped; ``--assemble-only`` rebuilds the tables). Results: ``benchmarks/results/adaptive_<suite>_<tag>.
 {json,md}`` and ``..._widths.png`` (APG's filters per layer over time), ``..._epochs.png``

@@ -14,6 +14,10 @@ Here, per seed, on the calibrated charts (``colorchart:paper``) and with equal t
 * (e) + ``--finetune-epochs`` F = T − E epochs of fine-tuning, BatchNorm frozen (as ``sepconv
   decompose`` fine-tunes), with seed 003's setting (lr 1e-4 constant) and with a larger one
   (lr 0.005 cosine, gradient norm clipped at 1);
+The from-scratch trainings, (a) and (b), start with ``--curriculum-epochs`` (default 1) of their
+epochs on the ``--curriculum`` charts (default ``colorchart``, the clear plates; the calibrated
+charts stall without it, ``stall_study.md``), as the seed-000 benchmark's runs do; fine-tuning does not.
+
 * (b) the separable ResNet-20 trained from scratch for T epochs: the seed-000 benchmark's
   ``baseline-dsc`` run of the same seed when T is its budget (nothing is trained twice), else the
   ``resnet20-baseline-dsc`` recipe for T epochs.
@@ -60,7 +64,7 @@ ROWS = {
 
 
 def trained(
-    recipe_name: str, data: str, epochs: int, warmup: float, seed: int, out: Path, extra: dict
+    recipe_name: str, data: str, epochs: int, warmup: float, seed: int, out: Path, extra: dict, curriculum: dict
 ) -> Any:
     """A recipe's model trained ``epochs`` epochs into ``out`` (reused when already there)."""
     from sepconv.checkpoint import load_model
@@ -68,7 +72,7 @@ def trained(
     from sepconv.pipeline.run import run_recipe
 
     if not (out / "summary.json").is_file():
-        train = {**runpool.schedule_settings("recipe", epochs, warmup), "on_stall": "warn", **extra}
+        train = {**runpool.schedule_settings("recipe", epochs, warmup), "on_stall": "warn", **curriculum, **extra}
         recipe = load_recipe(recipe_name).with_settings(
             {"data": data, **runpool.recipe_settings(train, seed)}
         )
@@ -89,14 +93,15 @@ def one_seed(job: tuple[int, dict[str, Any]]) -> dict[str, Any]:
     seed, cfg = job
     data_spec, e, f = cfg["data"], cfg["original_epochs"], cfg["finetune_epochs"]
     extra = cfg["train_extra"]
-    path = RUNS / f"e{e}_f{f}" / f"seed{seed}.json"
+    curriculum = cfg["curriculum"]
+    folder = RUNS / (f"e{e}_f{f}" + (f"_cur{curriculum['curriculum_epochs']}" if curriculum else ""))
+    path = folder / f"seed{seed}.json"
     if path.is_file():
         return json.loads(path.read_text())
     data, test = get_dataset(data_spec, train=True), get_dataset(data_spec, train=False)
-    folder = RUNS / f"e{e}_f{f}"
     rows: dict[str, Any] = {}
     base = trained(
-        "resnet20-baseline", data_spec, e, cfg["warmup"], seed, folder / f"original-seed{seed}", extra
+        "resnet20-baseline", data_spec, e, cfg["warmup"], seed, folder / f"original-seed{seed}", extra, curriculum
     )
     rows["a"] = evaluate(base.eval(), test)["accuracy"]
     images = BatchLoader(limit_dataset(data, 300), batch_size=100, train=False)
@@ -112,10 +117,13 @@ def one_seed(job: tuple[int, dict[str, Any]]) -> dict[str, Any]:
             rows[f"e-{name}"] = trainer.history[-1]["test_accuracy"]
         except TrainingDivergedError:
             rows[f"e-{name}"] = None
-    scratch_budget = seed000_tables.Budget(data_spec, "recipe", e + f, cfg["warmup"], 0)
+    scratch_budget = seed000_tables.Budget(
+        data_spec, "recipe", e + f, cfg["warmup"], 0,
+        curriculum=curriculum.get("curriculum"), curriculum_epochs=curriculum.get("curriculum_epochs", 0),
+    )  # fmt: skip
     seed000_run = seed000_tables.run_dir(scratch_budget, "baseline", 20, "baseline-dsc", seed)
     scratch_dir = seed000_run if (seed000_run / "summary.json").is_file() else folder / f"scratch-seed{seed}"
-    scratch = trained("resnet20-baseline-dsc", data_spec, e + f, cfg["warmup"], seed, scratch_dir, extra)
+    scratch = trained("resnet20-baseline-dsc", data_spec, e + f, cfg["warmup"], seed, scratch_dir, extra, curriculum)
     rows["b"] = evaluate(scratch.eval(), test)["accuracy"]
     record = {"seed": seed, "rows": rows, "scratch_run": str(scratch_dir.relative_to(ROOT))}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,6 +178,8 @@ def main() -> None:
     parser.add_argument("--original-epochs", type=int, default=8)
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument("--warmup-epochs", type=float, default=1.0)
+    parser.add_argument("--curriculum", default="colorchart", help="data spec of the curriculum epochs ('none': none)")
+    parser.add_argument("--curriculum-epochs", type=int, default=1)
     runpool.add_arguments(parser)
     args = parser.parse_args()
     from sepconv.data import get_dataset
@@ -181,6 +191,11 @@ def main() -> None:
         "original_epochs": args.original_epochs,
         "finetune_epochs": args.finetune_epochs,
         "warmup": args.warmup_epochs,
+        "curriculum": (
+            {}
+            if args.curriculum == "none" or args.curriculum_epochs == 0
+            else {"curriculum": args.curriculum, "curriculum_epochs": args.curriculum_epochs}
+        ),
         "train_extra": runpool.train_settings(args),
     }
     results = runpool.run_jobs([(s, cfg) for s in args.seeds], one_seed, args.jobs, args.threads)

@@ -31,7 +31,9 @@ Each run has its own folder under ``runs/seed000/BUDGET/PROTOCOL/resnetD/KEY-see
 so several processes (``--jobs``, ``--device cuda``: ``benchmarks/runpool.py``) can train at once.
 Results: ``benchmarks/results/seed000_tables{SUFFIX}.{json,md}`` and ``seed000_accuracy{SUFFIX}.png``
 (bars per protocol and method); SUFFIX is empty for the default budget (``colorchart:paper``,
-recipe schedule, 10 epochs, 1 warm-up) and names any other, e.g. ``_colorchart:paper_paper_e200_w1``.
+recipe schedule, 10 epochs, 1 warm-up, the first of them a curriculum epoch on the ``standard``
+charts: ``--curriculum``/``--curriculum-epochs``, ``--curriculum none`` for none) and names any
+other, e.g. ``_colorchart:paper_paper_e200_w1_cur1-colorchart``.
 
     nice -n 10 .venv/bin/python benchmarks/seed000_tables.py --depths 20 --seeds 0 1 2 --protocols trained-group
     .venv/bin/python benchmarks/seed000_tables.py --depths 20 --seeds 0 1 2 --schedule paper --epochs 200 \\
@@ -129,6 +131,8 @@ class Budget:
     start_epoch: int  # of the trained-* protocols
     zero_init: bool = True  # the recipes' γ = 0 in each residual branch; False: the zoo's initialisation
     lr: float | None = None  # None: the schedule's
+    curriculum: str | None = None  # data spec of the first curriculum_epochs epochs (TrainConfig.curriculum)
+    curriculum_epochs: int = 0
 
     @property
     def tag(self) -> str:
@@ -136,6 +140,7 @@ class Budget:
             f"{self.data}_{self.schedule}_e{self.epochs}_w{self.warmup:g}"
             + ("" if self.zero_init else "_default-init")
             + ("" if self.lr is None else f"_lr{self.lr:g}")
+            + (f"_cur{self.curriculum_epochs}-{self.curriculum}" if self.curriculum_epochs else "")
         )
 
     @property
@@ -150,10 +155,14 @@ class Budget:
 
     def train(self) -> dict[str, Any]:
         settings = runpool.schedule_settings(self.schedule, self.epochs, self.warmup)
+        if self.curriculum_epochs:
+            settings.update(curriculum=self.curriculum, curriculum_epochs=self.curriculum_epochs)
         return settings if self.lr is None else {**settings, "lr": self.lr}
 
 
-DEFAULT_BUDGET = Budget("colorchart:paper", "recipe", 10, 1.0, 2)
+# The calibrated charts need their curriculum: one epoch of `standard` plates, where a network
+# finds the colour cue that it does not find on the `paper` plates alone (stall_study.md).
+DEFAULT_BUDGET = Budget("colorchart:paper", "recipe", 10, 1.0, 2, curriculum="colorchart", curriculum_epochs=1)
 
 
 def protocol_folder(budget: Budget, protocol: str, key: str) -> str:
@@ -600,6 +609,10 @@ def main() -> None:
         "--default-init", action="store_true", help="the zoo's initialisation, not the recipes' zero_init_residual"
     )
     parser.add_argument("--lr", type=float, help="base learning rate (default: the schedule's)")
+    parser.add_argument(
+        "--curriculum", default=DEFAULT_BUDGET.curriculum, help="data spec of the curriculum epochs ('none': no curriculum)"
+    )
+    parser.add_argument("--curriculum-epochs", type=int, default=DEFAULT_BUDGET.curriculum_epochs)
     parser.add_argument("--assemble-only", action="store_true", help="train nothing; rebuild the tables")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the tables and plots")
     parser.add_argument("--runs", type=Path, default=RUNS, help="folder of the run folders")
@@ -607,9 +620,11 @@ def main() -> None:
     args = parser.parse_args()
     results, root = args.results, args.runs
     torch.set_num_threads(args.threads)
+    no_curriculum = args.curriculum in (None, "none") or args.curriculum_epochs == 0
     budget = Budget(
-        args.data, args.schedule, args.epochs, args.warmup_epochs, args.start_epoch, not args.default_init, args.lr
-    )
+        args.data, args.schedule, args.epochs, args.warmup_epochs, args.start_epoch, not args.default_init, args.lr,
+        None if no_curriculum else args.curriculum, 0 if no_curriculum else args.curriculum_epochs,
+    )  # fmt: skip
     table_seeds = args.table_seeds or args.seeds
     # The tables show every protocol trained under this budget, not only those trained now.
     present = {p for p in PROTOCOLS if (root / budget.tag / protocol_folder(budget, p, "pruned")).is_dir()}

@@ -50,7 +50,7 @@ import runpool  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = ROOT / "runs" / "stall_study"
-DATA = "colorchart:paper"
+DATA = "colorchart:difficulty=0.5"  # `paper` before it got its contrast spread (faint 0.95)
 EMA = 50
 
 # Measured on the first difficulty scale (see plate.py): strong clutter. Rerun now, it names the current scale.
@@ -85,7 +85,28 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # runs on faint 0.6/0.8/0.9 stalled or left the plateau only at epoch 7.
     "r20-faint0.8-lr0.05": {"separable": False, "zero_init": False, "prune": False, "warmup": 1.0, "lr": 0.05, "data": "colorchart:difficulty=0.5,faint=0.8"},
     "r20-faint0.8-lr0.02": {"separable": False, "zero_init": False, "prune": False, "warmup": 1.0, "lr": 0.02, "data": "colorchart:difficulty=0.5,faint=0.8"},
+    # The same charts with the input's colours whitened (a fixed 1x1 conv in front of the network,
+    # the inverse square root of the training pixels' 3x3 colour covariance): after per-channel
+    # normalisation the two chroma directions carry a third of the luminance direction's std, so a
+    # random first layer sees mostly luminance jitter and little of the hue cue.
+    "r20-faint0.8-lr0.05-whiten": {"separable": False, "zero_init": False, "prune": False, "warmup": 1.0, "lr": 0.05, "whiten": True, "data": "colorchart:difficulty=0.5,faint=0.8"},
+    # A curriculum: one epoch on the `standard` charts (where ResNets leave the plateau within
+    # about a epoch), then the hard charts from those weights with a fresh schedule. If what is
+    # hard to find is the colour cue itself, a network that has found it on clear plates should
+    # leave the hard charts' plateau at once.
+    "r20-faint0.8-lr0.05-curriculum1": {"separable": False, "zero_init": False, "prune": False, "warmup": 1.0, "lr": 0.05, "curriculum": ("colorchart", 1), "data": "colorchart:difficulty=0.5,faint=0.8"},
 }  # fmt: skip
+
+
+def colour_whitening(data: Any, images: int = 1000) -> torch.nn.Conv2d:
+    """A frozen 1x1 conv mapping normalised pixels to ZCA-whitened colours (identity covariance)."""
+    pixels = data.normalize(data.images[:images]).permute(1, 0, 2, 3).reshape(3, -1).double()
+    values, vectors = torch.linalg.eigh(torch.cov(pixels))
+    matrix = vectors @ torch.diag(values.clamp_min(1e-6).rsqrt()) @ vectors.T
+    conv = torch.nn.Conv2d(3, 3, 1, bias=False)
+    conv.weight.data.copy_(matrix.float().reshape(3, 3, 1, 1))
+    conv.weight.requires_grad_(False)
+    return conv
 
 
 def _write(name: str, record: dict[str, Any]) -> None:
@@ -169,6 +190,8 @@ def escape_one(job: tuple[str, int, int]) -> dict[str, Any]:
         torch.nn.init.zeros_(model.fc.bias)
     if cfg["separable"]:
         model, _ = to_separable(model)
+    if cfg.get("whiten"):
+        model = torch.nn.Sequential(colour_whitening(data), model)
     meter = EscapeMeter(0.9 * math.log(data.num_classes))
     callbacks: list[Any] = [meter]
     if cfg["prune"]:
@@ -183,6 +206,17 @@ def escape_one(job: tuple[str, int, int]) -> dict[str, Any]:
         callbacks.insert(0, pruner)
     settings = runpool.schedule_settings(cfg.get("schedule", "recipe"), max_epochs, cfg["warmup"])
     settings.update({k: cfg[k] for k in ("lr", "batch_size") if k in cfg})
+    curriculum: dict[str, Any] = {}
+    if cfg.get("curriculum"):
+        easy_spec, easy_epochs = cfg["curriculum"]
+        easy, easy_test = get_dataset(easy_spec, train=True), get_dataset(easy_spec, train=False)
+        first = train(
+            model, easy, test_data=easy_test, quiet=True, seed=seed,
+            **{**settings, "epochs": easy_epochs, "warmup_epochs": 0.5 * easy_epochs, "schedule": "constant"},
+            on_stall="warn",
+        )  # fmt: skip
+        model = first.model
+        curriculum = {"data": easy_spec, "epochs": easy_epochs, "test_accuracy": first.history[-1]["test_accuracy"]}
     trainer = train(
         model, data, test_data=test, quiet=True, callbacks=callbacks, **settings, seed=seed, on_stall="warn"
     )
@@ -201,6 +235,7 @@ def escape_one(job: tuple[str, int, int]) -> dict[str, Any]:
         "max_epochs": max_epochs,
         "test_accuracy_at_stop": trainer.history[-1]["test_accuracy"],
         "ema_trace_every_10_steps": meter.trace,
+        **({"curriculum": curriculum} if curriculum else {}),
     }
     print(
         f"{name} seed {seed}: escape at step {meter.escape_step} ({record['escape_epoch']} epochs)",
@@ -319,7 +354,12 @@ def markdown(whole: dict[str, Any]) -> str:
             "",
             f"Step at which the {esc['ema_steps']}-step moving average of the training loss first falls below"
             f" {esc['threshold']} (the engine's stall threshold); `–` = not within the epochs run. `pruned` ="
-            " PCA-FPGM 40 %, group coupling, masks from the first step (the old recipes).",
+            " PCA-FPGM 40 %, group coupling, masks from the first step (the old recipes). `whiten`: a frozen"
+            " 1x1 conv that whitens the input's colours (chroma as strong as luminance). `curriculum1`: one"
+            " epoch on the `standard` charts first (constant lr after half an epoch of warm-up), then the"
+            " charts named, from those weights, with a fresh schedule; its step counts only the second phase,"
+            f" and {esc['ema_steps'] + 1} is the first step the moving average can report. Test accuracy at"
+            " stop is measured at the end of the epoch the run left the plateau in, at its peak learning rate.",
             "",
             "| configuration | data | seed | escape step | epochs | images | batch | test acc at stop % |",
             "|---|---|---|---|---|---|---|---|",

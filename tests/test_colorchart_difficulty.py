@@ -15,6 +15,7 @@ from sepconv.data.colorchart.plate import (
     DIFFICULTIES,
     LEVEL_0,
     LEVEL_1,
+    PAPER_FAINT,
     PAPER_LEVEL,
     PlateDebug,
     PlateStyle,
@@ -50,7 +51,8 @@ def test_levels_run_from_standard_to_the_hardest_end() -> None:
     for a, b in zip(levels, levels[1:]):  # every knob moves one way: harder
         assert b.centre_jitter > a.centre_jitter and b.shear > a.shear and b.clutter > a.clutter
         assert b.delta_e[0] < a.delta_e[0] and b.side[0] < a.side[0]
-    assert DIFFICULTIES["paper"].level == PAPER_LEVEL and get_difficulty("paper") == DIFFICULTIES["paper"]
+    assert DIFFICULTIES["paper"].level == PAPER_LEVEL and DIFFICULTIES["paper"].faint == PAPER_FAINT
+    assert get_difficulty("paper") == DIFFICULTIES["paper"]
     with pytest.raises(ValueError):
         difficulty_at(1.5)
 
@@ -62,7 +64,9 @@ def test_level_zero_draws_the_standard_plates(pool: list[DotLayout]) -> None:
 
 def test_specs_name_levels_canonically_and_key_them_by_their_knobs() -> None:
     assert ChartSpec(difficulty="0.50").difficulty == "0.5"
-    assert ChartSpec(difficulty=f"{PAPER_LEVEL}").key() == ChartSpec(difficulty="paper").key()
+    # `paper` is level PAPER_LEVEL with its contrast spread: the same set as the explicit spec.
+    assert ChartSpec(difficulty=f"{PAPER_LEVEL}", faint=PAPER_FAINT).key() == ChartSpec(difficulty="paper").key()
+    assert ChartSpec(difficulty=f"{PAPER_LEVEL}").key() == ChartSpec(difficulty="paper", faint=0.0).key()
     assert ChartSpec(difficulty="0.7").key() != ChartSpec(difficulty="0.71").key()
     assert cache_module.parse_options("paper").difficulty == "paper"
     assert cache_module.parse_options("difficulty=0.25,digits").difficulty == "0.25"
@@ -72,14 +76,14 @@ def test_specs_name_levels_canonically_and_key_them_by_their_knobs() -> None:
 
 
 def test_faint_zero_leaves_every_plate_and_key_as_before(pool: list[DotLayout]) -> None:
-    for a, b in zip(plates("paper", pool, 12), plates("paper", pool, 12, faint=0.0)):
+    for a, b in zip(plates("0.5", pool, 12), plates("0.5", pool, 12, faint=0.0)):
         assert np.array_equal(a.image, b.image) and a.pair.delta_e == b.pair.delta_e
-    for difficulty in ("standard", "hard", "paper", "0.3"):
+    for difficulty in ("standard", "hard", "0.5", "0.3"):
         assert ChartSpec(difficulty=difficulty).key() == ChartSpec(difficulty=difficulty, faint=0.0).key()
         assert ChartSpec(difficulty=difficulty).key() != ChartSpec(difficulty=difficulty, faint=0.5).key()
     # Hash keys of sets made before the knob existed (their caches must stay valid).
     assert ChartSpec().key() == "23177e3c8ddeab29"
-    assert ChartSpec(difficulty="paper").key() == "297049206605c726"
+    assert ChartSpec(difficulty="0.5").key() == ChartSpec(difficulty="paper", faint=0).key() == "297049206605c726"
 
 
 def test_faint_spreads_each_plates_contrast_down_to_the_threshold(pool: list[DotLayout]) -> None:
@@ -127,7 +131,8 @@ def test_hard_levels_keep_the_plates_invariants(difficulty: str, pool: list[DotL
                 assert float(dichromat_delta_e(linear[part].mean(0), linear[ground].mean(0), plate.pair.axis)) < 3.0
         seen_clutter += int(plate.clutter.any())
         moved.append(np.hypot(*(np.asarray(plate.placement.centre) - 64.0)))
-        assert preset.delta_e[0] - 1e-3 <= plate.pair.delta_e <= preset.delta_e[1] + 1e-3
+        low = preset.delta_e[0] * (1 - preset.faint)  # `paper` spreads each plate's contrast
+        assert low - 1e-3 <= plate.pair.delta_e <= preset.delta_e[1] + 1e-3
     assert seen_clutter > 30  # most plates carry clutter at these levels
     assert max(moved) > 0.06 * 0.47 * 128 * np.sqrt(2)  # glyphs leave the standard's small box
     assert {p.pair.axis for p in plates(difficulty, pool, 12)} <= set(AXES)

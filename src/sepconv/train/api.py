@@ -83,8 +83,13 @@ def train(
             model = _model_to_resume(model, payload, str(resume_path))
         check_model_fits_data(model, data)
         data, test_data = _normalised(model, data, test_data)
+        curriculum = None
+        if config.curriculum_epochs:
+            curriculum = _curriculum(config.curriculum, data)
 
-        trainer = Trainer(model, data, test_data, config, callbacks, out_dir=out, quiet=quiet)
+        trainer = Trainer(
+            model, data, test_data, config, callbacks, out_dir=out, quiet=quiet, curriculum_data=curriculum
+        )
         if payload is not None:
             trainer.load_state_dict(payload, str(resume_path))
         trainer.fit()
@@ -94,6 +99,18 @@ def train(
     finally:
         if created_group:
             distributed.teardown()
+
+
+def _curriculum(spec: str | None, data: ImageDataset) -> ImageDataset:
+    """The curriculum's training split, checked against ``data`` and normalised as it is."""
+    assert spec is not None  # TrainConfig.validate: curriculum_epochs needs a curriculum
+    easy = get_dataset(spec, train=True)
+    if easy.num_classes != data.num_classes or easy.images.shape[1:] != data.images.shape[1:]:
+        raise SepconvError(
+            f"the curriculum {spec} has {easy.num_classes} classes of {tuple(easy.images.shape[1:])} images,"
+            f" the training set {data.num_classes} of {tuple(data.images.shape[1:])}: they must agree"
+        )
+    return with_stats(easy, (data.mean, data.std))
 
 
 def write_final_outputs(trainer: Trainer, out: Path) -> None:

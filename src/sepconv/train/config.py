@@ -34,6 +34,13 @@ class TrainConfig(Options):
     gradients stay zero); a decomposed network whose narrow layers carry a whole layer's signal
     can otherwise take one huge first step.
 
+    **Curriculum.** With ``curriculum`` (a data spec) and ``curriculum_epochs`` = N, the first N
+    epochs of the budget draw their batches from that easier set instead (as many images per
+    epoch as the training set has, normalised with the training set's statistics, one learning-rate
+    schedule over all epochs). The hard colour charts need it: a random network does not find their
+    faint colour cue within the budget and stays at chance, while one that found it on clear plates
+    for one epoch leaves the plateau at once (``benchmarks/results/stall_study.md``).
+
     **Stalls.** A run whose training loss is still at least ``stall_loss``·ln C (C classes; ln C is
     the loss of a uniform guess) at the end of any epoch from ``stall_epochs`` on, or whose final test
     accuracy is at chance (at most 1.25 × the largest class share of the test set), has stalled: it
@@ -87,9 +94,25 @@ class TrainConfig(Options):
         2 / 3, "fraction of the epochs before LdsConv's conversion, E1 (two-stage schedule)", low=0, low_open=True, high=1
     )
     stage2_restart: bool = option(False, "two-stage schedule: restart the cosine at E1 instead of continuing it")
+    curriculum: str | None = option(None, "data spec of an easier training set for the first curriculum_epochs epochs", metavar="DATA")
+    curriculum_epochs: int = option(0, "epochs of the budget trained on the curriculum set (0 = none)", low=0, high=MAX_EPOCHS)
 
     def validate(self) -> None:
         self.device = check_device_spec(self.device, "option device")  # available? checked when training starts
+        if self.curriculum_epochs and not self.curriculum:
+            raise SepconvError("curriculum_epochs needs a curriculum data set (option curriculum)")
+        if self.curriculum and not self.curriculum_epochs:
+            raise SepconvError("a curriculum data set needs curriculum_epochs > 0")
+        if self.curriculum:
+            # A bad spec fails now, not after the first slow step (sepconv.data, which the engine
+            # imports, has registered the built-in data sets by then).
+            from ..data.registry import check_spec
+
+            check_spec(self.curriculum)
+        if self.curriculum_epochs >= self.epochs:
+            raise SepconvError(
+                f"curriculum_epochs ({self.curriculum_epochs}) must leave epochs on the training set ({self.epochs} in all)"
+            )
         if self.nesterov and self.momentum <= 0:
             raise SepconvError("Nesterov momentum needs a momentum > 0")
         self.make_schedule()  # its own checks (warm-up, milestones) now, before any folder is made

@@ -85,6 +85,7 @@ class Trainer:
         out_dir: str | Path | None = None,
         quiet: bool = False,
         schedule: Schedule | None = None,
+        curriculum_data: ImageDataset | None = None,
     ) -> None:
         self.config = config or TrainConfig()
         self.callbacks = CallbackList(callbacks)
@@ -114,6 +115,21 @@ class Trainer:
         )
         if len(self.train_loader) == 0:
             raise SepconvError("the training set is empty")
+        self.curriculum_loader = None
+        if self.config.curriculum_epochs:
+            if curriculum_data is None or not len(curriculum_data):
+                raise SepconvError("curriculum_epochs is set but no (non-empty) curriculum data set was given")
+            self.curriculum_loader = BatchLoader(
+                _resampled(curriculum_data, len(train_data), self.config.seed),
+                batch_size=self.config.batch_size // self.dist.world_size,
+                train=True,
+                seed=self.config.seed,
+                padding=self.config.crop_padding,
+                rank=self.dist.rank,
+                world_size=self.dist.world_size,
+                device=loader_device,
+                channels_last=self.config.channels_last,
+            )
         self.test_loader = None
         # What a stall is measured against (see TrainConfig): a uniform guess's loss, ln C, and the
         # accuracy of always answering the test set's largest class.
@@ -248,9 +264,12 @@ class Trainer:
             for module in self.model.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
-        self.train_loader.set_epoch(epoch)
+        loader = self.train_loader
+        if self.curriculum_loader is not None and epoch < cfg.curriculum_epochs:
+            loader = self.curriculum_loader
+        loader.set_epoch(epoch)
         self.callbacks.on_epoch_start(self, epoch)
-        n_batches = len(self.train_loader)
+        n_batches = len(loader)
         bar = tqdm(
             total=n_batches,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -262,7 +281,7 @@ class Trainer:
         correct_sum = torch.zeros((), dtype=torch.long, device=self.device)  # no sync per step
         lr = self.optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
-        for batch_index, (images, labels) in enumerate(self.train_loader):
+        for batch_index, (images, labels) in enumerate(loader):
             multiplier = self.schedule.multiplier(epoch, batch_index, n_batches)
             for group in self.optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * multiplier
@@ -465,6 +484,15 @@ class Trainer:
     def _remember_base_lr(self) -> None:
         for group in self.optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
+
+
+def _resampled(data: ImageDataset, size: int, seed: int) -> ImageDataset:
+    """``size`` images of ``data``: a seeded permutation repeated as often as needed, so that a
+    curriculum epoch has as many batches as a training epoch (the schedule counts them alike)."""
+    generator = torch.Generator().manual_seed(seed + 7919)
+    repeats = -(-size // len(data))
+    order = torch.cat([torch.randperm(len(data), generator=generator) for _ in range(repeats)])[:size]
+    return data.subset(order)
 
 
 def check_same_arch(mine: Architecture | None, theirs: Any, source: str) -> None:

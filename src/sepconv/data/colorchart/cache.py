@@ -2,7 +2,8 @@
 through the CIFAR loader.
 
 ``--data colorchart`` is the default set (7,000 plates of ``mixed10``, 32×32, ``standard``, seed 0);
-``colorchart:paper`` the calibrated one seed 000's tables use, ``colorchart:difficulty=0.7`` any level.
+``colorchart:paper`` the calibrated one seed 000's tables use (level 0.5, faint 0.95; train it with
+the curriculum ``TrainConfig.curriculum=colorchart`` for one epoch), ``colorchart:difficulty=0.7`` any level.
 Options follow a colon, comma-separated: bare words name a class preset (``digits``), a difficulty
 (``standard``) or an axis (``tritan``); ``key=value`` sets ``n``, ``size``, ``seed``, ``classes``
 (a preset or glyphs joined by ``/``: ``classes=0/1/7/A``), ``axis``, ``difficulty``,
