@@ -214,7 +214,13 @@ def markdown(record: dict[str, Any]) -> str:
         "# Colour-chart difficulty: calibration",
         "",
         f"ResNet-20 (`resnet20-baseline` recipe{', zoo initialisation' if '_default-init' in record['budget'] else ', γ = 0 in each residual branch'}) for {t['epochs']} epochs, batch {t['batch_size']}, lr {t['lr']:g}"
-        f" {t['schedule']}, {t['warmup_epochs']:g} epoch(s) of warm-up; seeds {', '.join(map(str, record['seeds']))};"
+        f" {t['schedule']}, {t['warmup_epochs']:g} epoch(s) of warm-up"
+        + (
+            f", the first {t['curriculum_epochs']} epoch(s) on `{t['curriculum']}` plates (a curriculum)"
+            if t.get("curriculum_epochs")
+            else ""
+        )
+        + f"; seeds {', '.join(map(str, record['seeds']))};"
         " final-epoch test accuracy (mean ± std). Linear probe: ridge regression on per-pixel chroma"
         " (a*b*) deviation maps, and on luminance maps as a control (no training of features)."
         f" Targets for the `paper` preset: ResNet-20 {100 * record['target'][0]:.0f}-{100 * record['target'][1]:.0f} %,"

@@ -453,6 +453,13 @@ def tables_markdown(record: dict[str, Any], budget: Budget) -> str:
         + f", {t['warmup_epochs']:g} epoch(s) of linear warm-up, wd 5e-4, crop padding 4; the paper trains 200"
         " epochs. "
         + (
+            f"The first {budget.curriculum_epochs} epoch(s) of every run draw their batches from"
+            f" `{budget.curriculum}` (a curriculum: clear plates first; without it ResNet-20 does not find"
+            " the colour cue of these charts and stays at chance, `stall_study.md`). "
+            if budget.curriculum_epochs
+            else ""
+        )
+        + (
             "ResNets are built with γ = 0 in each residual branch's last BatchNorm (`zero_init_residual`,"
             " the recipes' default, see `stall_study.md`)."
             if budget.zero_init
