@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ..data.registry import check_spec  # importing sepconv.data registers the built-in data sets
 from ..devices import check_device_spec
 from ..errors import SepconvError
 from ..options import Options, option
@@ -104,11 +105,7 @@ class TrainConfig(Options):
         if self.curriculum and not self.curriculum_epochs:
             raise SepconvError("a curriculum data set needs curriculum_epochs > 0")
         if self.curriculum:
-            # A bad spec fails now, not after the first slow step (sepconv.data, which the engine
-            # imports, has registered the built-in data sets by then).
-            from ..data.registry import check_spec
-
-            check_spec(self.curriculum)
+            check_spec(self.curriculum)  # a bad spec fails now, not after the first slow step
         if self.curriculum_epochs >= self.epochs:
             raise SepconvError(
                 f"curriculum_epochs ({self.curriculum_epochs}) must leave epochs on the training set ({self.epochs} in all)"

@@ -102,25 +102,9 @@ class Trainer:
             raise SepconvError(
                 f"--batch-size {self.config.batch_size} does not split evenly over {self.dist.world_size} processes"
             )
-        self.train_loader = BatchLoader(
-            train_data,
-            batch_size=self.config.batch_size // self.dist.world_size,
-            train=True,
-            seed=self.config.seed,
-            padding=self.config.crop_padding,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-            device=loader_device,
-            channels_last=self.config.channels_last,
-        )
-        if len(self.train_loader) == 0:
-            raise SepconvError("the training set is empty")
-        self.curriculum_loader = None
-        if self.config.curriculum_epochs:
-            if curriculum_data is None or not len(curriculum_data):
-                raise SepconvError("curriculum_epochs is set but no (non-empty) curriculum data set was given")
-            self.curriculum_loader = BatchLoader(
-                _resampled(curriculum_data, len(train_data), self.config.seed),
+        def training_loader(dataset: ImageDataset) -> BatchLoader:
+            return BatchLoader(
+                dataset,
                 batch_size=self.config.batch_size // self.dist.world_size,
                 train=True,
                 seed=self.config.seed,
@@ -130,6 +114,15 @@ class Trainer:
                 device=loader_device,
                 channels_last=self.config.channels_last,
             )
+
+        self.train_loader = training_loader(train_data)
+        if len(self.train_loader) == 0:
+            raise SepconvError("the training set is empty")
+        self.curriculum_loader = None
+        if self.config.curriculum_epochs:
+            if curriculum_data is None or not len(curriculum_data):
+                raise SepconvError("curriculum_epochs is set but no (non-empty) curriculum data set was given")
+            self.curriculum_loader = training_loader(_resampled(curriculum_data, len(train_data), self.config.seed))
         self.test_loader = None
         # What a stall is measured against (see TrainConfig): a uniform guess's loss, ln C, and the
         # accuracy of always answering the test set's largest class.

@@ -103,7 +103,7 @@ LEVEL_1 = Difficulty(
 # 99.6-99.8 % (colorchart_calibration_recipe_e10_w1*.md): a cliff, no level in the 93-97 % band.
 # With the per-plate contrast spread `faint` and the recipes' curriculum (one epoch of `standard`
 # plates: TrainConfig.curriculum), ResNet-20 at the recipes' settings falls smoothly through the
-# band: 98.10 / 96.76 / 94.24 % at faint 0.8 / 0.9 / 0.95, chroma probe 42.7 / 39.7 / 38.3 %
+# band: 98.10 (seed 0) / 96.59 / 94.11 % (3 seeds) at faint 0.8 / 0.9 / 0.95, chroma probe 42.7 / 39.7 / 38.3 %
 # (..._curriculumcolorchart_curriculum_epochs1_level0.5_faint.md).
 PAPER_LEVEL = 0.5
 PAPER_FAINT = 0.95
