@@ -117,10 +117,7 @@ def one_seed(job: tuple[int, dict[str, Any]]) -> dict[str, Any]:
             rows[f"e-{name}"] = trainer.history[-1]["test_accuracy"]
         except TrainingDivergedError:
             rows[f"e-{name}"] = None
-    scratch_budget = seed000_tables.Budget(
-        data_spec, "recipe", e + f, cfg["warmup"], 0,
-        curriculum=curriculum.get("curriculum"), curriculum_epochs=curriculum.get("curriculum_epochs", 0),
-    )  # fmt: skip
+    scratch_budget = seed000_tables.Budget(data_spec, "recipe", e + f, cfg["warmup"], 0, **curriculum)
     seed000_run = seed000_tables.run_dir(scratch_budget, "baseline", 20, "baseline-dsc", seed)
     scratch_dir = seed000_run if (seed000_run / "summary.json").is_file() else folder / f"scratch-seed{seed}"
     scratch = trained("resnet20-baseline-dsc", data_spec, e + f, cfg["warmup"], seed, scratch_dir, extra, curriculum)
@@ -178,8 +175,7 @@ def main() -> None:
     parser.add_argument("--original-epochs", type=int, default=8)
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument("--warmup-epochs", type=float, default=1.0)
-    parser.add_argument("--curriculum", default="colorchart", help="data spec of the curriculum epochs ('none': none)")
-    parser.add_argument("--curriculum-epochs", type=int, default=1)
+    runpool.add_curriculum_arguments(parser, "colorchart", 1)
     runpool.add_arguments(parser)
     args = parser.parse_args()
     from sepconv.data import get_dataset
@@ -191,11 +187,7 @@ def main() -> None:
         "original_epochs": args.original_epochs,
         "finetune_epochs": args.finetune_epochs,
         "warmup": args.warmup_epochs,
-        "curriculum": (
-            {}
-            if args.curriculum == "none" or args.curriculum_epochs == 0
-            else {"curriculum": args.curriculum, "curriculum_epochs": args.curriculum_epochs}
-        ),
+        "curriculum": runpool.curriculum_settings(args),
         "train_extra": runpool.train_settings(args),
     }
     results = runpool.run_jobs([(s, cfg) for s in args.seeds], one_seed, args.jobs, args.threads)

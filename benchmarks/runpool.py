@@ -44,6 +44,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--threads", type=int, default=1, help="torch threads per process")
 
 
+def add_curriculum_arguments(parser: argparse.ArgumentParser, spec: str | None, epochs: int) -> None:
+    """``--curriculum SPEC`` / ``--curriculum-epochs N`` (TrainConfig.curriculum), read back by
+    :func:`curriculum_settings`; ``--curriculum none`` or N = 0 trains without one."""
+    parser.add_argument("--curriculum", default=spec, help="data spec of the curriculum epochs ('none': none)")
+    parser.add_argument("--curriculum-epochs", type=int, default=epochs)
+
+
+def curriculum_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields of :func:`add_curriculum_arguments` (empty: no curriculum)."""
+    if args.curriculum in (None, "none") or args.curriculum_epochs == 0:
+        return {}
+    return {"curriculum": args.curriculum, "curriculum_epochs": args.curriculum_epochs}
+
+
 def train_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The TrainConfig fields ``--device`` and ``--train-option`` set, checked against this
     checkout's TrainConfig (so a typo fails before any run starts)."""

@@ -616,10 +616,7 @@ def main() -> None:
         "--default-init", action="store_true", help="the zoo's initialisation, not the recipes' zero_init_residual"
     )
     parser.add_argument("--lr", type=float, help="base learning rate (default: the schedule's)")
-    parser.add_argument(
-        "--curriculum", default=DEFAULT_BUDGET.curriculum, help="data spec of the curriculum epochs ('none': no curriculum)"
-    )
-    parser.add_argument("--curriculum-epochs", type=int, default=DEFAULT_BUDGET.curriculum_epochs)
+    runpool.add_curriculum_arguments(parser, DEFAULT_BUDGET.curriculum, DEFAULT_BUDGET.curriculum_epochs)
     parser.add_argument("--assemble-only", action="store_true", help="train nothing; rebuild the tables")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the tables and plots")
     parser.add_argument("--runs", type=Path, default=RUNS, help="folder of the run folders")
@@ -627,10 +624,9 @@ def main() -> None:
     args = parser.parse_args()
     results, root = args.results, args.runs
     torch.set_num_threads(args.threads)
-    no_curriculum = args.curriculum in (None, "none") or args.curriculum_epochs == 0
     budget = Budget(
         args.data, args.schedule, args.epochs, args.warmup_epochs, args.start_epoch, not args.default_init, args.lr,
-        None if no_curriculum else args.curriculum, 0 if no_curriculum else args.curriculum_epochs,
+        **runpool.curriculum_settings(args),
     )  # fmt: skip
     table_seeds = args.table_seeds or args.seeds
     # The tables show every protocol trained under this budget, not only those trained now.
