@@ -92,7 +92,9 @@ def test_group_coupling_counts_group_channels_and_the_state_survives_a_checkpoin
 def test_depthwise_scoring_in_layer_coupling() -> None:
     dsc = tiny_resnet(0, separable=True)
     names = prunable_convs(dsc, depthwise=True)
-    assert len(names) == 38 and sum(n.endswith(".depthwise") for n in names) == 19
+    # every conv but the stem's depthwise half, whose three channels are the image's colours
+    assert len(names) == 37 and sum(n.endswith(".depthwise") for n in names) == 18
+    assert "conv1.depthwise" not in names and "conv1.pointwise" in names
     pruner = SoftPruner("fpgm", 0.4, depthwise=True)
     pruner.update(dsc)
     dw = dsc.get_submodule("layer3.2.conv1.depthwise").weight
@@ -101,6 +103,27 @@ def test_depthwise_scoring_in_layer_coupling() -> None:
     assert sum(not bool(dw[i].any()) for i in range(n)) == math.floor(0.4 * n)
     with pytest.raises(SepconvError, match="coupling: layer"):
         SoftPruner("fpgm", 0.4, depthwise=True, coupling="group")
+
+
+class _InputNormThenDepthwise(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(3)
+        self.dw_in = nn.Conv2d(3, 3, 3, padding=1, groups=3)
+        self.pw = nn.Conv2d(3, 8, 1)
+        self.dw_mid = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dw_mid(torch.relu(self.pw(self.dw_in(self.norm(x) * 2.0))))
+        return self.head(y.mean((2, 3)))
+
+
+def test_a_depthwise_conv_reading_the_input_is_never_scored() -> None:
+    # Through a norm and arithmetic it still reads the image's channels; after a conv it does not.
+    model = _InputNormThenDepthwise()
+    assert prunable_convs(model, depthwise=True) == ["pw", "dw_mid"]
+    assert prunable_convs(model, depthwise=False) == ["pw"]
 
 
 def _literal_reference(weight: np.ndarray, tau: float) -> np.ndarray:

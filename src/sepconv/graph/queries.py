@@ -124,9 +124,12 @@ class GraphQueries:
         self._name_of: dict[fx.Node, str] = {}  # call_module node -> qualified module name
         self._position: dict[fx.Node, int] = {}
         self._attrs_read: set[str] = set()  # modules whose parameters/buffers the graph fetches directly
+        self._model_inputs: set[fx.Node] = set()  # the model's own inputs (placeholders of its graph)
         for part in parts:
             for node in part.gm.graph.nodes:
                 self._position[node] = len(self._position)
+                if node.op == "placeholder" and not part.name:
+                    self._model_inputs.add(node)
                 if node.op == "call_module":
                     name = part.prefix + str(node.target)
                     self._calls.setdefault(name, []).append(node)
@@ -152,6 +155,24 @@ class GraphQueries:
         """Does ``forward`` read module ``name``'s parameters or buffers other than by calling it
         (weight tying, functional reuse)? Then changing them changes more than this layer."""
         return name in self._attrs_read
+
+    def reads_model_input(self, name: str) -> bool:
+        """Does a call of layer ``name`` read the model's input with no conv or linear layer in
+        between (through normalisation, pooling, reshapes ...)? Its input channels are then the
+        data's own (an image's colours), which no pruning can remove."""
+        stack = [arg for node in self._calls.get(name, ()) for arg in node.all_input_nodes]
+        seen: set[fx.Node] = set()
+        while stack:
+            node = stack.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            if node in self._model_inputs:
+                return True
+            if node.op == "call_module" and isinstance(self._modules.get(self._name_of[node]), (_CONV, nn.Linear)):
+                continue
+            stack.extend(node.all_input_nodes)
+        return False
 
     # ------------------------------------------------------------------ what follows a layer
     def following_batchnorm(self, name: str, *, only_reader: bool = True) -> str | None:

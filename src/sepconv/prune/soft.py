@@ -60,8 +60,10 @@ from ..graph.queries import graph_queries, is_depthwise
 from ..graph.selection import plan_removal
 from ..options import Options, option
 from ..threads import torch_threads
+from ..train.batchnorm_stats import recalibrate_batchnorm
 from ..train.callbacks import Callback
 from ..train.config import MAX_EPOCHS
+from ..train.optimizer_state import zero_optimizer_rows
 from .criteria import Criterion, GroupView, NormView, get_criterion, select_pruned
 
 if TYPE_CHECKING:
@@ -98,6 +100,15 @@ class SoftPruneOptions(Options):
     depthwise: bool = option(
         False, "score depthwise convs too, each alone (layer coupling; the paper's Table 2 counts them pruned)"
     )
+    reset_momentum: bool = option(
+        True, "zero the optimizer state (momentum) of masked filters at every update, so they restart from zero"
+    )
+    recalibrate_bn: int = option(
+        512,
+        "after every update in training, re-estimate BatchNorm statistics on this many training images (0: off)",
+        low=0,
+        high=1_000_000,
+    )
     layers: list[str] | None = option(None, "fnmatch patterns of the convs to prune (default: all but depthwise)")
     per_layer_rates: dict[str, float] = option(
         default_factory=dict, help="rate per layer name, overriding rate", cli=False
@@ -124,11 +135,20 @@ _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 def prunable_convs(model: nn.Module, depthwise: bool = False) -> list[str]:
     """Names of the convs whose filters soft pruning scores: all but the depthwise ones, unless
-    ``depthwise`` (each depthwise filter then scores as a k×k filter of its own channel)."""
+    ``depthwise`` (each depthwise filter then scores as a k×k filter of its own channel).
+
+    Even then a depthwise conv that reads the model's input is left alone: its channels are the
+    image's colours, and masking one of the three blinds the network to it (on the colour charts
+    it kept separable ResNet-20 at chance, ``stall_study.md``); compaction could not remove it."""
+    queries = graph_queries(model) if depthwise else None
     return [
         name
         for name, m in model.named_modules()
-        if isinstance(m, _CONV) and (depthwise or not is_depthwise(model, name))
+        if isinstance(m, _CONV)
+        and (
+            not is_depthwise(model, name)
+            or (queries is not None and not queries.reads_model_input(name))
+        )
     ]
 
 
@@ -152,6 +172,13 @@ class SoftPruner(Callback):
     * ``epoch_prune``: recompute masks after epochs e with ``e % epoch_prune == 0`` and the last.
     * ``bn_mode``: ``"keep"`` leaves BN alone (masked channels output the constant BN(0)),
       ``"zero"`` also zeroes γ, β (and any conv bias) of masked channels, so they output 0.
+    * ``reset_momentum``: at every update in training, zero the optimizer state (momentum) of
+      the masked rows too. Without it a zeroed filter keeps its velocity and moves off zero at
+      once, where BatchNorm scales it back to a full-size feature; with SFP on the calibrated
+      charts that collapsed ResNet-20 to chance after the first update (``stall_study.md``).
+    * ``recalibrate_bn``: after every update in training, re-estimate the BatchNorm running
+      statistics on this many training images (:func:`recalibrate_batchnorm`), so the epoch's
+      evaluation (and the best checkpoint) sees the masked network with its own statistics.
     * ``per_layer_rates``: ``{name: rate}`` overriding ``rate`` for some layers.
     * ``coupling``: ``"layer"`` (score each conv alone) or ``"group"`` (one score per coupled
       channel group; see the module docstring). ``"group"`` analyses the graph with an input of
@@ -189,6 +216,8 @@ class SoftPruner(Callback):
         target_runtime: str | None = None,
         start_epoch: int = 0,
         depthwise: bool = False,
+        reset_momentum: bool = True,
+        recalibrate_bn: int = 512,
     ) -> None:
         self.criterion = get_criterion(criterion)
         if isinstance(layers, str):
@@ -206,6 +235,8 @@ class SoftPruner(Callback):
                 "target_runtime": target_runtime,
                 "start_epoch": start_epoch,
                 "depthwise": depthwise,
+                "reset_momentum": reset_momentum,
+                "recalibrate_bn": recalibrate_bn,
             },
             "soft pruning",
         )
@@ -214,6 +245,7 @@ class SoftPruner(Callback):
         self.epoch_prune, self.bn_mode, self.coupling = opts.epoch_prune, opts.bn_mode, opts.coupling
         self.round_to, self.per_layer_rates = opts.resolved_round_to(), opts.per_layer_rates
         self.start_epoch, self.depthwise = opts.start_epoch, opts.depthwise
+        self.reset_momentum, self.recalibrate_bn = opts.reset_momentum, opts.recalibrate_bn
         self.input_shape = None if input_shape is None else tuple(int(v) for v in input_shape)
         self._groups: list[_Group] | None = None
         self._graph: Any = None
@@ -392,17 +424,10 @@ class SoftPruner(Callback):
         grads: list[Tensor] = []
         factors: list[Tensor] = []
         for name, keep in self.masks.items():
-            conv = model.get_submodule(name)
-            params = [conv.weight]
-            if self.bn_mode == "zero":
-                # Keep the zeroed BN affine and bias at zero too, or β would regrow and the
-                # channel output a non-zero constant until the next update.
-                params.append(conv.bias)
-                if name in self.bn_of:
-                    bn = model.get_submodule(self.bn_of[name])
-                    params += [bn.weight, bn.bias]
-            for p in params:
-                if p is not None and p.grad is not None:
+            # With bn_mode "zero" the zeroed BN affine and bias stay at zero too, or β would regrow
+            # and the channel output a non-zero constant until the next update.
+            for p in self._masked_parameters(model, name):
+                if p.grad is not None:
                     grads.append(p.grad)
                     factors.append(self._factor(name, keep, p.grad))
         if grads:
@@ -504,6 +529,29 @@ class SoftPruner(Callback):
         if (epoch - self.start_epoch) % self.epoch_prune == 0 or done == self.start_epoch or done == trainer.config.epochs:
             self._hook_epoch = done
             self.update(trainer.model)
+            self._after_update(trainer)
+
+    def _after_update(self, trainer: Trainer) -> None:
+        """Make the optimizer and the BatchNorm statistics agree with the masks just applied."""
+        model = trainer.model
+        if self.reset_momentum:
+            for name, keep in self.masks.items():
+                for p in self._masked_parameters(model, name):
+                    zero_optimizer_rows(trainer.optimizer, p, keep)
+        if self.recalibrate_bn:
+            recalibrate_batchnorm(model, trainer.train_loader.dataset, self.recalibrate_bn)
+
+    def _masked_parameters(self, model: nn.Module, name: str) -> list[Tensor]:
+        """The parameters whose rows a mask of conv ``name`` zeroes (its weight; with
+        ``bn_mode="zero"`` its bias and its BatchNorm's γ, β too)."""
+        conv = model.get_submodule(name)
+        params = [conv.weight]
+        if self.bn_mode == "zero":
+            params.append(conv.bias)
+            if name in self.bn_of:
+                bn = model.get_submodule(self.bn_of[name])
+                params += [bn.weight, bn.bias]
+        return [p for p in params if p is not None]
 
     # -- checkpoint state --------------------------------------------------------------------
 

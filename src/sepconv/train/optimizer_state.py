@@ -100,3 +100,22 @@ def _remap(value: torch.Tensor, plan: list[tuple[int, Sequence[int]]]) -> torch.
         if fresh.numel():
             value.index_fill_(dim, fresh, 0)
     return value
+
+
+@torch.no_grad()
+def zero_optimizer_rows(optimizer: torch.optim.Optimizer, parameter: torch.Tensor, keep: torch.Tensor) -> int:
+    """Zero the optimizer's per-weight state (SGD's momentum buffer, Adam's moments) of the rows
+    of ``parameter`` (slices along dim 0) where ``keep`` is False; returns the number of state
+    tensors changed. A filter zeroed by pruning otherwise keeps its old velocity, and the next
+    steps move it away from zero again in the old direction (sparse-training methods such as
+    RigL zero the momentum of what they drop for the same reason)."""
+    state = optimizer.state.get(parameter)  # type: ignore[call-overload]
+    if not state:
+        return 0
+    changed = 0
+    for value in state.values():
+        if isinstance(value, torch.Tensor) and value.shape == parameter.shape and value.dim() >= 1:
+            factor = keep.to(device=value.device, dtype=value.dtype).view(-1, *([1] * (value.dim() - 1)))
+            value.mul_(factor)
+            changed += 1
+    return changed
