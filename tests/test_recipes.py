@@ -46,14 +46,15 @@ def test_the_eight_seed000_combinations_are_recipes() -> None:
 
 def test_overrides_and_labels() -> None:
     r = load_recipe(next(p for p in RECIPES if p.name == "resnet20-pca-fpgm-dsc-40.yaml"))
-    assert r.label == "DSC + PCA-FPGM 40% + compacted"
+    assert r.label == "DSC + PCA-FPGM 40% from epoch 3 + compacted"  # first mask on trained weights
+    assert soft_prune(r).start_epoch == 2
     r2 = r.with_settings({"model": "resnet32", "rate": 0.3, "epochs": 3}).with_separable(False)
     assert (r2.model, r2.separable, soft_prune(r2).rate, r2.train_config.epochs) == ("resnet32", False, 0.3, 3)
     assert r.model == "resnet20" and soft_prune(r).rate == 0.4  # the original is untouched
     assert soft_prune(r).coupling == "group"
     r3 = r.with_settings({"soft-prune.round_to": 8, "coupling": "layer"})
     assert (soft_prune(r3).round_to, soft_prune(r3).coupling) == (8, "layer")
-    assert r3.label == "DSC + PCA-FPGM 40% (widths x8) + compacted"
+    assert r3.label == "DSC + PCA-FPGM 40% (widths x8) from epoch 3 + compacted"
     base = load_recipe("resnet20-baseline")
     assert base.label == "Baseline"
     with pytest.raises(SepconvError, match="unknown setting 'round_to'"):
