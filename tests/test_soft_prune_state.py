@@ -16,15 +16,13 @@ from sepconv.prune.soft import find_following_batchnorm
 from sepconv.train.batchnorm_stats import recalibrate_batchnorm
 from sepconv.train.engine import Trainer
 from sepconv.train.optimizer_state import zero_optimizer_rows
-from tests.test_soft_prune import Spy, tiny_config, tiny_data, tiny_resnet
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.test_soft_prune import (
+    Spy,
+    one_thread,  # noqa: F401  (autouse: one torch thread)
+    tiny_config,
+    tiny_data,
+    tiny_resnet,
+)
 
 
 @pytest.mark.parametrize("kind", ["sgd", "adam"])
