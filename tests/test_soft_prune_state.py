@@ -136,3 +136,13 @@ def test_after_an_update_a_masked_channel_evaluates_as_it_trains() -> None:
         means = torch.cat([model.get_submodule(bn_of[n]).running_mean[~k] for n, k in pruner.masks.items()])
         assert means.numel() > 0
         assert bool((means == 0).all()) is expect_zero
+
+
+def test_frozen_batchnorm_keeps_its_statistics_through_updates() -> None:
+    model = tiny_resnet(4)
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    pruner = SoftPruner("l2", 0.4, grad_mask=False)
+    trainer = Trainer(model, tiny_data(), None, tiny_config(epochs=1, bn_frozen=True), [pruner], quiet=True)
+    trainer.fit()
+    after = {k: v for k, v in trainer.model.state_dict().items() if "running" in k}
+    assert all(torch.equal(before[k], after[k]) for k in before)

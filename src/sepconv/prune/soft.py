@@ -538,7 +538,8 @@ class SoftPruner(Callback):
             for name, keep in self.masks.items():
                 for p in self._masked_parameters(model, name):
                     zero_optimizer_rows(trainer.optimizer, p, keep)
-        if self.recalibrate_bn:
+        if self.recalibrate_bn and not trainer.config.bn_frozen:
+            # (Frozen BatchNorm keeps the statistics it was given: that is what freezing asks for.)
             recalibrate_batchnorm(model, trainer.train_loader.dataset, self.recalibrate_bn)
 
     def _masked_parameters(self, model: nn.Module, name: str) -> list[Tensor]:
