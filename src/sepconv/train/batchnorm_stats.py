@@ -2,9 +2,10 @@
 
 A change to the weights that training did not make — soft pruning zeroing 40 % of the filters at
 a mask update — leaves every BatchNorm's running mean and variance describing the network before
-the change, so the model evaluates wrongly until training has replaced them: measured on ResNet-20
-(``benchmarks/results/stall_study.md``), SFP's masked model scored chance on the test set right
-after an update at which the same weights in training mode were at 50 % training accuracy. The
+the change, so the model evaluates wrongly until training has replaced them. Measured on ResNet-20
+with SFP (``benchmarks/results/soft_prune_state_trained-group_sfp-only_e5.md``): right after the
+first update the masked model scored 11.0 % on the test set with the old statistics and 36.8 %
+with re-estimated ones, and one epoch later 26.0 % against 73.0 %. The
 fix (as EagleEye's "adaptive BN" does for pruned candidates) is a few forward passes in training
 mode over training images, with the statistics averaged over them instead of a moving average.
 """
