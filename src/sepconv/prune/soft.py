@@ -176,7 +176,7 @@ class SoftPruner(Callback):
     * ``reset_momentum``: at every update in training, zero the optimizer state (momentum) of
       the masked rows too. Without it a zeroed filter keeps its velocity and moves off zero at
       once, where BatchNorm scales it back to a full-size feature; with SFP on the calibrated
-      charts ResNet-20 collapsed to chance after the first update on 3 of 3 seeds without the
+      charts ResNet-20 collapsed to chance within two updates on 3 of 3 seeds without the
       reset, on 0 of 3 with it (``soft_prune_state_trained-group_sfp-only_e5.md``).
     * ``recalibrate_bn``: after every update in training, re-estimate the BatchNorm running
       statistics on this many training images (:func:`recalibrate_batchnorm`), so the epoch's
