@@ -47,11 +47,15 @@ VARIANTS = {  # name -> (reset_momentum, recalibrate_bn images)
 }
 
 
+def run_dir(protocol: str, key: str, epochs: int, seed: int, variant: str) -> Path:
+    return RUNS / f"{protocol}_e{epochs}" / f"{key}-seed{seed}" / variant.split(" ")[0]
+
+
 def run_one(job: tuple[str, str, int, int, str]) -> dict[str, Any]:
     from sepconv.pipeline.run import run_recipe
 
     protocol, key, epochs, seed, variant = job
-    out = RUNS / f"{protocol}_e{epochs}" / f"{key}-seed{seed}" / variant.split(" ")[0]
+    out = run_dir(*job)
     summary_path = out / "summary.json"
     if summary_path.is_file():
         return json.loads(summary_path.read_text())
@@ -65,11 +69,14 @@ def run_one(job: tuple[str, str, int, int, str]) -> dict[str, Any]:
     return summary
 
 
-def history(protocol: str, key: str, epochs: int, seed: int, variant: str) -> list[dict[str, Any]] | None:
-    path = RUNS / f"{protocol}_e{epochs}" / f"{key}-seed{seed}" / variant.split(" ")[0] / "train" / "history.json"
-    if not path.is_file() or not (path.parent.parent / "summary.json").is_file():
+def finished_run(out: Path) -> dict[str, Any] | None:
+    """A finished run's epoch records and final (compacted) accuracy; None if it has not finished."""
+    if not (out / "summary.json").is_file():
         return None
-    return json.loads(path.read_text())["epochs"]
+    return {
+        "epochs": json.loads((out / "train" / "history.json").read_text())["epochs"],
+        "accuracy": json.loads((out / "summary.json").read_text())["accuracy"],
+    }
 
 
 def markdown(record: dict[str, Any]) -> str:
@@ -135,12 +142,9 @@ def main() -> None:
     for seed in args.seeds:
         rows = []
         for variant in VARIANTS:
-            epochs = history(args.protocol, args.key, args.epochs, seed, variant)
-            if epochs is None:
-                continue
-            out = RUNS / f"{args.protocol}_e{args.epochs}" / f"{args.key}-seed{seed}" / variant.split(" ")[0]
-            accuracy = json.loads((out / "summary.json").read_text())["accuracy"]
-            rows.append({"variant": variant, "epochs": epochs, "accuracy": accuracy})
+            run = finished_run(run_dir(args.protocol, args.key, args.epochs, seed, variant))
+            if run is not None:
+                rows.append({"variant": variant, **run})
         record["runs"].append({"seed": seed, "variants": rows})
     name = f"soft_prune_state_{args.protocol}_{args.key}_e{args.epochs}"
     RESULTS.mkdir(parents=True, exist_ok=True)

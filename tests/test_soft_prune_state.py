@@ -1,6 +1,6 @@
 """Soft pruning keeps the optimizer and BatchNorm statistics consistent with its masks: masked
 filters lose their momentum at every update, and BatchNorm statistics are re-estimated for the
-masked network (``reset_momentum``, ``recalibrate_bn``; see stall_study.md for why)."""
+masked network (``reset_momentum``, ``recalibrate_bn``; why: benchmarks/results/soft_prune_state_*.md)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from sepconv.prune.soft import find_following_batchnorm
 from sepconv.train.batchnorm_stats import recalibrate_batchnorm
 from sepconv.train.engine import Trainer
 from sepconv.train.optimizer_state import zero_optimizer_rows
-from tests.test_soft_prune import (
+
+from .test_soft_prune import (
     Spy,
     one_thread,  # noqa: F401  (autouse: one torch thread)
     tiny_config,

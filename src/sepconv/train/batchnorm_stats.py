@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from ..data.dataset import ImageDataset
-from ..devices import model_device
+from ..devices import to_model
 
 __all__ = ["recalibrate_batchnorm"]
 
@@ -35,9 +35,6 @@ def recalibrate_batchnorm(model: nn.Module, data: ImageDataset, images: int = 51
         return 0
     count = min(images, len(data))
     index = torch.linspace(0, len(data) - 1, count).round().long()
-    param = next((p for p in model.parameters() if p.is_floating_point()), None)
-    device = model_device(model)
-    dtype = param.dtype if param is not None else torch.float32
     modes = [(m, m.training) for m in model.modules()]
     momenta = [m.momentum for m in norms]
     try:
@@ -48,7 +45,7 @@ def recalibrate_batchnorm(model: nn.Module, data: ImageDataset, images: int = 51
             m.train()
         for start in range(0, count, batch_size):
             batch = data.normalize(data.images[index[start : start + batch_size]])
-            model(batch.to(device=device, dtype=dtype))
+            model(to_model(batch, model))
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum

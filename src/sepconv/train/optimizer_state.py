@@ -110,12 +110,7 @@ def zero_optimizer_rows(optimizer: torch.optim.Optimizer, parameter: torch.Tenso
     steps move it away from zero again in the old direction (sparse-training methods such as
     RigL zero the momentum of what they drop for the same reason)."""
     state = optimizer.state.get(parameter)  # type: ignore[call-overload]
-    if not state:
-        return 0
-    changed = 0
-    for value in state.values():
-        if isinstance(value, torch.Tensor) and value.shape == parameter.shape and value.dim() >= 1:
-            factor = keep.to(device=value.device, dtype=value.dtype).view(-1, *([1] * (value.dim() - 1)))
-            value.mul_(factor)
-            changed += 1
-    return changed
+    per_weight = [v for v in (state or {}).values() if isinstance(v, torch.Tensor) and v.shape == parameter.shape]
+    for value in per_weight:
+        value.index_fill_(0, (~keep).nonzero().flatten().to(value.device), 0)
+    return len(per_weight)
