@@ -465,7 +465,10 @@ def tables_markdown(record: dict[str, Any], budget: Budget) -> str:
             if budget.zero_init
             else "ResNets keep the zoo's initialisation (not the recipes' `zero_init_residual`, see `stall_study.md`)."
         )
-        + " Pruning rate 40 %; counted after physical compaction."
+        + " Pruning rate 40 %; counted after physical compaction. Soft pruning runs with the library's"
+        " defaults: at every mask update the masked rows' momentum is reset and the BatchNorm statistics are"
+        " re-estimated on 512 training images; without gradient masks (SFP) a masked filter's gradient is"
+        " capped at its layer's median kept-filter gradient (`cap_regrowth`, `docs/DESIGN.md`)."
         " `acc` = final epoch, compacted model; `best` = best epoch of the masked model during training (the"
         " paper's choice). Mean ± sample std over the seeds listed; `*` marks a run the engine's stall detector"
         " flagged.",
