@@ -468,7 +468,8 @@ def tables_markdown(record: dict[str, Any], budget: Budget) -> str:
         + " Pruning rate 40 %; counted after physical compaction. Soft pruning runs with the library's"
         " defaults: at every mask update the masked rows' momentum is reset and the BatchNorm statistics are"
         " re-estimated on 512 training images; without gradient masks (SFP) a masked filter's gradient is"
-        " capped at its layer's median kept-filter gradient (`cap_regrowth`, `docs/DESIGN.md`)."
+        " capped at its layer's median kept-filter gradient (`cap_regrowth`), and no mask update falls at the end"
+        " of a curriculum epoch (`curriculum_updates`; `docs/DESIGN.md`)."
         " `acc` = final epoch, compacted model; `best` = best epoch of the masked model during training (the"
         " paper's choice). Mean ± sample std over the seeds listed; `*` marks a run the engine's stall detector"
         " flagged.",

@@ -195,14 +195,14 @@ class SoftPruner(Callback):
       ResNet-20: 95 against 3.2 at the first step, 697 against 6.6 after an update), so one step
       throws it to a huge norm in a random direction. BN makes that a full-size feature at
       once, the huge norm freezes it (BN's effective step size falls as 1/‖w‖²), and the L2
-      criterion then keeps it over trained filters. Without the cap SFP stayed at chance on 3
-      of 6 calibrated-chart runs of the paper protocol; with it the zeroed filters regrow
-      smoothly (``seed000_tables.md``).
+      criterion then keeps it over trained filters. Without the cap 3 of the 6 SFP runs of
+      seed 000's ``paper`` protocol on the calibrated charts stalled at chance; with it 1 (at
+      the curriculum switch, see ``curriculum_updates``), with both 0 (``seed000_tables.md``).
     * ``curriculum_updates``: with a curriculum (``TrainConfig.curriculum_epochs``), whether
       masks are recomputed at the ends of its epochs. Off by default: an update after the last
       curriculum epoch zeroes the filters that regrew on the easy data just as the data changes,
-      two shocks at once; SFP (``paper`` protocol) fell to chance there on 2 of 3 seeds, and
-      trained with that one update deferred (``seed000_tables.md``). Updates due inside the
+      two shocks at once; SFP-only (``paper`` protocol, regrowth capped) fell to chance there
+      on seed 1, and trained to 94.00 % with that one update deferred (``seed000_tables.md``). Updates due inside the
       curriculum move to the end of the first epoch after it; masks drawn at the start stay.
     * ``recalibrate_bn``: after every update in training, re-estimate the BatchNorm running
       statistics on this many training images (:func:`recalibrate_batchnorm`), so the epoch's
