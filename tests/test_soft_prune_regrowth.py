@@ -110,10 +110,20 @@ def test_sfp_filters_regrow_smoothly_only_with_the_cap(cap: bool) -> None:
     assert (grown < kept) is cap
 
 
-def test_the_cap_leaves_fpgm_gradient_masks_alone() -> None:
-    # With grad_mask the masked rows' gradients are zero: the cap has nothing to do, and the masked
-    # filters stay exactly zero.
-    pruner = SoftPruner("fpgm", 0.4, grad_mask=True, cap_regrowth=True, recalibrate_bn=0)
+@pytest.mark.parametrize(
+    ("grad_mask", "cap", "capped_steps"), [(False, True, 3), (False, False, 0), (True, True, 0)]
+)
+def test_the_cap_runs_every_step_only_where_filters_regrow(
+    grad_mask: bool, cap: bool, capped_steps: int, monkeypatch
+) -> None:
+    # With gradient masks (FPGM) the masked rows' gradients are zeroed instead: nothing to cap.
+    calls: list[int] = []
+    original = SoftPruner.cap_regrowing_gradients
+    monkeypatch.setattr(
+        SoftPruner, "cap_regrowing_gradients", lambda self, model: calls.append(1) or original(self, model)
+    )
+    pruner = SoftPruner("fpgm", 0.4, grad_mask=grad_mask, cap_regrowth=cap, recalibrate_bn=0)
     norms = _Norms(pruner)
     Trainer(tiny_resnet(6), tiny_data(), None, tiny_config(epochs=1), [pruner, norms], quiet=True).fit()
-    assert max(norms.masked) == 0.0
+    assert len(calls) == capped_steps  # 48 images, batches of 16
+    assert (max(norms.masked) == 0.0) is grad_mask
