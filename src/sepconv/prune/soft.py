@@ -480,11 +480,12 @@ class SoftPruner(Callback):
                 if grad is None:
                     continue
                 row_norms = grad.reshape(grad.shape[0], -1).norm(dim=1)
-                kept = self._factor(name, keep, row_norms).bool()  # cached on the gradient's device
-                cap = row_norms[kept].median()
+                kept = self._factor(name, keep, row_norms)  # 1 = kept, cached on the gradient's device
+                # Every step, on the gradient's device: no boolean indexing (a host sync per layer on
+                # a GPU); kept rows get scale max(·, 1) = 1.
+                cap = torch.where(kept > 0, row_norms, torch.nan).nanmedian()
                 scale = (cap / row_norms.clamp_min(torch.finfo(row_norms.dtype).tiny)).clamp_max(1.0)
-                scale = torch.where(kept, torch.ones_like(scale), scale)
-                grad.mul_(scale.view(-1, *([1] * (grad.dim() - 1))))
+                grad.mul_(torch.maximum(scale, kept).view(-1, *([1] * (grad.dim() - 1))))
 
     def _factor(self, name: str, keep: Tensor, like: Tensor) -> Tensor:
         """``keep`` as a 0/1 tensor broadcasting over the rows of ``like``, cached until the mask
@@ -583,18 +584,13 @@ class SoftPruner(Callback):
         curriculum = 0 if self.curriculum_updates else trainer.config.curriculum_epochs
         if done <= curriculum:
             return
-        # An update due inside the curriculum comes after the first epoch on the training set.
-        deferred = done == curriculum + 1 and any(
-            self._update_due(d, last) for d in range(max(self.start_epoch, 1), curriculum + 1)
-        )
-        if self._update_due(done, last) or deferred:
+        # An update was due inside the curriculum (the schedule asks for one at its first epoch,
+        # or at start_epoch if that is no later): it comes after the first epoch on the training set.
+        deferred = curriculum > 0 and done == curriculum + 1
+        if deferred or (done - 1 - self.start_epoch) % self.epoch_prune == 0 or done in (self.start_epoch, last):
             self._hook_epoch = done
             self.update(trainer.model)
             self._after_update(trainer)
-
-    def _update_due(self, done: int, last: int) -> bool:
-        """Whether the schedule asks for an update after ``done`` epochs (curriculum aside)."""
-        return (done - 1 - self.start_epoch) % self.epoch_prune == 0 or done == self.start_epoch or done == last
 
     def _after_update(self, trainer: Trainer) -> None:
         """Make the optimizer and the BatchNorm statistics agree with the masks just applied."""
