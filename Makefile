@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test lint bench fashion-mnist clean install
+.PHONY: demo test fashion-mnist clean install
 
 install: $(STAMP)
 
@@ -23,9 +23,6 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q
-
-bench: $(STAMP)
-	$(PY) benchmarks/run_all.py
 
 # Real Fashion-MNIST IDX files from Debian (no download from elsewhere is possible here).
 fashion-mnist:
