@@ -27,6 +27,9 @@ Sections (``benchmarks/results/runtimes.json``, summarised in ``runtimes.md``, p
   their regular-conv forms (``*_folded``), each also pruned (PCA-FPGM 40 %, coupled groups,
   compacted), and a separable conversion (``to_separable``) of the regular MobileNetV1 — ORT and
   OpenVINO, batch 1 and 8; realized speed-up against the MAC ratio.
+* ``imagenet_profile``: where the 224×224 time goes — per kind of layer (regular, grouped,
+  depthwise and 1×1 convs, fully connected, memory ops such as concat / split / shuffle / layout
+  reorders), its share of each runtime's profiled time against its share of the MACs.
 
     .venv/bin/python benchmarks/runtimes.py                       # everything, ~40 min on 2 quiet cores
     .venv/bin/python benchmarks/runtimes.py --only best --quick   # smoke test (not results)
@@ -475,6 +478,156 @@ def run_imagenet(seconds: float, blocks: int, batches: tuple[int, ...]) -> dict[
     return out
 
 
+KINDS = ("regular conv", "grouped conv", "depthwise conv", "1×1 conv", "fully connected", "memory ops", "other")
+MEMORY_OPS = ("Concat", "Split", "Slice", "Transpose", "Reshape", "Gather", "ShuffleChannels", "Reorder",
+              "ReorderInput", "ReorderOutput", "Flatten", "Squeeze", "Unsqueeze", "StridedSlice", "VariadicSplit")
+FUSED_INTO_CONV = ("Relu", "Clip", "Add", "Sum", "Sigmoid", "HardSigmoid", "HardSwish", "Mul", "LeakyRelu")
+
+
+def conv_kind(in_channels: int, out_channels: int, groups: int, kernel: tuple[int, ...]) -> str:
+    if groups > 1:
+        return "depthwise conv" if groups == in_channels == out_channels else "grouped conv"
+    return "1×1 conv" if all(k == 1 for k in kernel) else "regular conv"
+
+
+def macs_by_kind(model: nn.Module, size: tuple[int, ...]) -> dict[str, float]:
+    """MACs per image of each kind of layer (convolutions by shape, linear layers), from the
+    output sizes of one forward pass."""
+    totals: dict[str, float] = defaultdict(float)
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            kind = conv_kind(m.in_channels, m.out_channels, m.groups, m.kernel_size)
+            per_out = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+
+            def hook(_m: nn.Module, _i: Any, out: torch.Tensor, kind: str = kind, per_out: int = per_out) -> None:
+                totals[kind] += out[0].numel() * per_out
+
+            hooks.append(m.register_forward_hook(hook))
+        elif isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(
+                lambda _m, _i, out, f=m.in_features: totals.__setitem__("fully connected", totals["fully connected"] + out[0].numel() * f)))  # fmt: skip
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, *size))
+    for h in hooks:
+        h.remove()
+    return dict(totals)
+
+
+def onnx_node_kinds(data: bytes) -> tuple[dict[str, str], dict[str, str]]:
+    """(ONNX node name -> kind, tensor name -> kind of the layer that makes it). Convolutions by
+    the shape and group of their weight; an activation or add that follows a conv counts as that
+    conv (the runtimes fuse them into it); the rest by type (memory ops or other)."""
+    model = onnx.load_model_from_string(data)
+    weights = {w.name: tuple(w.dims) for w in model.graph.initializer}
+    kinds: dict[str, str] = {}
+    made_by: dict[str, str] = {}
+    for n in model.graph.node:
+        if n.op_type == "Conv" and n.input[1] in weights:
+            out_ch, per_group, *kernel = weights[n.input[1]]
+            group = next((a.i for a in n.attribute if a.name == "group"), 1)
+            kind = conv_kind(per_group * group, out_ch, group, tuple(kernel))
+        elif n.op_type in ("Gemm", "MatMul"):
+            kind = "fully connected"
+        else:
+            kind = "memory ops" if n.op_type in MEMORY_OPS else "other"
+        kinds[n.name] = kind
+        chain = kind
+        if n.op_type in FUSED_INTO_CONV and any(made_by.get(i, "").endswith("conv") for i in n.input):
+            chain = next(made_by[i] for i in n.input if made_by.get(i, "").endswith("conv"))
+        for out in n.output:
+            made_by[out] = chain
+    return kinds, made_by
+
+
+def ort_time_by_kind(data: bytes, batch: int, size: tuple[int, ...], runs: int) -> dict[str, float]:
+    """ONNX Runtime's profiler, µs per inference by kind: each kernel is matched to its ONNX node by
+    name, or (a node of ONNX Runtime's blocked layout, named after the tensor it makes) by that
+    tensor; layout reorders count as memory ops."""
+    import onnxruntime as ort
+
+    kinds, made_by = onnx_node_kinds(data)
+    opts = ort.SessionOptions()
+    opts.enable_profiling = True
+    use_shared_ort_pool(THREADS)
+    opts.use_per_session_threads = False
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 0
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    with tempfile.TemporaryDirectory() as tmp:
+        opts.profile_file_prefix = str(Path(tmp) / "ort")
+        session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        x = np.random.default_rng(0).standard_normal((batch, *size), dtype=np.float32)
+        for _ in range(3 + runs):
+            session.run(None, {"input": x})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    kernels = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
+    kernels = kernels[len(kernels) * 3 // (3 + runs):]
+    totals: dict[str, float] = defaultdict(float)
+    for e in kernels:
+        node, op = e["name"][: -len("_kernel_time")], e["args"].get("op_name", "?")
+        tensor = node.removesuffix("_nchwc")
+        kind = kinds.get(node) or made_by.get(tensor)
+        if kind is None:
+            kind = "memory ops" if op in MEMORY_OPS else "other"
+        totals[kind] += float(e["dur"]) / runs
+    return dict(totals)
+
+
+def ov_time_by_kind(data: bytes, batch: int, size: tuple[int, ...], runs: int) -> dict[str, float]:
+    """OpenVINO's performance counters, µs per inference by kind (convolutions by the kernel that ran
+    them: ``*_dw_*`` depthwise, ``*_1x1_*`` 1×1)."""
+    compiled = compile_openvino(data, THREADS, batch=batch, profiling=True)
+    request = compiled.create_infer_request()
+    x = np.random.default_rng(0).standard_normal((batch, *size), dtype=np.float32)
+    totals: dict[str, float] = defaultdict(float)
+    for i in range(3 + runs):
+        request.infer({0: x})
+        if i < 3:
+            continue
+        for p in request.get_profiling_info():
+            if p.status != p.Status.EXECUTED:
+                continue
+            t, k = p.node_type, p.exec_type
+            if t in ("Convolution", "GroupConvolution"):
+                kind = ("depthwise conv" if "_dw_" in k else "1×1 conv" if "_1x1_" in k
+                        else "grouped conv" if t == "GroupConvolution" else "regular conv")  # fmt: skip
+            elif t in ("FullyConnected", "MatMul") or t.startswith("FullyConnected"):
+                kind = "fully connected"
+            else:
+                kind = "memory ops" if t in MEMORY_OPS else "other"
+            totals[kind] += p.real_time.total_seconds() * 1e6 / runs
+    return dict(totals)
+
+
+def run_imagenet_profile(quick: bool, batches: tuple[int, ...]) -> dict[str, Any]:
+    """Where the 224×224 time goes: per kind of layer, its share of each runtime's time against its
+    share of the MACs (fp32, each runtime's own profiler)."""
+    size = (3, 224, 224)
+    configs = available_configs(["onnxruntime", "openvino"])
+    out: dict[str, Any] = {"configs": configs, "models": {}}
+    for regular, separable, how in IMAGENET:
+        with torch_threads(1):
+            torch.manual_seed(0)
+            original = sepconv.create_model(regular, imagenet=True, num_classes=1000)
+            dsc = (sepconv.create_model(separable, imagenet=True, num_classes=1000) if how == "zoo"
+                   else sepconv.to_separable(original)[0])  # fmt: skip
+            models = {regular: original, separable: dsc, f"{separable} pruned": pruned_imagenet(dsc, size)}
+            models = {k: m for k, m in models.items() if k not in out["models"]}
+            files = {k: export_onnx_bytes(m, input_size=size)[0] for k, m in models.items()}
+        for k, m in models.items():
+            rec: dict[str, Any] = {"macs": macs_by_kind(sepconv.load_model(m).eval(), size)}
+            for batch in batches:
+                runs = (5 if quick else 30) if batch == 1 else (2 if quick else 8)
+                for config in configs:
+                    timer = ort_time_by_kind if config == "onnxruntime" else ov_time_by_kind
+                    rec[f"{config} b{batch}"] = timer(files[k], batch, size, runs)
+            out["models"][k] = rec
+            print(f"[imagenet_profile] {k}: " + json.dumps({c: {kk: round(v) for kk, v in d.items()}
+                                                            for c, d in rec.items()}), flush=True)  # fmt: skip
+    return out
+
+
 # ------------------------------------------------------------------------------------ writing
 
 
@@ -647,6 +800,27 @@ def markdown(record: dict[str, Any]) -> str:
                 lines.append(f"| `{regular}` → `{k}` | {row['macs'][regular] / 1e9:.2f} G → {macs / 1e9:.3f} G | "
                              f"{row['macs'][regular] / macs:.2f}× | " + " | ".join(cells) + " |")  # fmt: skip
         lines.append("")
+    if "imagenet_profile" in record:
+        prof = record["imagenet_profile"]
+        lines += ["## Where the 224×224 time goes: share of time against share of MACs, per kind of layer", "",
+                  "Each runtime's own profiler (fp32; µs summed over the executed nodes, which run partly in "
+                  "parallel on 2 threads, so shares, not totals, are the figure); MAC shares from the model's "
+                  "layers. A kind whose time share exceeds its MAC share runs below the model's average "
+                  "speed per MAC.", "",
+                  "| model | runtime, batch | profiled ms | " + " | ".join(f"{k} time / MACs" for k in KINDS) + " |",
+                  "|---|---|---:|" + "---:|" * len(KINDS)]  # fmt: skip
+        for name, rec in prof["models"].items():
+            total_macs = sum(rec["macs"].values())
+            for key, times in rec.items():
+                if key == "macs":
+                    continue
+                total = sum(times.values())
+                cells = []
+                for kind in KINDS:
+                    t_share, m_share = times.get(kind, 0.0) / total, rec["macs"].get(kind, 0.0) / total_macs
+                    cells.append("–" if t_share < 0.005 and m_share < 0.005 else f"{100 * t_share:.0f} % / {100 * m_share:.0f} %")
+                lines.append(f"| `{name}` | {key} | {total / 1000:.2f} | " + " | ".join(cells) + " |")
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -695,7 +869,7 @@ def save(record: dict[str, Any], stem: str, finished: bool = True) -> None:
 
 
 def main() -> None:
-    sections = ["best", "int8", "int8_formats", "accuracy", "floor", "imagenet"]
+    sections = ["best", "int8", "int8_formats", "accuracy", "floor", "imagenet", "imagenet_profile"]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=sections, default=sections)
     parser.add_argument("--quick", action="store_true", help="short budgets (a smoke test, not results)")
@@ -742,6 +916,9 @@ def main() -> None:
         batches = (1, 8)
         record["imagenet_batches"] = batches
         record["imagenet"] = run_imagenet(seconds * (1 if args.quick else 1.5), blocks, batches)
+        save(record, stem)
+    if "imagenet_profile" in args.only:
+        record["imagenet_profile"] = run_imagenet_profile(args.quick, (1, 8))
         save(record, stem)
     print(f"wrote {RESULTS / stem}.json, .md, .png")
 

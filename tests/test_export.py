@@ -16,9 +16,9 @@ import sepconv
 from sepconv.cli import main as cli_main
 from sepconv.deploy.onnx import ExportError, export_onnx
 from sepconv.deploy.ort import load_onnx, ort_session
-from sepconv.deploy.rewrites import prepare_for_deployment
+from sepconv.deploy.rewrites import prepare_for_deployment, shuffle_permutation
 from sepconv.errors import SepconvError
-from sepconv.nn import ZeroPadShortcut
+from sepconv.nn import ChannelGather, ChannelShuffle, ZeroPadShortcut
 
 from .conftest import assert_one_line_error
 
@@ -128,6 +128,39 @@ def test_narrow_separable_stem_is_merged_exactly() -> None:
         torch.testing.assert_close(deployed(x), model(x), atol=1e-5, rtol=1e-4)
     plain, none = prepare_for_deployment(model, shortcuts_as_conv=False, merge_narrow_separable=False)
     assert (none.merged_separable, none.shortcuts_as_conv) == (0, 0) and none.folded_batchnorms == 19
+
+
+@settings(max_examples=30, deadline=None)
+@given(groups=st.integers(1, 4), per_group=st.integers(1, 6), size=st.integers(1, 5))
+def test_the_shuffle_permutation_is_the_channel_shuffle(groups: int, per_group: int, size: int) -> None:
+    channels = groups * per_group
+    gather = ChannelGather(channels, shuffle_permutation(channels, groups))
+    x = torch.randn(2, channels, size, size + 1)
+    assert torch.equal(gather(x), ChannelShuffle(groups)(x))
+
+
+def test_shufflenet_v2_units_get_static_splits_and_shuffles(tmp_path) -> None:
+    from sepconv.graph import compact_zeros
+    from sepconv.prune.soft import SoftPruner
+
+    model = calibrated(sepconv.create_model("shufflenet_v2"))
+    pruner = SoftPruner("pca-fpgm", 0.4, coupling="group", input_shape=SIZE, bn_mode="zero")
+    pruner.update(model)
+    pruned = compact_zeros(model.eval(), torch.zeros(1, *SIZE))[0]  # uneven widths, not multiples of 8
+    units = sum(1 for m in pruned.modules() if type(m).__name__ == "ShuffleV2Unit")
+    assert units == 16
+    for net in (model, pruned):
+        deployed, changes = prepare_for_deployment(net)
+        assert changes.static_shuffle_units == units
+        x = torch.randn(3, *SIZE)
+        with torch.no_grad():
+            torch.testing.assert_close(deployed(x), net(x), atol=1e-5, rtol=1e-4)
+    static = export_onnx(pruned, tmp_path / "static.onnx", input_size=SIZE)
+    dynamic = export_onnx(pruned, tmp_path / "dynamic.onnx", input_size=SIZE, static_shuffles=False)
+    assert static.static_shuffle_units == units and dynamic.static_shuffle_units == 0
+    assert "Shape" in dynamic.op_counts and "Shape" not in static.op_counts
+    assert static.op_counts["Gather"] == units  # one per shuffle, nothing else gathers
+    assert sum(static.op_counts.values()) < sum(dynamic.op_counts.values()) - 15 * units
 
 
 class FourierHead(nn.Module):

@@ -71,6 +71,7 @@ class ExportReport:
     file_bytes: int
     shortcuts_as_conv: int = 0
     merged_separable: int = 0
+    static_shuffle_units: int = 0
     op_counts: dict[str, int] = field(default_factory=dict)
     # The model's input normalisation: "baked" into the graph, "metadata" only, or "none" recorded.
     normalization: str = "none"
@@ -101,6 +102,7 @@ class ExportReport:
             f"{ops} nodes, {self.folded_batchnorms} BatchNorm folded, "
             f"{self.shortcuts_as_conv} shortcut(s) as 1x1 conv, "
             f"{self.merged_separable} narrow separable pair(s) merged"
+            + (f", {self.static_shuffle_units} ShuffleNet V2 unit(s) with static shuffles" if self.static_shuffle_units else "")
             + {"baked": ", input normalisation baked in", "metadata": ", input normalisation in the metadata"}.get(
                 self.normalization, ""
             )
@@ -121,6 +123,7 @@ class ExportReport:
             "folded_batchnorms": self.folded_batchnorms,
             "shortcuts_as_conv": self.shortcuts_as_conv,
             "merged_separable": self.merged_separable,
+            "static_shuffle_units": self.static_shuffle_units,
             "file_bytes": self.file_bytes,
             "op_counts": self.op_counts,
             "normalization": self.normalization,
@@ -143,6 +146,9 @@ class ExportOptions(Options):
     fold_bn: bool = option(True, "fold BatchNorm into the convs")
     shortcuts_as_conv: bool = option(True, "option-A shortcuts as 1x1 selection convs (faster in ONNX Runtime)")
     merge_narrow_separable: bool = option(True, "merge separable pairs narrower than 8 channels into one conv")
+    static_shuffles: bool = option(
+        True, "ShuffleNet V2 splits and channel shuffles with static widths (no shape arithmetic in the graph)"
+    )
     seed: int = option(0, "seed of the random verification inputs", low=0, high=2**63 - 1, cli=False)
     bake_normalization: bool = option(
         False,
@@ -211,7 +217,7 @@ def _export_and_verify(source: nn.Module, opts: ExportOptions) -> tuple[bytes, E
     # ONNX Runtime's CPU kernels take float32, and the CPU copy makes the file device-independent.
     reference = copy.deepcopy(source).to(device="cpu", dtype=torch.float32).eval()
     deployed, changes = prepare_for_deployment(
-        reference, opts.fold_bn, opts.shortcuts_as_conv, opts.merge_narrow_separable
+        reference, opts.fold_bn, opts.shortcuts_as_conv, opts.merge_narrow_separable, opts.static_shuffles
     )
     if opts.bake_normalization and norm is not None:
         reference, deployed = Normalize(reference, norm), Normalize(deployed, norm)
@@ -237,6 +243,7 @@ def _export_and_verify(source: nn.Module, opts: ExportOptions) -> tuple[bytes, E
         file_bytes=len(data),
         shortcuts_as_conv=changes.shortcuts_as_conv,
         merged_separable=changes.merged_separable,
+        static_shuffle_units=changes.static_shuffle_units,
         op_counts=dict(Counter(n.op_type for n in proto.graph.node).most_common()),
         normalization="none" if norm is None else "baked" if opts.bake_normalization else "metadata",
     )
