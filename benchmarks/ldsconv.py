@@ -6,14 +6,16 @@ Parts (``--parts``, all by default):
 * ``counts``: exact params / MACs of the baseline, its Lds version (k' = 1..4, S = 8, after all
   stages and the conversion) and ``to_separable`` of the same layers with depth multiplier k' (equal
   MACs), per model and input shape; DenseNet-BC-100 on CIFAR-100's shape against spec 03's reference.
-* ``train``: per data set, model and seed, three runs on one budget — ``baseline`` (cosine),
-  ``lds`` (k' = 2, S = 8, two-stage schedule, E1 = 2/3 of the epochs, converted at E1) and
-  ``separable`` (``to_separable`` of the Lds targets, multiplier 2: the same MACs as ``lds``) —
-  then, on ``--ablations-on`` (Fashion-MNIST: the colour charts leave too little room under 100 %)
-  with the first model and seed 0, the ablations: S in {2, 4, 6} (8 is ``lds``),
-  k' in {1, 3, 4} (2 is ``lds``), the balance loss on, and one-stage training (the same prunes and
-  learning-rate curve, but no stage 2 on converted layers: the masked convs train to the end and are
-  converted exactly after the last epoch, so the trainable dense pointwise never trains).
+* ``train``: per data set, model and seed, four runs on one budget — ``baseline`` (cosine),
+  ``lds`` (k' = 2, S = 8, two-stage schedule, E1 = 2/3 of the epochs, converted at E1),
+  ``lds-cubic`` (the same with the cubic stage schedule: the same kernels pruned in total, most
+  in the first stages) and ``separable`` (``to_separable`` of the Lds targets, multiplier 2: the
+  same MACs as ``lds``) — then, on ``--ablations-on`` (Fashion-MNIST: the colour charts leave too
+  little room under 100 %) with the first model and seed 0, the ablations: S in {2, 4, 6} (8 is
+  ``lds``), k' in {1, 3, 4} (2 is ``lds``), the balance loss on, one-stage training (the same
+  prunes and learning-rate curve, but no stage 2 on converted layers: the masked convs train to
+  the end and are converted exactly after the last epoch, so the trainable dense pointwise never
+  trains), and one group per layer instead of cardinality 8 (the paper's cardinality ablation).
 * ``latency``: ONNX Runtime (``--latency-threads``, default 1), models interleaved call by call (untrained weights, BN
   folded): Lds vs baseline, Lds vs the equal-MAC separable model, and Lds vs the same model with
   every gather written as a 1×1 0/1 conv (the option-A shortcut's rewrite); plus the node counts
@@ -84,10 +86,12 @@ RUNS = ROOT / "runs" / "ldsconv"
 # The Lds targets of each model as fnmatch patterns, for to_separable of the same layers.
 SEPARABLE_TARGETS = {"resnet20": "layer*.*.conv*", "densenet_bc_100": "features.*.*.layers.5"}
 MAIN = ("baseline", "lds", "separable")
-ABLATIONS = ("lds-s2", "lds-s4", "lds-s6", "lds-k1", "lds-k3", "lds-k4", "lds-balance", "lds-onestage")
+SEEDED = (*MAIN, "lds-cubic")  # may be trained on every seed (--variants)
+ABLATIONS = ("lds-s2", "lds-s4", "lds-s6", "lds-k1", "lds-k3", "lds-k4", "lds-balance", "lds-onestage", "lds-g1")
 LABELS = {
     "baseline": "baseline",
     "lds": "Lds k'=2 S=8",
+    "lds-cubic": "Lds k'=2 S=8, cubic stages (ours: few kernels pruned in the last stages)",
     "separable": "to_separable m=2 (equal MACs)",
     "lds-s2": "Lds S=2",
     "lds-s4": "Lds S=4",
@@ -97,6 +101,7 @@ LABELS = {
     "lds-k4": "Lds k'=4",
     "lds-balance": "Lds + balance loss",
     "lds-onestage": "Lds one-stage (masked convs trained to the end, converted after it)",
+    "lds-g1": "Lds one group (stage 1 from the full conv; cardinality = outputs)",
 }
 # Paper (CIFAR-100, DenseNet-BC-100): accuracy %, GFLOPs, params M.
 PAPER = {
@@ -179,6 +184,10 @@ def steps_for(variant: str, model: str, budget: Budget, seed: int) -> list[Any]:
         lds["balance_loss"] = True
     elif variant == "lds-onestage":
         lds["convert_at"] = "end"  # the same prunes and lr curve; the masked convs train on after E1
+    elif variant == "lds-cubic":
+        lds["schedule"] = "cubic"
+    elif variant == "lds-g1":
+        lds["groups"] = 1  # the paper's cardinality ablation, at its extreme: no grouping before the prunes
     elif variant != "lds":
         raise ValueError(variant)
     return [{"ldsconv": lds}, {"train": train_settings(budget, seed, **schedule)}]
@@ -351,10 +360,10 @@ def assemble(
     for budget in budgets:
         for model in models:
             rows = {}
-            variants = [*MAIN, *(ABLATIONS if (budget.data, model) == ablation_key else ())]
+            variants = [*SEEDED, *(ABLATIONS if (budget.data, model) == ablation_key else ())]
             for variant in variants:
                 per_seed = {}
-                for seed in seeds if variant in MAIN else [seeds[0]]:
+                for seed in seeds if variant in SEEDED else [seeds[0]]:
                     s = finished(run_dir(budget, model, variant, seed))
                     if s is not None:
                         per_seed[str(seed)] = {k: s[k] for k in ("accuracy", "best_accuracy", "params", "macs",
@@ -402,20 +411,25 @@ def _difference(a: dict[str, Any], b: dict[str, Any]) -> str:
 def verdict(rows: dict[str, Any]) -> list[str]:
     """The issue's targets, checked on the means (and seed by seed) of one table."""
     lines = []
-    base, lds, sep = rows.get("baseline"), rows.get("lds"), rows.get("separable")
-    if base and lds:
-        fewer = 1 - lds["macs"] / base["macs"]
-        met = lds["accuracy"] >= base["accuracy"]
-        lines.append(
-            f"MACs {100 * fewer:.1f}% fewer than the baseline (target ≥ 20%: {'met' if fewer >= 0.2 else 'missed'}); "
-            f"accuracy vs baseline {_difference(lds, base)} (target ≥ 0: {'met' if met else 'missed'})"
-        )
-    if sep and lds:
-        met = lds["accuracy"] > sep["accuracy"]
-        lines.append(
-            f"vs to_separable at {lds['macs'] / sep['macs']:.3f}× its MACs: {_difference(lds, sep)} "
-            f"(target > 0: {'met' if met else 'missed'})"
-        )
+    base, sep = rows.get("baseline"), rows.get("separable")
+    for name in ("lds", "lds-cubic"):
+        lds = rows.get(name)
+        if lds is None:
+            continue
+        if base:
+            fewer = 1 - lds["macs"] / base["macs"]
+            met = lds["accuracy"] >= base["accuracy"]
+            lines.append(
+                f"{lds['label']}: MACs {100 * fewer:.1f}% fewer than the baseline (target ≥ 20%: "
+                f"{'met' if fewer >= 0.2 else 'missed'}); accuracy vs baseline {_difference(lds, base)} "
+                f"(target ≥ 0: {'met' if met else 'missed'})"
+            )
+        if sep:
+            met = lds["accuracy"] > sep["accuracy"]
+            lines.append(
+                f"{lds['label']}: vs to_separable at {lds['macs'] / sep['macs']:.3f}× its MACs: "
+                f"{_difference(lds, sep)} (target > 0: {'met' if met else 'missed'})"
+            )
     return lines
 
 
@@ -577,7 +591,7 @@ def main() -> None:
         "--ablations-on", default="fashion-mnist", help="the data set of the ablations ('' = none)"
     )
     p.add_argument("--parts", default="counts,train,latency,gradcam")
-    p.add_argument("--variants", default=",".join(MAIN), help="the main variants trained on every seed")
+    p.add_argument("--variants", default=",".join(SEEDED), help="the variants trained on every seed")
     p.add_argument("--latency-seconds", type=float, default=20.0, help="timed seconds per (pair, batch)")
     p.add_argument("--results", default=str(RESULTS), help="folder of the result files (default benchmarks/results)")
     p.add_argument("--latency-threads", type=int, default=1, help="ONNX Runtime threads (one shared pool)")
@@ -591,8 +605,8 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     parts = set(args.parts.split(","))
     variants = [v for v in args.variants.split(",") if v]
-    if not variants or set(variants) - set(MAIN):
-        raise SystemExit(f"--variants: choose from {', '.join(MAIN)}")
+    if not variants or set(variants) - set(SEEDED):
+        raise SystemExit(f"--variants: choose from {', '.join(SEEDED)}")
     epochs = parse_per_data(args.epochs, datas, int)
     train_limit = parse_per_data(args.train_limit, datas, int)
     test_limit = parse_per_data(args.test_limit, datas, int)

@@ -30,6 +30,8 @@ Sections (``benchmarks/results/runtimes.json``, summarised in ``runtimes.md``, p
 * ``imagenet_profile``: where the 224×224 time goes — per kind of layer (regular, grouped,
   depthwise and 1×1 convs, fully connected, memory ops such as concat / split / shuffle / layout
   reorders), its share of each runtime's profiled time against its share of the MACs.
+* ``shuffle_rewrite``: ShuffleNet V2 (regular-conv form, separable, pruned) at 224×224 exported
+  with and without static splits and shuffles, interleaved in each runtime, with the node counts.
 
     .venv/bin/python benchmarks/runtimes.py                       # everything, ~40 min on 2 quiet cores
     .venv/bin/python benchmarks/runtimes.py --only best --quick   # smoke test (not results)
@@ -628,6 +630,38 @@ def run_imagenet_profile(quick: bool, batches: tuple[int, ...]) -> dict[str, Any
     return out
 
 
+def run_shuffle_rewrite(seconds: float, blocks: int, batches: tuple[int, ...]) -> dict[str, Any]:
+    """ShuffleNet V2 (regular-conv form, separable, pruned) at 224×224 exported with and without
+    the static-shuffle rewrite (:mod:`sepconv.deploy.rewrites`), interleaved in each runtime."""
+    from sepconv.deploy.onnx import ExportOptions
+
+    size = (3, 224, 224)
+    configs = available_configs(["onnxruntime", "openvino"])
+    with torch_threads(1):
+        torch.manual_seed(0)
+        regular = sepconv.create_model("shufflenet_v2_folded", imagenet=True, num_classes=1000)
+        dsc = sepconv.create_model("shufflenet_v2", imagenet=True, num_classes=1000)
+        models = {"shufflenet_v2_folded": regular, "shufflenet_v2": dsc, "shufflenet_v2 pruned": pruned_imagenet(dsc, size)}
+        files, nodes = {}, {}
+        for name, model in models.items():
+            for static in (False, True):
+                label = f"{name}, {'static' if static else 'dynamic'} shuffles"
+                files[label] = export_onnx_bytes(model, ExportOptions(input_size=size, static_shuffles=static))[0]
+                nodes[label] = len(onnx.load_model_from_string(files[label]).graph.node)
+    out: dict[str, Any] = {"configs": configs, "nodes": nodes}
+    for batch in batches:
+        run = round_robin(files, configs, batch, size, blocks, seconds / blocks)  # type: ignore[arg-type]
+        run["rewrite_speedup"] = {
+            name: {c: pair_ratio(run, c, f"{name}, dynamic shuffles", f"{name}, static shuffles") for c in configs}
+            for name in models
+        }  # fmt: skip
+        out[f"batch {batch}"] = strip(run)
+        print(f"[shuffle_rewrite] b{batch}: " + "; ".join(
+            f"{n} " + ", ".join(f"{c} {r['median']:.2f}x" for c, r in per.items() if r)
+            for n, per in run["rewrite_speedup"].items()), flush=True)  # fmt: skip
+    return out
+
+
 # ------------------------------------------------------------------------------------ writing
 
 
@@ -800,6 +834,20 @@ def markdown(record: dict[str, Any]) -> str:
                 lines.append(f"| `{regular}` → `{k}` | {row['macs'][regular] / 1e9:.2f} G → {macs / 1e9:.3f} G | "
                              f"{row['macs'][regular] / macs:.2f}× | " + " | ".join(cells) + " |")  # fmt: skip
         lines.append("")
+    if "shuffle_rewrite" in record:
+        sec = record["shuffle_rewrite"]
+        lines += ["## ShuffleNet V2 with static shuffles (the export rewrite), 224×224", "",
+                  "Speed-up of the static-shuffle export over the plain one (median (IQR) of per-round ratios, "
+                  "one interleaved run per runtime).", "",
+                  "| model | ONNX nodes (plain → static) | " + " | ".join(
+                      f"{c} b{b}" for b in record.get("shuffle_batches", (1, 8)) for c in sec["configs"]) + " |",
+                  "|---|---:|" + "---:|" * (len(sec["configs"]) * len(record.get("shuffle_batches", (1, 8))))]  # fmt: skip
+        for name in sec["batch 1"]["rewrite_speedup"]:
+            cells = [fmt_ratio(sec[f"batch {b}"]["rewrite_speedup"][name][c])
+                     for b in record.get("shuffle_batches", (1, 8)) for c in sec["configs"]]  # fmt: skip
+            lines.append(f"| `{name}` | {sec['nodes'][f'{name}, dynamic shuffles']} → "
+                         f"{sec['nodes'][f'{name}, static shuffles']} | " + " | ".join(cells) + " |")  # fmt: skip
+        lines.append("")
     if "imagenet_profile" in record:
         prof = record["imagenet_profile"]
         lines += ["## Where the 224×224 time goes: share of time against share of MACs, per kind of layer", "",
@@ -869,7 +917,7 @@ def save(record: dict[str, Any], stem: str, finished: bool = True) -> None:
 
 
 def main() -> None:
-    sections = ["best", "int8", "int8_formats", "accuracy", "floor", "imagenet", "imagenet_profile"]
+    sections = ["best", "int8", "int8_formats", "accuracy", "floor", "imagenet", "imagenet_profile", "shuffle_rewrite"]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=sections, default=sections)
     parser.add_argument("--quick", action="store_true", help="short budgets (a smoke test, not results)")
@@ -919,6 +967,10 @@ def main() -> None:
         save(record, stem)
     if "imagenet_profile" in args.only:
         record["imagenet_profile"] = run_imagenet_profile(args.quick, (1, 8))
+        save(record, stem)
+    if "shuffle_rewrite" in args.only:
+        record["shuffle_batches"] = (1, 8)
+        record["shuffle_rewrite"] = run_shuffle_rewrite(seconds, blocks, record["shuffle_batches"])
         save(record, stem)
     print(f"wrote {RESULTS / stem}.json, .md, .png")
 

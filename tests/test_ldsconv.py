@@ -123,6 +123,56 @@ def test_every_stage_masks_delta_smallest_survivors_per_group(stages: int, k: in
         layer.prune_stage()
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    stages=st.integers(1, 10),
+    k=st.integers(1, 3),
+    card=st.sampled_from([4, 8, 16]),
+    inputs=st.sampled_from([4, 8, 16]),
+)
+def test_the_cubic_schedule_masks_the_same_kernels_front_loaded(stages: int, k: int, card: int, inputs: int) -> None:
+    if inputs * (card - k) // stages < 1:
+        return  # δ = 0: the layer refuses (tested above)
+    torch.manual_seed(stages * 100 + k)
+    layer = lds_layer(inputs, card, card=card, stages=stages, k=k, schedule="cubic")
+    equal = lds_layer(inputs, card, card=card, stages=stages, k=k)
+    total = stages * layer.delta
+    plan = [layer.planned_masked(s) for s in range(stages + 1)]
+    assert plan[0] == 0 and plan[-1] == total == equal.planned_masked(stages)  # the same end point
+    steps = [b - a for a, b in zip(plan, plan[1:])]
+    assert all(step >= 1 for step in steps)  # every stage masks something: readable from the mask
+    assert steps == sorted(steps, reverse=True) or stages * layer.delta < 2 * stages  # front-loaded
+    assert all(plan[s] >= equal.planned_masked(s) for s in range(stages + 1))  # never behind equal stages
+    masked_before = torch.zeros(1, card * inputs, dtype=torch.bool)
+    for s in range(1, stages + 1):
+        norms = layer.kernel_norms().clone()
+        alive = ~masked_before
+        chosen = layer.prune_stage()
+        masked = ~layer.kernel_mask().reshape(1, -1)
+        assert int(masked.sum()) == plan[s] and layer.stages_done == s
+        assert not (masked_before & ~masked).any()
+        ranked = sorted((float(norms[0, f]), f) for f in range(norms.shape[1]) if alive[0, f])
+        assert sorted(chosen[0].tolist()) == sorted(f for _, f in ranked[: steps[s - 1]])
+        masked_before = masked
+    assert layer.planned_kept() == equal.planned_kept() == layer.kept_per_group()[0]
+    converted = layer.to_separable()
+    x = torch.randn(2, inputs, 5, 5, dtype=torch.float64)
+    assert torch.allclose(converted.double()(x), layer.double()(x), atol=1e-10)
+
+
+def test_the_cubic_schedule_survives_a_checkpoint(tmp_path: Path) -> None:
+    model, _ = ldsify(sepconv.create_model("resnet20"), k=2, stages=4, schedule="cubic")
+    for _, layer in lds_layers(model)[:3]:
+        layer.prune_stage()  # the layers disagree on stages_done: only the masks matter here
+    save_model(tmp_path / "m.pt", model)
+    loaded = load_model(tmp_path / "m.pt")
+    pairs = list(zip(lds_layers(model), lds_layers(loaded)))
+    assert all(b.schedule == "cubic" and b.stages_done == a.stages_done for (_, a), (_, b) in pairs)
+    assert [b.stages_done for _, (_, b) in pairs[:4]] == [1, 1, 1, 0]
+    with pytest.raises(SepconvError, match="stage schedule"):
+        lds_layer(8, 8, card=8, stages=2, schedule="linear")
+
+
 def test_densenet_layer_width_is_96() -> None:
     layer = lds_layer(48, 12, card=12, stages=8)
     assert layer.delta == 60 and layer.planned_kept() == 96
@@ -388,6 +438,31 @@ def test_ldsify_targets_of_the_zoo_and_user_models() -> None:
         ldsify(user, layers="nothing*")
     with pytest.raises(SepconvError, match="auto"):
         ldsify(user)
+
+
+def test_groups_give_every_replaced_conv_that_many_groups() -> None:
+    base = sepconv.create_model("resnet20")
+    one, report = ldsify(base, groups=1)
+    # One group: cardinality = each layer's outputs, the LdsConv starts as the full conv.
+    assert {n: c for n, c in report.cardinality.items() if n.startswith("layer3")} == {
+        n: 64 for n in report.cardinality if n.startswith("layer3")
+    }
+    assert all(layer.groups == 1 for _, layer in lds_layers(one))
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(one.eval()(x), base.eval()(x), atol=1e-5)  # the weights are copied
+    # The same MACs after conversion as the family default (k' kernels per input either way) ...
+    _, default = ldsify(base)
+    assert report.macs_converted == default.macs_converted
+    # ... but each group chooses among all of its layer's inputs.
+    assert one.layer3[0].conv2.inputs_per_group == 64 and default.cardinality["layer3.0.conv2"] == 8
+    four, report = ldsify(base, groups=4)
+    assert report.cardinality["layer1.0.conv1"] == 4 and four.layer1[0].conv1.groups == 4
+    mobilenet, _ = ldsify(sepconv.create_model("mobilenet_v1"), groups=1)
+    assert mobilenet.features[12].lds.groups == 1 and mobilenet.features[12].lds.cardinality == 256
+    with pytest.raises(SepconvError, match="not both"):
+        ldsify(base, cardinality=8, groups=1)
+    with pytest.raises(SepconvError, match="3 groups do not divide"):
+        ldsify(base, groups=3)
 
 
 # --------------------------------------------------------------------------- the method

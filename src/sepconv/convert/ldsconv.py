@@ -67,7 +67,19 @@ class LdsifyOptions(Options):
     cardinality: int | None = option(
         None, "output channels per group (default: each family's)", low=1, high=MAX_CARDINALITY
     )
+    groups: int | None = option(
+        None,
+        "groups of every replaced conv instead of a cardinality (cardinality = its outputs / groups); "
+        "1: stage 1 starts from the full conv",
+        low=1,
+        high=MAX_CARDINALITY,
+    )
     stages: int = option(8, "stage factor S: pruning stages in stage 1", low=1, high=MAX_STAGES)
+    schedule: Literal["equal", "cubic"] = option(
+        "equal",
+        "how each group's pruned kernels are spread over the S stages: equal (δ per stage, the authors') "
+        "or cubic (most in the first stages, few in the last: gradual pruning's curve)",
+    )
 
 
 @dataclass
@@ -136,16 +148,42 @@ def _default_cardinality(conv: nn.Conv2d) -> int:
     return out
 
 
+def _cardinality_of_groups(name: str, outputs: int, inputs: int, groups: int) -> int:
+    if outputs % groups or inputs % groups:
+        raise SepconvError(
+            f"{groups} groups do not divide {name}'s {inputs} inputs and {outputs} outputs"
+        )
+    return outputs // groups
+
+
 def find_lds_targets(
-    model: nn.Module, layers: str | Sequence[str] = "auto", cardinality: int | None = None
+    model: nn.Module,
+    layers: str | Sequence[str] = "auto",
+    cardinality: int | None = None,
+    groups: int | None = None,
 ) -> list[dict[str, Any]]:
     """The layers :func:`ldsify` replaces, as ``{"name", "kind", "cardinality"}`` records.
 
     ``layers="auto"``: the zoo ResNets' block convs (cardinality 8 where it divides, else one
     group), DenseNet's dense-layer 3×3 convs (one group: cardinality = growth) and MobileNetV1's
     separable blocks (cardinality 8). Otherwise fnmatch patterns of regular k×k convs (one group
-    unless ``cardinality`` says otherwise).
+    unless ``cardinality`` says otherwise). ``groups`` instead of ``cardinality`` gives every
+    replaced conv that many groups (``groups=1``: each starts as the full conv; the family
+    defaults instead cut a 64-channel ResNet conv into 8 groups before any training).
     """
+    if cardinality is not None and groups is not None:
+        raise SepconvError("give LdsConv a cardinality or a number of groups, not both")
+    if groups is not None:
+        found = find_lds_targets(model, layers)
+        for target in found:
+            module = model.get_submodule(target["name"])
+            if target["kind"] == BLOCK:
+                inputs = module[0][0].in_channels  # type: ignore[index]
+                outputs = module[1][0].out_channels // MOBILENET_REDUCTION  # type: ignore[index]
+            else:
+                inputs, outputs = module.in_channels, module.out_channels
+            target["cardinality"] = _cardinality_of_groups(target["name"], outputs, inputs, groups)
+        return found
     targets: list[dict[str, Any]] = []
     if isinstance(layers, str) and layers == "auto":
         for name, m in model.named_modules():
@@ -183,7 +221,9 @@ def find_lds_targets(
 
 
 # --------------------------------------------------------------------------- ldsify
-def lds_from_conv(conv: nn.Conv2d, k: float, cardinality: int, stages: int) -> LdsConv2d:
+def lds_from_conv(
+    conv: nn.Conv2d, k: float, cardinality: int, stages: int, schedule: str = "equal"
+) -> LdsConv2d:
     """An LdsConv2d with ``conv``'s geometry, initialised from its weights: with one group the
     weight is copied; with G groups each group keeps the original kernels of its own inputs."""
     if not _regular(conv):
@@ -191,7 +231,7 @@ def lds_from_conv(conv: nn.Conv2d, k: float, cardinality: int, stages: int) -> L
     layer = LdsConv2d(
         conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,  # type: ignore[arg-type]
         conv.dilation, k=k, cardinality=cardinality, stages=stages,  # type: ignore[arg-type]
-        bias=conv.bias is not None, padding_mode=conv.padding_mode,
+        bias=conv.bias is not None, padding_mode=conv.padding_mode, schedule=schedule,
     )  # fmt: skip
     layer = layer.to(device=conv.weight.device, dtype=conv.weight.dtype)
     with torch.no_grad():
@@ -205,7 +245,9 @@ def lds_from_conv(conv: nn.Conv2d, k: float, cardinality: int, stages: int) -> L
     return layer
 
 
-def lds_mobilenet_block(block: nn.Module, k: float, cardinality: int, stages: int) -> nn.Sequential:
+def lds_mobilenet_block(
+    block: nn.Module, k: float, cardinality: int, stages: int, schedule: str = "equal"
+) -> nn.Sequential:
     """The Lds-MobileNet block (authors' code) in place of a depthwise-separable block
     ``DW 3×3 (stride s) → BN → ReLU → PW 1×1 → BN → ReLU``: ``lds`` LdsConv 3×3 (in → out/4,
     stride s) → ``bn1`` → ``relu1`` → ``conv`` 1×1 (out/4 → out) → ``bn2`` → ``relu2``."""
@@ -217,7 +259,9 @@ def lds_mobilenet_block(block: nn.Module, k: float, cardinality: int, stages: in
         )
     mid = out // MOBILENET_REDUCTION
     layers: OrderedDict[str, nn.Module] = OrderedDict()
-    layers["lds"] = LdsConv2d(inp, mid, 3, dw.stride, 1, k=k, cardinality=cardinality, stages=stages)
+    layers["lds"] = LdsConv2d(
+        inp, mid, 3, dw.stride, 1, k=k, cardinality=cardinality, stages=stages, schedule=schedule
+    )
     layers["bn1"] = nn.BatchNorm2d(mid)
     layers["relu1"] = nn.ReLU(inplace=True)
     layers["conv"] = nn.Conv2d(mid, out, 1, bias=False)
@@ -228,7 +272,13 @@ def lds_mobilenet_block(block: nn.Module, k: float, cardinality: int, stages: in
     return result.to(device=dw.weight.device, dtype=dw.weight.dtype)
 
 
-def apply_ldsify(model: nn.Module, targets: Sequence[Mapping[str, Any]], k: float, stages: int) -> nn.Module:
+def apply_ldsify(
+    model: nn.Module,
+    targets: Sequence[Mapping[str, Any]],
+    k: float,
+    stages: int,
+    schedule: str = "equal",
+) -> nn.Module:
     """The structural part of :func:`ldsify` (in place; no profiling, no record)."""
     for target in targets:
         name, kind, card = str(target["name"]), target["kind"], int(target["cardinality"])
@@ -237,11 +287,11 @@ def apply_ldsify(model: nn.Module, targets: Sequence[Mapping[str, Any]], k: floa
         except AttributeError:
             raise SepconvError(f"LdsConv target {name!r} is not a module of the model") from None
         if kind == CONV:
-            replace_submodule(model, name, lds_from_conv(module, k, card, stages))  # type: ignore[arg-type]
+            replace_submodule(model, name, lds_from_conv(module, k, card, stages, schedule))  # type: ignore[arg-type]
         elif kind == BLOCK:
             if not isinstance(module, DepthwiseSeparable):
                 raise SepconvError(f"LdsConv target {name!r} is not a MobileNet depthwise-separable block")
-            replace_submodule(model, name, lds_mobilenet_block(module, k, card, stages))
+            replace_submodule(model, name, lds_mobilenet_block(module, k, card, stages, schedule))
         else:
             raise SepconvError(f"unknown LdsConv target kind {kind!r}")
     return model
@@ -256,25 +306,29 @@ def ldsify(
     inplace: bool = False,
     input_size: Sequence[int] | None = None,
     pw_trainable: bool = True,
+    groups: int | None = None,
+    schedule: str = "equal",
 ) -> tuple[nn.Module, LdsifyReport]:
     """LdsConv (training form) in place of the chosen convs; see :func:`find_lds_targets`.
 
     ``k`` is the pruning factor, ``cardinality`` the output channels per group (None: each
-    family's default), ``stages`` the stage factor S. The report's ``*_converted`` counts are
-    those of the model after all S stages and the conversion (``pw_trainable`` as it will be).
+    family's default) or ``groups`` the groups of every replaced conv, ``stages`` the stage factor
+    S and ``schedule`` how the pruned kernels are spread over the stages. The report's ``*_converted`` counts are those of the model after all S stages and the
+    conversion (``pw_trainable`` as it will be).
     """
     LdsifyOptions.from_dict(  # one validation of every setting
         {"layers": layers if isinstance(layers, str) else list(layers), "k": k, "cardinality": cardinality,
-         "stages": stages},
+         "groups": groups, "stages": stages, "schedule": schedule},
         "LdsConv",
     )  # fmt: skip
     size = tuple(int(s) for s in (input_size or default_input_size(model)))
     before = profile(model, size)
-    targets = find_lds_targets(model, layers, cardinality)
-    result = apply_ldsify(model if inplace else copy.deepcopy(model), targets, k, stages)
+    targets = find_lds_targets(model, layers, cardinality, groups)
+    result = apply_ldsify(model if inplace else copy.deepcopy(model), targets, k, stages, schedule)
     record_transform(
-        model, result, "ldsify", targets=[dict(t) for t in targets], k=float(k), stages=int(stages)
-    )
+        model, result, "ldsify", targets=[dict(t) for t in targets], k=float(k), stages=int(stages),
+        schedule=schedule,
+    )  # fmt: skip
     training = profile(result, size)
     planned, widths = _planned_conversion(result, pw_trainable)
     after = profile(planned, size)
@@ -322,6 +376,7 @@ class LdsifyRecord(Options):
     targets: list[LdsTarget] = option(default_factory=list, help="the replaced layers, in order")
     k: float = option(2.0, "pruning factor k'", low=0, low_open=True, high=MAX_K)
     stages: int = option(8, "stage factor S", low=1, high=MAX_STAGES)
+    schedule: Literal["equal", "cubic"] = option("equal", "how the pruned kernels are spread over the stages")
 
 
 register_transform("ldsify", apply_ldsify, LdsifyRecord)  # the replay is the structural part itself

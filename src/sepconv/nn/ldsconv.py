@@ -12,7 +12,11 @@ Spec 03 (LdsConv), after the authors' public code (Eutenacity/LdsConv):
   group remain (``= k·I_g`` when exact): k, the *pruning factor*, is the average number of kernels
   kept per input channel, the depth multiplier of the separable layer it becomes. Masked weights
   are set to zero too, so every reader of ``weight`` (criteria, compaction, export) sees the
-  effective kernel.
+  effective kernel. ``schedule="cubic"`` (ours, not the authors') spreads the same ``S·δ`` kernels
+  over the stages as gradual pruning does (Zhu & Gupta 2017): after stage s,
+  ``round(S·δ·(1 − (1 − s/S)³))`` are masked, so the first stages take most and the last few
+  almost none. With equal stages the last one masks δ of the ``k·I_g + δ`` survivors at once — in
+  a 16-wide one-group layer with k = 2 nearly half of them, right before the conversion.
 * The **balance loss** (:meth:`LdsConv2d.balance_penalty`) penalises inputs that hold more of the
   group's top ``B = k·I_g`` kernels than ``factor·k``.
 * **Conversion** (:meth:`LdsConv2d.to_separable`): the kept kernels, enumerated in (g, j, i) order,
@@ -36,6 +40,7 @@ from ..errors import SepconvError
 from .gather import ChannelGather
 
 _Size = int | tuple[int, int]
+SCHEDULES = ("equal", "cubic")  # how the S·δ kernels of a group are spread over the stages
 
 
 class LdsConv2d(nn.Conv2d):
@@ -59,6 +64,7 @@ class LdsConv2d(nn.Conv2d):
         stages: int = 8,
         bias: bool = False,
         padding_mode: str = "zeros",
+        schedule: str = "equal",
     ) -> None:
         card = out_channels if cardinality is None else int(cardinality)
         if card < 1 or out_channels % card:
@@ -72,12 +78,15 @@ class LdsConv2d(nn.Conv2d):
             raise SepconvError(f"pruning factor k must lie in (0, cardinality={card}), got {k}")
         if int(stages) != stages or stages < 1:
             raise SepconvError(f"stages must be a positive integer, got {stages!r}")
+        if schedule not in SCHEDULES:
+            raise SepconvError(f"the stage schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         super().__init__(
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode
         )
         self.k = float(k)
         self.cardinality = card
         self.stages = int(stages)
+        self.schedule = str(schedule)
         if self.delta < 1:
             raise SepconvError(
                 f"with {self.inputs_per_group} inputs per group, cardinality {card}, k={k} and {stages} stages "
@@ -95,10 +104,24 @@ class LdsConv2d(nn.Conv2d):
         """Kernels masked per group and stage: floor(I_g·(cardinality − k)/S)."""
         return math.floor(self.inputs_per_group * (self.cardinality - self.k) / self.stages + 1e-9)
 
+    def planned_masked(self, stage: int) -> int:
+        """Kernels per group masked after ``stage`` stages: ``stage·δ`` (equal stages), or the
+        cubic curve to the same ``S·δ``, kept strictly increasing so that every stage masks at
+        least one kernel and the stage count can be read back from the mask."""
+        if not 0 <= stage <= self.stages:
+            raise SepconvError(f"stage {stage} is outside 0..{self.stages}")
+        if self.schedule == "equal":
+            return stage * self.delta
+        total, masked = self.stages * self.delta, 0
+        for s in range(1, stage + 1):
+            curve = round(total * (1 - (1 - s / self.stages) ** 3))
+            masked = min(max(curve, masked + 1), total - (self.stages - s))
+        return masked
+
     def planned_kept(self, stage: int | None = None) -> int:
         """Kernels per group still unmasked after ``stage`` stages (default: all S)."""
         stage = self.stages if stage is None else stage
-        return self.cardinality * self.inputs_per_group - stage * self.delta
+        return self.cardinality * self.inputs_per_group - self.planned_masked(stage)
 
     def kernel_mask(self) -> torch.Tensor:
         """(groups, cardinality, I_g) booleans: which kernels are kept."""
@@ -110,9 +133,12 @@ class LdsConv2d(nn.Conv2d):
 
     @property
     def stages_done(self) -> int:
-        """Pruning stages applied so far, read from the mask (every group has s·δ masked)."""
+        """Pruning stages applied so far, read from the mask (every group has
+        ``planned_masked(s)`` masked)."""
         masked = self.cardinality * self.inputs_per_group - min(self.kept_per_group())
-        return masked // self.delta
+        if self.schedule == "equal":
+            return masked // self.delta
+        return max(s for s in range(self.stages + 1) if self.planned_masked(s) <= masked)
 
     def effective_weight(self) -> torch.Tensor:
         return self.weight * self.mask
@@ -128,14 +154,17 @@ class LdsConv2d(nn.Conv2d):
 
     @torch.no_grad()
     def prune_stage(self) -> torch.Tensor:
-        """Mask, in every group, the δ unmasked kernels of smallest L1 norm (ties: lowest flat
-        index); zero their weights. Returns the (groups, δ) flat indices masked."""
-        if self.stages_done >= self.stages:
+        """Mask, in every group, the δ (equal stages; the cubic schedule: this stage's share)
+        unmasked kernels of smallest L1 norm (ties: lowest flat index); zero their weights.
+        Returns the (groups, count) flat indices masked."""
+        done = self.stages_done
+        if done >= self.stages:
             raise SepconvError(f"all {self.stages} pruning stages are done already")
+        count = self.planned_masked(done + 1) - self.planned_masked(done)
         norms = self.kernel_norms()
         alive = self.kernel_mask().reshape(self.groups, -1)
         norms = norms.masked_fill(~alive.to(norms.device), math.inf)
-        chosen = torch.sort(norms, dim=1, stable=True).indices[:, : self.delta]
+        chosen = torch.sort(norms, dim=1, stable=True).indices[:, :count]
         flat = self.mask.view(self.groups, self.cardinality * self.inputs_per_group, -1)
         flat[torch.arange(self.groups, device=chosen.device).view(-1, 1), chosen] = 0
         self.weight.mul_(self.mask)
@@ -191,7 +220,8 @@ class LdsConv2d(nn.Conv2d):
         return layer
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, k={self.k:g}, cardinality={self.cardinality}, stages={self.stages}"
+        schedule = "" if self.schedule == "equal" else f", schedule={self.schedule}"
+        return f"{super().extra_repr()}, k={self.k:g}, cardinality={self.cardinality}, stages={self.stages}{schedule}"
 
 
 class LdsSeparableConv2d(nn.Sequential):
