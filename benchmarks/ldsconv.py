@@ -185,7 +185,7 @@ def steps_for(variant: str, model: str, budget: Budget, seed: int) -> list[Any]:
     elif variant == "lds-onestage":
         lds["convert_at"] = "end"  # the same prunes and lr curve; the masked convs train on after E1
     elif variant == "lds-cubic":
-        lds["schedule"] = "cubic"
+        lds["stage_schedule"] = "cubic"
     elif variant == "lds-g1":
         lds["groups"] = 1  # the paper's cardinality ablation, at its extreme: no grouping before the prunes
     elif variant != "lds":
@@ -527,12 +527,13 @@ def ablation_plot(doc: dict[str, Any], path: Path, key: tuple[str, str]) -> None
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
         ax2.legend(fontsize=7, loc="lower right")
-    names = [v for v in ("baseline", "separable", "lds", "lds-balance", "lds-onestage") if v in rows and seed in rows[v]["seeds"]]
+    names = [v for v in ("baseline", "separable", "lds", "lds-cubic", "lds-balance", "lds-onestage", "lds-g1")
+             if v in rows and seed in rows[v]["seeds"]]
     axes[2].bar(range(len(names)), [accuracy(n) for n in names], color="#1f77b4")
     axes[2].set_xticks(range(len(names)), [LABELS[n] for n in names], rotation=25, ha="right", fontsize=7)
     low = min(accuracy(n) for n in names)
     axes[2].set_ylim(max(0, low - 5), 100)
-    axes[2].set(ylabel=f"accuracy % (seed {seed})", title="Balance loss, one- vs two-stage")
+    axes[2].set(ylabel=f"accuracy % (seed {seed})", title="Other settings of Lds")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

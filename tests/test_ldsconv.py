@@ -134,7 +134,7 @@ def test_the_cubic_schedule_masks_the_same_kernels_front_loaded(stages: int, k: 
     if inputs * (card - k) // stages < 1:
         return  # δ = 0: the layer refuses (tested above)
     torch.manual_seed(stages * 100 + k)
-    layer = lds_layer(inputs, card, card=card, stages=stages, k=k, schedule="cubic")
+    layer = lds_layer(inputs, card, card=card, stages=stages, k=k, stage_schedule="cubic")
     equal = lds_layer(inputs, card, card=card, stages=stages, k=k)
     total = stages * layer.delta
     plan = [layer.planned_masked(s) for s in range(stages + 1)]
@@ -161,16 +161,16 @@ def test_the_cubic_schedule_masks_the_same_kernels_front_loaded(stages: int, k: 
 
 
 def test_the_cubic_schedule_survives_a_checkpoint(tmp_path: Path) -> None:
-    model, _ = ldsify(sepconv.create_model("resnet20"), k=2, stages=4, schedule="cubic")
+    model, _ = ldsify(sepconv.create_model("resnet20"), k=2, stages=4, stage_schedule="cubic")
     for _, layer in lds_layers(model)[:3]:
         layer.prune_stage()  # the layers disagree on stages_done: only the masks matter here
     save_model(tmp_path / "m.pt", model)
     loaded = load_model(tmp_path / "m.pt")
     pairs = list(zip(lds_layers(model), lds_layers(loaded)))
-    assert all(b.schedule == "cubic" and b.stages_done == a.stages_done for (_, a), (_, b) in pairs)
+    assert all(b.stage_schedule == "cubic" and b.stages_done == a.stages_done for (_, a), (_, b) in pairs)
     assert [b.stages_done for _, (_, b) in pairs[:4]] == [1, 1, 1, 0]
     with pytest.raises(SepconvError, match="stage schedule"):
-        lds_layer(8, 8, card=8, stages=2, schedule="linear")
+        lds_layer(8, 8, card=8, stages=2, stage_schedule="linear")
 
 
 def test_densenet_layer_width_is_96() -> None:

@@ -75,7 +75,7 @@ class LdsifyOptions(Options):
         high=MAX_CARDINALITY,
     )
     stages: int = option(8, "stage factor S: pruning stages in stage 1", low=1, high=MAX_STAGES)
-    schedule: Literal["equal", "cubic"] = option(
+    stage_schedule: Literal["equal", "cubic"] = option(
         "equal",
         "how each group's pruned kernels are spread over the S stages: equal (δ per stage, the authors') "
         "or cubic (most in the first stages, few in the last: gradual pruning's curve)",
@@ -222,7 +222,7 @@ def find_lds_targets(
 
 # --------------------------------------------------------------------------- ldsify
 def lds_from_conv(
-    conv: nn.Conv2d, k: float, cardinality: int, stages: int, schedule: str = "equal"
+    conv: nn.Conv2d, k: float, cardinality: int, stages: int, stage_schedule: str = "equal"
 ) -> LdsConv2d:
     """An LdsConv2d with ``conv``'s geometry, initialised from its weights: with one group the
     weight is copied; with G groups each group keeps the original kernels of its own inputs."""
@@ -231,7 +231,7 @@ def lds_from_conv(
     layer = LdsConv2d(
         conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,  # type: ignore[arg-type]
         conv.dilation, k=k, cardinality=cardinality, stages=stages,  # type: ignore[arg-type]
-        bias=conv.bias is not None, padding_mode=conv.padding_mode, schedule=schedule,
+        bias=conv.bias is not None, padding_mode=conv.padding_mode, stage_schedule=stage_schedule,
     )  # fmt: skip
     layer = layer.to(device=conv.weight.device, dtype=conv.weight.dtype)
     with torch.no_grad():
@@ -246,7 +246,7 @@ def lds_from_conv(
 
 
 def lds_mobilenet_block(
-    block: nn.Module, k: float, cardinality: int, stages: int, schedule: str = "equal"
+    block: nn.Module, k: float, cardinality: int, stages: int, stage_schedule: str = "equal"
 ) -> nn.Sequential:
     """The Lds-MobileNet block (authors' code) in place of a depthwise-separable block
     ``DW 3×3 (stride s) → BN → ReLU → PW 1×1 → BN → ReLU``: ``lds`` LdsConv 3×3 (in → out/4,
@@ -260,7 +260,7 @@ def lds_mobilenet_block(
     mid = out // MOBILENET_REDUCTION
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     layers["lds"] = LdsConv2d(
-        inp, mid, 3, dw.stride, 1, k=k, cardinality=cardinality, stages=stages, schedule=schedule
+        inp, mid, 3, dw.stride, 1, k=k, cardinality=cardinality, stages=stages, stage_schedule=stage_schedule
     )
     layers["bn1"] = nn.BatchNorm2d(mid)
     layers["relu1"] = nn.ReLU(inplace=True)
@@ -277,7 +277,7 @@ def apply_ldsify(
     targets: Sequence[Mapping[str, Any]],
     k: float,
     stages: int,
-    schedule: str = "equal",
+    stage_schedule: str = "equal",
 ) -> nn.Module:
     """The structural part of :func:`ldsify` (in place; no profiling, no record)."""
     for target in targets:
@@ -287,11 +287,11 @@ def apply_ldsify(
         except AttributeError:
             raise SepconvError(f"LdsConv target {name!r} is not a module of the model") from None
         if kind == CONV:
-            replace_submodule(model, name, lds_from_conv(module, k, card, stages, schedule))  # type: ignore[arg-type]
+            replace_submodule(model, name, lds_from_conv(module, k, card, stages, stage_schedule))  # type: ignore[arg-type]
         elif kind == BLOCK:
             if not isinstance(module, DepthwiseSeparable):
                 raise SepconvError(f"LdsConv target {name!r} is not a MobileNet depthwise-separable block")
-            replace_submodule(model, name, lds_mobilenet_block(module, k, card, stages, schedule))
+            replace_submodule(model, name, lds_mobilenet_block(module, k, card, stages, stage_schedule))
         else:
             raise SepconvError(f"unknown LdsConv target kind {kind!r}")
     return model
@@ -307,27 +307,27 @@ def ldsify(
     input_size: Sequence[int] | None = None,
     pw_trainable: bool = True,
     groups: int | None = None,
-    schedule: str = "equal",
+    stage_schedule: str = "equal",
 ) -> tuple[nn.Module, LdsifyReport]:
     """LdsConv (training form) in place of the chosen convs; see :func:`find_lds_targets`.
 
     ``k`` is the pruning factor, ``cardinality`` the output channels per group (None: each
     family's default) or ``groups`` the groups of every replaced conv, ``stages`` the stage factor
-    S and ``schedule`` how the pruned kernels are spread over the stages. The report's ``*_converted`` counts are those of the model after all S stages and the
+    S and ``stage_schedule`` how the pruned kernels are spread over the stages. The report's ``*_converted`` counts are those of the model after all S stages and the
     conversion (``pw_trainable`` as it will be).
     """
     LdsifyOptions.from_dict(  # one validation of every setting
         {"layers": layers if isinstance(layers, str) else list(layers), "k": k, "cardinality": cardinality,
-         "groups": groups, "stages": stages, "schedule": schedule},
+         "groups": groups, "stages": stages, "stage_schedule": stage_schedule},
         "LdsConv",
     )  # fmt: skip
     size = tuple(int(s) for s in (input_size or default_input_size(model)))
     before = profile(model, size)
     targets = find_lds_targets(model, layers, cardinality, groups)
-    result = apply_ldsify(model if inplace else copy.deepcopy(model), targets, k, stages, schedule)
+    result = apply_ldsify(model if inplace else copy.deepcopy(model), targets, k, stages, stage_schedule)
     record_transform(
         model, result, "ldsify", targets=[dict(t) for t in targets], k=float(k), stages=int(stages),
-        schedule=schedule,
+        stage_schedule=stage_schedule,
     )  # fmt: skip
     training = profile(result, size)
     planned, widths = _planned_conversion(result, pw_trainable)
@@ -376,7 +376,7 @@ class LdsifyRecord(Options):
     targets: list[LdsTarget] = option(default_factory=list, help="the replaced layers, in order")
     k: float = option(2.0, "pruning factor k'", low=0, low_open=True, high=MAX_K)
     stages: int = option(8, "stage factor S", low=1, high=MAX_STAGES)
-    schedule: Literal["equal", "cubic"] = option("equal", "how the pruned kernels are spread over the stages")
+    stage_schedule: Literal["equal", "cubic"] = option("equal", "how the pruned kernels are spread over the stages")
 
 
 register_transform("ldsify", apply_ldsify, LdsifyRecord)  # the replay is the structural part itself

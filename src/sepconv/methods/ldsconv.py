@@ -46,14 +46,14 @@ class LdsConv(Method):
         opts = self.options
         one_stage = " one-stage" if opts.convert_at == "end" else ""
         groups = f" G={opts.groups}" if opts.groups is not None else ""
-        groups += " cubic" if opts.schedule == "cubic" else ""
+        groups += " cubic" if opts.stage_schedule == "cubic" else ""
         return f"Lds k'={opts.k:g} S={opts.stages}{groups}" + (" +BL" if opts.balance_loss else "") + one_stage
 
     def apply(self, model: nn.Module, ctx: StepContext) -> tuple[nn.Module, LdsifyReport]:
         opts = self.options
         return ldsify(
             model, opts.layers, opts.k, opts.cardinality, opts.stages, input_size=ctx.input_size,
-            pw_trainable=opts.pw_trainable, groups=opts.groups, schedule=opts.schedule,
+            pw_trainable=opts.pw_trainable, groups=opts.groups, stage_schedule=opts.stage_schedule,
         )  # fmt: skip
 
     def callbacks(self, model: nn.Module, ctx: StepContext) -> list[Callback]:

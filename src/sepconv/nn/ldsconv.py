@@ -12,7 +12,7 @@ Spec 03 (LdsConv), after the authors' public code (Eutenacity/LdsConv):
   group remain (``= k·I_g`` when exact): k, the *pruning factor*, is the average number of kernels
   kept per input channel, the depth multiplier of the separable layer it becomes. Masked weights
   are set to zero too, so every reader of ``weight`` (criteria, compaction, export) sees the
-  effective kernel. ``schedule="cubic"`` (ours, not the authors') spreads the same ``S·δ`` kernels
+  effective kernel. ``stage_schedule="cubic"`` (ours, not the authors') spreads the same ``S·δ`` kernels
   over the stages as gradual pruning does (Zhu & Gupta 2017): after stage s,
   ``round(S·δ·(1 − (1 − s/S)³))`` are masked, so the first stages take most and the last few
   almost none. With equal stages the last one masks δ of the ``k·I_g + δ`` survivors at once — in
@@ -40,7 +40,7 @@ from ..errors import SepconvError
 from .gather import ChannelGather
 
 _Size = int | tuple[int, int]
-SCHEDULES = ("equal", "cubic")  # how the S·δ kernels of a group are spread over the stages
+STAGE_SCHEDULES = ("equal", "cubic")  # how the S·δ kernels of a group are spread over the stages
 
 
 class LdsConv2d(nn.Conv2d):
@@ -64,7 +64,7 @@ class LdsConv2d(nn.Conv2d):
         stages: int = 8,
         bias: bool = False,
         padding_mode: str = "zeros",
-        schedule: str = "equal",
+        stage_schedule: str = "equal",
     ) -> None:
         card = out_channels if cardinality is None else int(cardinality)
         if card < 1 or out_channels % card:
@@ -78,15 +78,17 @@ class LdsConv2d(nn.Conv2d):
             raise SepconvError(f"pruning factor k must lie in (0, cardinality={card}), got {k}")
         if int(stages) != stages or stages < 1:
             raise SepconvError(f"stages must be a positive integer, got {stages!r}")
-        if schedule not in SCHEDULES:
-            raise SepconvError(f"the stage schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+        if stage_schedule not in STAGE_SCHEDULES:
+            raise SepconvError(
+                f"the stage schedule must be one of {', '.join(STAGE_SCHEDULES)}, got {stage_schedule!r}"
+            )
         super().__init__(
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode
         )
         self.k = float(k)
         self.cardinality = card
         self.stages = int(stages)
-        self.schedule = str(schedule)
+        self.stage_schedule = str(stage_schedule)
         if self.delta < 1:
             raise SepconvError(
                 f"with {self.inputs_per_group} inputs per group, cardinality {card}, k={k} and {stages} stages "
@@ -110,7 +112,7 @@ class LdsConv2d(nn.Conv2d):
         least one kernel and the stage count can be read back from the mask."""
         if not 0 <= stage <= self.stages:
             raise SepconvError(f"stage {stage} is outside 0..{self.stages}")
-        if self.schedule == "equal":
+        if self.stage_schedule == "equal":
             return stage * self.delta
         total, masked = self.stages * self.delta, 0
         for s in range(1, stage + 1):
@@ -136,7 +138,7 @@ class LdsConv2d(nn.Conv2d):
         """Pruning stages applied so far, read from the mask (every group has
         ``planned_masked(s)`` masked)."""
         masked = self.cardinality * self.inputs_per_group - min(self.kept_per_group())
-        if self.schedule == "equal":
+        if self.stage_schedule == "equal":
             return masked // self.delta
         return max(s for s in range(self.stages + 1) if self.planned_masked(s) <= masked)
 
@@ -220,7 +222,7 @@ class LdsConv2d(nn.Conv2d):
         return layer
 
     def extra_repr(self) -> str:
-        schedule = "" if self.schedule == "equal" else f", schedule={self.schedule}"
+        schedule = "" if self.stage_schedule == "equal" else f", stage_schedule={self.stage_schedule}"
         return f"{super().extra_repr()}, k={self.k:g}, cardinality={self.cardinality}, stages={self.stages}{schedule}"
 
 
