@@ -315,8 +315,8 @@ def run_accuracy(trained: list[str], data: str, calibration_images: int, eval_im
     return out
 
 
-def ort_profile(data: bytes, batch: int, size: tuple[int, ...], runs: int) -> dict[str, Any]:
-    """ONNX Runtime's own profiler: per operator type, the kernels run per inference and their µs."""
+def ort_kernel_events(data: bytes, batch: int, size: tuple[int, ...], runs: int, warmup: int = 5) -> list[dict[str, Any]]:
+    """ONNX Runtime's own profiler: the kernel events of ``runs`` inferences after ``warmup``."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -330,11 +330,16 @@ def ort_profile(data: bytes, batch: int, size: tuple[int, ...], runs: int) -> di
         opts.profile_file_prefix = str(Path(tmp) / "ort")
         session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
         x = np.random.default_rng(0).standard_normal((batch, *size), dtype=np.float32)
-        for _ in range(5 + runs):
+        for _ in range(warmup + runs):
             session.run(None, {"input": x})
         events = json.loads(Path(session.end_profiling()).read_text())
     kernels = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
-    kernels = kernels[len(kernels) * 5 // (5 + runs):]  # the timed runs only
+    return kernels[len(kernels) * warmup // (warmup + runs):]  # the timed runs only
+
+
+def ort_profile(data: bytes, batch: int, size: tuple[int, ...], runs: int) -> dict[str, Any]:
+    """Per operator type, the kernels ONNX Runtime runs per inference and their µs."""
+    kernels = ort_kernel_events(data, batch, size, runs)
     by_op: dict[str, list[float]] = defaultdict(list)
     for e in kernels:
         by_op[f"{e['args'].get('op_name', '?')}{part_of(e['name'])}"].append(float(e["dur"]))
@@ -546,25 +551,8 @@ def ort_time_by_kind(data: bytes, batch: int, size: tuple[int, ...], runs: int) 
     """ONNX Runtime's profiler, µs per inference by kind: each kernel is matched to its ONNX node by
     name, or (a node of ONNX Runtime's blocked layout, named after the tensor it makes) by that
     tensor; layout reorders count as memory ops."""
-    import onnxruntime as ort
-
     kinds, made_by = onnx_node_kinds(data)
-    opts = ort.SessionOptions()
-    opts.enable_profiling = True
-    use_shared_ort_pool(THREADS)
-    opts.use_per_session_threads = False
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 0
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    with tempfile.TemporaryDirectory() as tmp:
-        opts.profile_file_prefix = str(Path(tmp) / "ort")
-        session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-        x = np.random.default_rng(0).standard_normal((batch, *size), dtype=np.float32)
-        for _ in range(3 + runs):
-            session.run(None, {"input": x})
-        events = json.loads(Path(session.end_profiling()).read_text())
-    kernels = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
-    kernels = kernels[len(kernels) * 3 // (3 + runs):]
+    kernels = ort_kernel_events(data, batch, size, runs, warmup=3)
     totals: dict[str, float] = defaultdict(float)
     for e in kernels:
         node, op = e["name"][: -len("_kernel_time")], e["args"].get("op_name", "?")
