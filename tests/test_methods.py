@@ -337,7 +337,12 @@ def test_checkpoints_written_before_the_refactor_still_load(fixture: str) -> Non
     assert payload["version"] == 1 and "version" not in payload["arch"]
     model = sepconv.load_model(FIXTURES / fixture).eval()
     with torch.no_grad():
-        torch.testing.assert_close(model(payload["reference_input"]), payload["reference_output"])
+        output = model(payload["reference_input"])
+    # The reference was computed in float32 on another CPU, whose conv kernels sum in another order
+    # (AVX-512 against AVX2): equal to float32 precision relative to the outputs' scale, which a
+    # wrongly rebuilt model (other layers, other weights) is not by orders of magnitude.
+    scale = float(payload["reference_output"].abs().max())
+    torch.testing.assert_close(output, payload["reference_output"], rtol=1e-4, atol=1e-5 * max(1.0, scale))
     assert get_arch(model).to_dict()["version"] == ARCH_VERSION
 
 

@@ -9,6 +9,7 @@ import argparse
 import os
 
 from ..data.registry import check_spec
+from ..devices import resolve_device
 from ..io import check_writable_dir
 from ..measure.profile import profile
 from ..resources import MAX_IMAGES, check_count
@@ -48,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     set_torch_threads(args.threads)
     config = TrainConfig.from_dict(given_options(args, _DEST))  # every setting checked before any data loads
+    resolve_device(config.device)  # an unusable device is refused before a data set is generated
     for flag, limit in (("--limit-train", args.limit_train), ("--limit-test", args.limit_test)):
         if limit is not None:
             check_count(limit, flag, high=MAX_IMAGES)
