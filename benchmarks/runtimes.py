@@ -498,26 +498,17 @@ def conv_kind(in_channels: int, out_channels: int, groups: int, kernel: tuple[in
 
 
 def macs_by_kind(model: nn.Module, size: tuple[int, ...]) -> dict[str, float]:
-    """MACs per image of each kind of layer (convolutions by shape, linear layers), from the
-    output sizes of one forward pass."""
+    """MACs per image of each kind of layer, from the profiler's per-layer rows."""
     totals: dict[str, float] = defaultdict(float)
-    hooks = []
-    for m in model.modules():
+    for row in sepconv.profile(model, size).rows:
+        if not row.macs:
+            continue
+        m = model.get_submodule(row.name)
         if isinstance(m, nn.Conv2d):
             kind = conv_kind(m.in_channels, m.out_channels, m.groups, m.kernel_size)
-            per_out = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
-
-            def hook(_m: nn.Module, _i: Any, out: torch.Tensor, kind: str = kind, per_out: int = per_out) -> None:
-                totals[kind] += out[0].numel() * per_out
-
-            hooks.append(m.register_forward_hook(hook))
-        elif isinstance(m, nn.Linear):
-            hooks.append(m.register_forward_hook(
-                lambda _m, _i, out, f=m.in_features: totals.__setitem__("fully connected", totals["fully connected"] + out[0].numel() * f)))  # fmt: skip
-    with torch.no_grad():
-        model.eval()(torch.zeros(1, *size))
-    for h in hooks:
-        h.remove()
+        else:
+            kind = "fully connected" if isinstance(m, nn.Linear) else "other"
+        totals[kind] += row.macs
     return dict(totals)
 
 

@@ -30,6 +30,7 @@ Each rewrite can be switched off.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,23 +94,36 @@ def shortcut_as_conv(shortcut: nn.Module, like: dict[str, Any] | None = None) ->
     return conv
 
 
-def _merge_narrow_separable(model: nn.Module) -> int:
-    if isinstance(model, fx.GraphModule):  # its graph calls the parts, not the SeparableConv2d
+def _replace_children(model: nn.Module, replacement: Callable[[nn.Module], nn.Module | None]) -> int:
+    """Put ``replacement(child)`` in place of every child it returns a module for; the count.
+    A GraphModule is left alone: its graph calls the parts, not the replaced modules."""
+    if isinstance(model, fx.GraphModule):
         return 0
     count = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            parts = [n for n, _ in child.named_children()]
-            plain_pair = (
-                type(child) is SeparableConv2d
-                and parts == ["depthwise", "pointwise"]  # no BN or activation in between
-                and is_depthwise(child.depthwise)  # not already merged (the *_folded zoo models)
-                and is_pointwise(child.pointwise)
-            )
-            if plain_pair and child.depthwise.in_channels < NARROW_DEPTHWISE:
-                setattr(parent, name, merge_separable(child.depthwise, child.pointwise))
+            new = replacement(child)
+            if new is not None:
+                setattr(parent, name, new)
                 count += 1
     return count
+
+
+def _merged_if_narrow(child: nn.Module) -> nn.Module | None:
+    parts = [n for n, _ in child.named_children()]
+    plain_pair = (
+        type(child) is SeparableConv2d
+        and parts == ["depthwise", "pointwise"]  # no BN or activation in between
+        and is_depthwise(child.depthwise)  # not already merged (the *_folded zoo models)
+        and is_pointwise(child.pointwise)
+    )
+    if plain_pair and child.depthwise.in_channels < NARROW_DEPTHWISE:
+        return merge_separable(child.depthwise, child.pointwise)
+    return None
+
+
+def _merge_narrow_separable(model: nn.Module) -> int:
+    return _replace_children(model, _merged_if_narrow)
 
 
 def _shortcuts_as_conv(model: nn.Module) -> int:
@@ -178,12 +192,4 @@ class StaticShuffleV2Unit(nn.Module):
 
 
 def _static_shuffle_units(model: nn.Module) -> int:
-    if isinstance(model, fx.GraphModule):  # its graph calls the parts, not the units
-        return 0
-    count = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is ShuffleV2Unit:
-                setattr(parent, name, StaticShuffleV2Unit(child))
-                count += 1
-    return count
+    return _replace_children(model, lambda m: StaticShuffleV2Unit(m) if type(m) is ShuffleV2Unit else None)
